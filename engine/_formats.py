@@ -1,0 +1,158 @@
+"""Formats declared on ports, and the frames and packets that travel between actors.
+
+A format says what travels on an edge; the topology loader computes every output format before any
+process starts and rejects links whose formats do not match.  Three families:
+
+- `VideoFormat`: raw pictures (`rgb24` HxWx3 uint8 is the engine's working format), size and fps;
+- `AudioFormat`: raw PCM (`s16` interleaved, shape (samples, channels) int16), rate, channels and
+  samples per frame;
+- `EncodedFormat`: compressed packets (`h264` Annex B, `aac` raw), which travel inline in the
+  descriptor instead of a ring slot.
+
+Media time is integer nanoseconds (`pts_ns`) on raw frames; packets carry PyAV-style pts/dts with a
+time base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy.typing as npt
+
+MediaKind = Literal["video", "audio", "encoded"]
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    width: int
+    height: int
+    fps: float
+    pix_fmt: str = "rgb24"
+    kind: MediaKind = "video"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        channels = {"rgb24": 3, "bgr24": 3, "gray": 1, "rgba": 4}.get(self.pix_fmt, 3)
+        return (self.height, self.width, channels)
+
+    @property
+    def frame_bytes(self) -> int:
+        h, w, c = self.shape
+        return h * w * c
+
+    @property
+    def dtype(self) -> str:
+        return "uint8"
+
+    def describe(self) -> str:
+        return f"video {self.pix_fmt} {self.width}x{self.height}@{self.fps:g}"
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    rate: int
+    channels: int
+    samples_per_frame: int = 1024
+    sample_fmt: str = "s16"
+    kind: MediaKind = "audio"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.samples_per_frame, self.channels)
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.samples_per_frame * self.channels * 2
+
+    @property
+    def dtype(self) -> str:
+        return "int16"
+
+    def describe(self) -> str:
+        return f"audio {self.sample_fmt} {self.rate}Hz {self.channels}ch x{self.samples_per_frame}"
+
+
+@dataclass(frozen=True)
+class EncodedFormat:
+    codec: str  # "h264" | "aac"
+    bitstream: str = ""  # "annexb" for h264, "raw" for aac
+    kind: MediaKind = "encoded"
+
+    def describe(self) -> str:
+        return f"encoded {self.codec}/{self.bitstream}" if self.bitstream else f"encoded {self.codec}"
+
+
+Format = VideoFormat | AudioFormat | EncodedFormat
+
+H264 = EncodedFormat("h264", "annexb")
+AAC = EncodedFormat("aac", "raw")
+
+
+def format_to_wire(fmt: Format) -> dict[str, Any]:
+    """A msgpack-able dict for a format (used in ring headers and descriptors)."""
+    if isinstance(fmt, VideoFormat):
+        return {"kind": "video", "width": fmt.width, "height": fmt.height, "fps": fmt.fps,
+                "pix_fmt": fmt.pix_fmt}
+    if isinstance(fmt, AudioFormat):
+        return {"kind": "audio", "rate": fmt.rate, "channels": fmt.channels,
+                "samples_per_frame": fmt.samples_per_frame, "sample_fmt": fmt.sample_fmt}
+    return {"kind": "encoded", "codec": fmt.codec, "bitstream": fmt.bitstream}
+
+
+def format_from_wire(d: dict[str, Any]) -> Format:
+    kind = d.get("kind")
+    if kind == "video":
+        return VideoFormat(int(d["width"]), int(d["height"]), float(d["fps"]), str(d["pix_fmt"]))
+    if kind == "audio":
+        return AudioFormat(int(d["rate"]), int(d["channels"]), int(d["samples_per_frame"]),
+                           str(d["sample_fmt"]))
+    return EncodedFormat(str(d["codec"]), str(d.get("bitstream", "")))
+
+
+@dataclass
+class Frame:
+    """A raw video or audio frame.
+
+    `data` is a numpy array: HxWxC uint8 for video, (samples, channels) int16 for audio.  Frames
+    handed to `on_frame` are zero-copy views into a shared-memory slot, valid only during the call:
+    copy what you keep.  `seq` is the producer's sequence number on its port.
+    """
+
+    data: npt.NDArray[Any]
+    pts_ns: int
+    seq: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Frame:
+        return replace(self, **changes)
+
+
+@dataclass
+class Packet:
+    """An encoded packet (H.264 access unit in Annex B, or a raw AAC frame).
+
+    `params` carries what a muxer needs to set the stream up (codec, size or rate, extradata); an
+    encoder attaches it to every keyframe so a restarted consumer can start from any keyframe.
+    """
+
+    data: bytes
+    pts: int
+    dts: int
+    time_base: Fraction
+    keyframe: bool = False
+    params: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pts_ns(self) -> int:
+        return int(self.pts * self.time_base * NS)
+
+    def replace(self, **changes: Any) -> Packet:
+        return replace(self, **changes)
+
+
+Media = Frame | Packet

@@ -1,0 +1,100 @@
+"""Restart decisions, in the vocabulary of Erlang/OTP supervisors, as pure functions of time.
+
+- restart type per node: `permanent` (always restarted), `transient` (restarted only after an
+  abnormal exit), `temporary` (never restarted);
+- strategy per group: `one_for_one` (only the failed node), `one_for_all` (every member),
+  `rest_for_one` (the failed node and the members after it, in start order);
+- intensity: more than `intensity` restarts within `period_s` and the supervisor gives up;
+- backoff: the first restart is immediate, repeated failures before a node has been `stable_s`
+  up wait exponentially longer (capped).
+
+Nothing here reads a clock: callers pass `now_ns`, so tests run without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+NS = 1_000_000_000
+
+
+def should_restart(restart: str, abnormal: bool) -> bool:
+    if restart == "permanent":
+        return True
+    if restart == "transient":
+        return abnormal
+    return False
+
+
+def affected_members(strategy: str, members: list[str], failed: str) -> list[str]:
+    """The nodes to restart when `failed` dies, in start order (`members` is in start order)."""
+    if strategy == "one_for_all":
+        return list(members)
+    if strategy == "rest_for_one":
+        return members[members.index(failed):]
+    return [failed]
+
+
+@dataclass
+class IntensityTracker:
+    """Counts restarts in a sliding window of `period_s`; `record` says whether the limit is exceeded."""
+
+    intensity: int
+    period_s: float
+    times: deque[int] = field(default_factory=deque)
+
+    def record(self, now_ns: int) -> bool:
+        self.times.append(now_ns)
+        horizon = now_ns - int(self.period_s * NS)
+        while self.times and self.times[0] <= horizon:
+            self.times.popleft()
+        return len(self.times) > self.intensity
+
+    @property
+    def count(self) -> int:
+        return len(self.times)
+
+
+@dataclass
+class Backoff:
+    """Delay before restart number `failures` (1-based) of a node that has not become stable."""
+
+    initial_s: float = 0.1
+    max_s: float = 5.0
+    factor: float = 2.0
+
+    def delay_ns(self, failures: int) -> int:
+        if failures <= 1:
+            return 0
+        base = self.initial_s if self.initial_s > 0 else 0.1
+        return int(min(self.max_s, base * self.factor ** (failures - 2)) * NS)
+
+
+@dataclass
+class StabilityTracker:
+    """Consecutive failures of one node; reset once it has run `stable_s` with heartbeats."""
+
+    stable_s: float
+    failures: int = 0
+    started_ns: int | None = None
+    stable: bool = False
+
+    def started(self, now_ns: int) -> None:
+        self.started_ns = now_ns
+        self.stable = False
+
+    def heartbeat(self, now_ns: int) -> bool:
+        """True exactly when the node has just become stable."""
+        if self.stable or self.started_ns is None:
+            return False
+        if now_ns - self.started_ns >= int(self.stable_s * NS):
+            self.stable = True
+            self.failures = 0
+            return True
+        return False
+
+    def failed(self) -> int:
+        self.failures += 1
+        self.started_ns = None
+        return self.failures

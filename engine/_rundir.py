@@ -1,0 +1,152 @@
+"""Per-engine runtime directories: where sockets and the engine's description live.
+
+Each running engine gets ``<base>/<engine_id>/`` (mode 0700) holding its ZeroMQ ipc sockets and an
+``engine.json`` (pid, topology, endpoints) that `mediaengine ps` and monitors read.  The base is
+``$MEDIAENGINE_RUNTIME_DIR`` or ``$XDG_RUNTIME_DIR/mediaengine`` or ``/tmp/mediaengine-<uid>``.
+
+A dead engine (SIGKILLed) leaves its directory and shared-memory segments behind; `reap_stale`
+removes both and kills any actor process still recorded for it.  Every engine start calls it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._ring import unlink_segments
+
+
+def base_dir() -> Path:
+    env = os.environ.get("MEDIAENGINE_RUNTIME_DIR")
+    if env:
+        base = Path(env)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        base = Path(os.environ["XDG_RUNTIME_DIR"]) / "mediaengine"
+    else:
+        base = Path(tempfile.gettempdir()) / f"mediaengine-{os.getuid()}"
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return base
+
+
+def new_engine_id() -> str:
+    return secrets.token_hex(4)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still "exists": treat it as dead
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class RunDir:
+    engine_id: str
+    path: Path
+
+    @classmethod
+    def create(cls, engine_id: str | None = None) -> RunDir:
+        engine_id = engine_id or new_engine_id()
+        path = base_dir() / engine_id
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)
+        return cls(engine_id, path)
+
+    def endpoint(self, name: str) -> str:
+        return f"ipc://{self.path / name}"
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / "engine.json"
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        tmp = self.info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=1))
+        tmp.replace(self.info_path)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def read_info(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((path / "engine.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def engine_alive(info: dict[str, Any]) -> bool:
+    pid = int(info.get("pid", 0))
+    if not pid_alive(pid):
+        return False
+    started = info.get("pid_start")
+    return started is None or _start_time(pid) == started
+
+
+def running_engines() -> list[dict[str, Any]]:
+    """engine.json of every live engine of this user, oldest first."""
+    out = []
+    for child in sorted(base_dir().iterdir()):
+        info = read_info(child)
+        if info is not None and engine_alive(info):
+            out.append(info)
+    return sorted(out, key=lambda i: float(i.get("started_at", 0)))
+
+
+def reap_stale() -> list[str]:
+    """Remove what dead engines left: actor processes, shm segments, runtime dirs.  Returns their ids."""
+    reaped = []
+    for child in sorted(base_dir().iterdir()):
+        if not child.is_dir():
+            continue
+        info = read_info(child)
+        if info is not None and engine_alive(info):
+            continue
+        if info is None:
+            # no engine.json yet: maybe an engine starting right now; leave it unless clearly old
+            try:
+                if time.time() - child.stat().st_mtime < 60:
+                    continue
+            except OSError:
+                continue
+        for actor in (info or {}).get("actors", {}).values():
+            pid, started = int(actor.get("pid", 0)), actor.get("pid_start")
+            if pid_alive(pid) and (started is None or _start_time(pid) == started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        unlink_segments(child.name)
+        shutil.rmtree(child, ignore_errors=True)
+        reaped.append(child.name)
+    return reaped
+
+
+def process_start_time(pid: int) -> int | None:
+    return _start_time(pid)

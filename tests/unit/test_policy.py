@@ -1,0 +1,74 @@
+"""Supervisor decisions (restart types, strategies, intensity, backoff) with an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine._policy import (
+    NS,
+    Backoff,
+    IntensityTracker,
+    StabilityTracker,
+    affected_members,
+    should_restart,
+)
+
+
+@pytest.mark.parametrize(
+    ("restart", "abnormal", "expected"),
+    [
+        ("permanent", True, True),
+        ("permanent", False, True),
+        ("transient", True, True),
+        ("transient", False, False),
+        ("temporary", True, False),
+        ("temporary", False, False),
+    ],
+)
+def test_restart_types(restart: str, abnormal: bool, expected: bool) -> None:
+    assert should_restart(restart, abnormal) is expected
+
+
+def test_strategies_pick_members_in_start_order() -> None:
+    members = ["src", "filt", "enc", "rec"]
+    assert affected_members("one_for_one", members, "enc") == ["enc"]
+    assert affected_members("one_for_all", members, "enc") == members
+    assert affected_members("rest_for_one", members, "filt") == ["filt", "enc", "rec"]
+    assert affected_members("rest_for_one", members, "rec") == ["rec"]
+
+
+def test_intensity_counts_within_the_period_only() -> None:
+    t = IntensityTracker(intensity=3, period_s=10.0)
+    assert [t.record(i * NS) for i in range(3)] == [False, False, False]
+    assert t.record(3 * NS) is True  # 4 restarts within 10 s
+    # far later, the window has slid past the earlier restarts
+    t2 = IntensityTracker(intensity=3, period_s=10.0)
+    for i in range(3):
+        t2.record(i * NS)
+    assert t2.record(20 * NS) is False
+    assert t2.count == 1
+
+
+def test_intensity_zero_gives_up_at_first_restart() -> None:
+    assert IntensityTracker(intensity=0, period_s=5.0).record(0) is True
+
+
+def test_backoff_first_restart_immediate_then_exponential_and_capped() -> None:
+    b = Backoff(initial_s=0.1, max_s=1.0)
+    delays = [b.delay_ns(n) / NS for n in range(1, 8)]
+    assert delays[0] == 0
+    assert delays[1:5] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert delays[5:] == [1.0, 1.0]
+
+
+def test_stability_resets_failures_after_stable_period() -> None:
+    s = StabilityTracker(stable_s=2.0)
+    s.started(0)
+    assert s.failed() == 1
+    s.started(1 * NS)
+    assert s.failed() == 2  # died again before being stable
+    s.started(5 * NS)
+    assert s.heartbeat(6 * NS) is False
+    assert s.heartbeat(7 * NS) is True  # 2 s up: stable, failures forgotten
+    assert s.heartbeat(8 * NS) is False  # reported once
+    assert s.failed() == 1

@@ -25,7 +25,7 @@ class ControlClient:
     def __init__(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_s * 1000)
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)

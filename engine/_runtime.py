@@ -55,7 +55,18 @@ MAX_DRAIN = 512  # descriptors taken from the data socket per loop turn
 
 
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when our parent (the fork server) goes away."""
+    """Ask the kernel to SIGKILL us when our parent (the fork server) goes away.
+
+    The fork server hands every child a copy of its "alive" pipe and only exits once all copies are
+    closed; we close ours, so a SIGKILLed supervisor takes the fork server, and with it us, along.
+    """
+    with contextlib.suppress(ImportError, AttributeError, OSError, TypeError):
+        from multiprocess import forkserver
+
+        fd = forkserver._forkserver._forkserver_alive_fd
+        if fd is not None:
+            os.close(fd)
+            forkserver._forkserver._forkserver_alive_fd = None
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -94,6 +105,18 @@ class _Input:
     pending: deque[dict[str, Any]] = field(default_factory=deque)
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _FaultCrash(RuntimeError):
     """Raised inside a hook by the `crash` fault."""
 
@@ -120,6 +143,7 @@ class ActorRuntime:
         self.fault_crash = False
         self.fault_corrupt = False
         self.actor: Actor[Any] | None = None
+        self.supervisor_pid = int(spec.get("supervisor_pid", 0))
 
     # ---- wiring ----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -206,7 +230,7 @@ class ActorRuntime:
                 if next_tick is None:
                     next_tick = (now // iv + 1) * iv
                 if now >= next_tick:
-                    self._run_hook("tick", lambda t=now: self.actor.on_tick(t))  # type: ignore[union-attr,misc]
+                    self._run_hook("tick", lambda t=now: self.actor.on_tick(t))
                     next_tick += iv
                     if next_tick <= now:
                         next_tick = (now // iv + 1) * iv
@@ -216,6 +240,9 @@ class ActorRuntime:
             if now >= next_metrics:
                 self._send_metrics()
                 next_metrics = now + 1_000_000_000
+                if not _alive(self.supervisor_pid):
+                    return  # the supervisor is gone: nobody to report to, nothing to feed
+
             if self.finished is not None or (self.stopping and self._drained()):
                 break
             wake = next_hb
@@ -224,7 +251,7 @@ class ActorRuntime:
             timeout_ms = max(0.0, (wake - self.now_ns()) / 1e6)
             if self.stopping:
                 timeout_ms = min(timeout_ms, 20.0)
-            events = dict(poller.poll(timeout_ms))
+            events = dict(poller.poll(int(timeout_ms) + 1))
             if self.ctrl in events:
                 self._handle_control()
             if self.data is not None and self.data in events:
@@ -449,7 +476,7 @@ class ActorRuntime:
             return
         self.metrics.frame_out(pad)
         if isinstance(media, Packet):
-            raw_by_pad = {}
+            raw_by_pad: dict[str, bytes] = {}
             for c in out.consumers:
                 raw = raw_by_pad.get(c.pad) or packet_desc(c.pad, media)
                 raw_by_pad[c.pad] = raw

@@ -30,6 +30,7 @@ from ._errors import (
     EngineError,
     FieldError,
     IntensityExceededError,
+    MalformedMessageError,
     NotAllowedError,
     ResourceError,
     TimeoutError_,
@@ -197,6 +198,7 @@ class Supervisor:
             "outputs": outputs,
             "restart_count": st.restarts,
             "allow_faults": self.allow_faults,
+            "supervisor_pid": os.getpid(),
         }
 
     def _mp(self) -> Any:
@@ -470,6 +472,12 @@ class Supervisor:
                 ring.unlink()
             with contextlib.suppress(Exception):
                 ring.close()
+        if self.mp_ctx is not None:
+            # stop the fork server now rather than when it notices our exit
+            from multiprocess import forkserver
+
+            with contextlib.suppress(Exception):
+                forkserver._forkserver._stop()
         self.router.close(0)
         self.pub.close(0)
         self.ctx.term()
@@ -495,7 +503,7 @@ class Supervisor:
                 return
             if len(frames) != 2:
                 if frames:
-                    self._reply_error(frames[0], 0, proto.MalformedMessageError(
+                    self._reply_error(frames[0], 0, MalformedMessageError(
                         "send exactly one frame per message (a msgpack map) from a DEALER socket"))
                 continue
             ident, raw = frames

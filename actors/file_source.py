@@ -1,0 +1,381 @@
+"""External A/V ingest: decode a file (or any URL FFmpeg reads) and play it out in real time.
+
+Video is converted to rgb24 at the declared size and held to the declared frame rate (for each output
+frame the newest source frame that is due is shown, so frames are duplicated or dropped as needed);
+audio is resampled (`av.AudioResampler`) to s16 interleaved at the declared rate and channel count and
+re-chunked to exactly `samples_per_frame`.  Output timestamps are on the engine timeline, not the
+file's: the first tick maps file time 0 to the current video frame (`pts_ns = k * round(1e9/fps)`),
+audio frame i has `pts_ns = i*spf * 1e9 // rate`.  With `loop`, the file is reopened at its end and
+plays on seamlessly (audio padded with silence to the loop length, so A/V stay in sync loop after
+loop).  Without `loop`, the source ends with `EndOfStream()` then `Finish("end of file")`.
+
+    nodes:
+      - {id: clip, kind: file_source, options: {url: media/clip.mp4, loop: true, width: 1280, height: 720}}
+      - {id: enc,  kind: video_encoder, inputs: {in: clip/video}}
+      - {id: aenc, kind: audio_encoder, inputs: {in: clip/audio}}
+
+Decoding runs in `on_tick`, on demand (only as far as the due frames need), so a slow decoder shows
+up as late ticks (caught up by up to 5 video frames / 0.5 s of audio, then skipped).  Packets the
+decoder rejects as invalid are skipped and counted in `decode_errors`.  A pad switched off
+(`video: false` / `audio: false`) still has its format but ends (end of stream) at the first tick.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+from numpy.typing import NDArray
+
+from actors.test_pattern import video_indices_due
+from actors.tone import audio_frames_due
+from engine._actor import Action, Actor, Emit, EndOfStream, Finish, OutPort
+from engine._errors import ConnectError, FileError, OptionError
+from engine._formats import NS, AudioFormat, Format, Frame, VideoFormat
+
+__all__ = ["FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
+
+
+@dataclass(frozen=True)
+class FileSourceOptions:
+    url: str  # file path or any URL FFmpeg reads (http://, rtmp://, rtsp://, ...)
+    loop: bool = False  # start again at the end instead of finishing
+    video: bool = True  # decode and emit video on the `video` pad
+    audio: bool = True  # decode and emit audio on the `audio` pad
+    width: int = 640  # output video width (frames are scaled to it)
+    height: int = 360  # output video height
+    fps: float = 30.0  # output frame rate (frames are duplicated or dropped to hold it)
+    rate: int = 48000  # output sample rate
+    channels: int = 2  # output channels: 1 or 2
+    samples_per_frame: int = 1024  # samples per output audio frame
+    timeout_s: float = 10.0  # open/read timeout for network URLs (0 = none)
+
+
+# ---- pure helpers ---------------------------------------------------------------------------------
+
+def video_to_rgb(frame: av.VideoFrame, width: int, height: int) -> NDArray[np.uint8]:
+    """A decoded frame as a C-contiguous HxWx3 rgb24 array of the given size."""
+    rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    return np.ascontiguousarray(rgb, dtype=np.uint8)  # a view of the frame's buffer unless padded
+
+
+class SampleFifo:
+    """Interleaved s16 samples indexed by absolute stream position (sample 0 = file start)."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+        self.pos = 0  # stream index of the next sample to read
+        self.end = 0  # stream index after the last sample pushed
+        self._chunks: deque[NDArray[np.int16]] = deque()
+
+    @property
+    def available(self) -> int:
+        return self.end - self.pos
+
+    def push(self, samples: NDArray[np.int16]) -> None:
+        """Append (n, channels) int16 samples."""
+        if len(samples):
+            self._chunks.append(samples)
+            self.end += len(samples)
+
+    def push_silence(self, count: int) -> None:
+        if count > 0:
+            self.push(np.zeros((count, self.channels), dtype=np.int16))
+
+    def drop_to(self, position: int) -> None:
+        """Discard samples before `position`."""
+        n = min(position, self.end) - self.pos
+        while n > 0:
+            head = self._chunks[0]
+            if len(head) <= n:
+                self._chunks.popleft()
+                self.pos += len(head)
+                n -= len(head)
+            else:
+                self._chunks[0] = head[n:]
+                self.pos += n
+                n = 0
+
+    def read(self, start: int, count: int) -> NDArray[np.int16]:
+        """Samples [start, start+count) as a new (count, channels) array; silence where there are none.
+
+        Samples before `start` are discarded; afterwards `pos >= start + count` or the fifo is empty.
+        """
+        self.drop_to(start)
+        out = np.zeros((count, self.channels), dtype=np.int16)
+        i = max(0, self.pos - start)  # leading silence if the fifo starts after `start`
+        while i < count and self._chunks:
+            head = self._chunks[0]
+            n = min(len(head), count - i)
+            out[i: i + n] = head[:n]
+            i += n
+            self.pos += n
+            if n == len(head):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = head[n:]
+        return out
+
+
+# ---- decoding -------------------------------------------------------------------------------------
+
+def _input_error(url: str, doing: str, e: BaseException) -> FileError | ConnectError:
+    if isinstance(e, ConnectionError):
+        return ConnectError(f"cannot {doing} {url!r}: {e}; is the server up and the URL right?")
+    return FileError(f"cannot {doing} {url!r}: {e}")
+
+
+class _Reader:
+    """Demuxes and decodes the selected streams, reopening the URL at the end when looping.
+
+    Video frames land in `video` as (stream time ns, av.VideoFrame), audio samples in `audio`; stream
+    time runs on across loops.  `eof` is set at the final end (never when looping).
+    """
+
+    def __init__(self, o: FileSourceOptions) -> None:
+        self.o = o
+        self.video: deque[tuple[int, av.VideoFrame]] = deque()
+        self.audio = SampleFifo(o.channels)
+        self.eof = False
+        self.video_end_ns = 0  # stream time at which the last video frame stops showing
+        self.decode_errors = 0
+        self.loops = 0
+        self.frame_ns = NS // 30  # nominal source frame duration (set from the video stream)
+        self._base_ns = 0  # stream time of the current pass's start
+        self._container: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        o = self.o
+        kwargs: dict[str, Any] = {"timeout": o.timeout_s} if o.timeout_s > 0 else {}
+        try:
+            container = av.open(o.url, "r", **kwargs)
+        except FileNotFoundError as e:
+            raise FileError(f"cannot open {o.url!r}: no such file or URL ({e}); fix the `url` option") from e
+        except (av.error.FFmpegError, OSError) as e:
+            raise _input_error(o.url, "open", e) from e
+        streams: list[Any] = []
+        self._vstream: Any = None
+        self._astream: Any = None
+        if o.video:
+            if not container.streams.video:
+                container.close()
+                raise FileError(f"{o.url!r} has no video stream; set `video: false`")
+            self._vstream = container.streams.video[0]
+            self._vstream.thread_type = "AUTO"
+            rate = self._vstream.average_rate or self._vstream.guessed_rate or 30
+            self.frame_ns = round(NS / float(rate))  # nominal source frame duration
+            streams.append(self._vstream)
+        if o.audio:
+            if not container.streams.audio:
+                container.close()
+                raise FileError(f"{o.url!r} has no audio stream; set `audio: false`")
+            self._astream = container.streams.audio[0]
+            streams.append(self._astream)
+        self._container = container
+        start = container.start_time  # microseconds (AV_TIME_BASE), None if unknown
+        self._start_ns = int(start) * 1000 if start is not None else 0
+        self._packets: Iterator[Any] = container.demux(*streams)
+        self._resampler = av.AudioResampler(format="s16", layout="mono" if o.channels == 1 else "stereo",
+                                            rate=o.rate)
+        self._pass_video_end_ns = 0
+        self._pass_audio_start = self.audio.end
+        self._pass_items = 0
+        self._last_video_ns = -1
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def pump(self) -> bool:
+        """Decode one more packet (or handle the end of the input).  False once at the final end."""
+        if self.eof:
+            return False
+        try:
+            packet = next(self._packets)
+        except StopIteration:
+            self._end_of_pass()
+            return not self.eof
+        except (av.error.FFmpegError, OSError) as e:  # a broken file or a dropped connection
+            raise _input_error(self.o.url, "read", e) from e
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            self.decode_errors += 1
+            return True
+        for frame in frames:
+            if isinstance(frame, av.VideoFrame):
+                self._add_video(frame)
+            else:
+                self._add_audio(self._resampler.resample(frame))
+        return True
+
+    def _add_video(self, frame: av.VideoFrame) -> None:
+        tb = frame.time_base or self._vstream.time_base
+        default_dur = self.frame_ns
+        if frame.pts is None or tb is None:
+            rel = self._last_video_ns + default_dur if self._last_video_ns >= 0 else 0
+        else:
+            rel = max(0, round(frame.pts * tb * NS) - self._start_ns)
+        rel = max(rel, self._last_video_ns + 1)  # keep stream time strictly increasing
+        self._last_video_ns = rel
+        dur = round(frame.duration * tb * NS) if frame.duration and tb is not None else default_dur
+        self._pass_video_end_ns = max(self._pass_video_end_ns, rel + dur)
+        self.video.append((self._base_ns + rel, frame))
+        self._pass_items += 1
+
+    def _add_audio(self, frames: list[av.AudioFrame]) -> None:
+        for f in frames:
+            self.audio.push(np.array(f.to_ndarray().reshape(-1, self.o.channels), dtype=np.int16))
+            self._pass_items += 1
+
+    def _end_of_pass(self) -> None:
+        if self._astream is not None:
+            self._add_audio(self._resampler.resample(None))
+        audio_ns = (self.audio.end - self._pass_audio_start) * NS // self.o.rate
+        pass_ns = max(self._pass_video_end_ns, audio_ns)
+        if not self.o.loop:
+            self.video_end_ns = self._base_ns + self._pass_video_end_ns
+            self.eof = True
+            self.close()
+            return
+        if self._pass_items == 0 or pass_ns <= 0:
+            self.close()
+            raise FileError(f"{self.o.url!r} has no decodable media to loop over")
+        self._base_ns += pass_ns
+        self.audio.push_silence(-(-self._base_ns * self.o.rate // NS) - self.audio.end)
+        self.loops += 1
+        self.close()
+        self._open()
+
+
+# ---- the actor ------------------------------------------------------------------------------------
+
+class FileSource(Actor[FileSourceOptions]):
+    """Plays a file or stream out in real time on the `video` and `audio` pads."""
+
+    outputs = {"video": OutPort("video", default=True), "audio": OutPort("audio")}
+    Options = FileSourceOptions
+    is_source = True
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+        o: FileSourceOptions = options
+        if not (o.video or o.audio):
+            raise OptionError("both `video` and `audio` are false: nothing to play")
+        if not (16 <= o.width <= 7680 and 16 <= o.height <= 4320):
+            raise OptionError(f"size {o.width}x{o.height} is out of range (16..7680 x 16..4320)")
+        if not 0.1 <= o.fps <= 240.0:
+            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
+        if o.channels not in (1, 2):
+            raise OptionError(f"channels must be 1 or 2, got {o.channels}")
+        if not 8000 <= o.rate <= 192000:
+            raise OptionError(f"rate {o.rate} is out of range (8000..192000)")
+        if not 16 <= o.samples_per_frame <= o.rate:
+            raise OptionError(f"samples_per_frame {o.samples_per_frame} is out of range (16..rate)")
+        # both pads always have a format (the loader links by format); a disabled pad just ends at once
+        return {"video": VideoFormat(o.width, o.height, o.fps),
+                "audio": AudioFormat(o.rate, o.channels, o.samples_per_frame)}
+
+    def setup(self) -> None:
+        o = self.options
+        self.output_formats(o, {})
+        self._vint = round(NS / o.fps)
+        aint = -(-o.samples_per_frame * NS // o.rate)
+        self.tick_interval_ns = min(self._vint if o.video else aint, aint if o.audio else self._vint)
+        self._reader = _Reader(o)
+        self._origin_ns: int | None = None  # engine time of stream time 0
+        self._origin_sample = 0  # engine sample index of stream sample 0
+        self._next_video: int | None = None
+        self._next_audio: int | None = None
+        self._held: tuple[int, av.VideoFrame] | None = None
+        self._held_rgb: NDArray[np.uint8] | None = None
+        self._video_done = not o.video
+        self._audio_done = not o.audio
+        self._finished = False
+        self._started = False
+
+    @property
+    def decode_errors(self) -> int:
+        return self._reader.decode_errors
+
+    @property
+    def loops(self) -> int:
+        return self._reader.loops
+
+    def on_tick(self, now_ns: int) -> list[Action]:
+        if self._finished:
+            return []
+        o = self.options
+        if self._origin_ns is None:  # the first tick: stream time 0 is the current frame's start
+            if o.video:
+                self._origin_ns = now_ns // self._vint * self._vint
+                self._origin_sample = -(-self._origin_ns * o.rate // NS)
+            else:
+                self._origin_sample = (now_ns * o.rate // NS) // o.samples_per_frame * o.samples_per_frame
+                self._origin_ns = self._origin_sample * NS // o.rate
+        actions: list[Action] = []
+        if not self._started:  # a disabled pad ends at once, so a consumer linked to it does not wait
+            self._started = True
+            actions += [EndOfStream(pad) for pad, on in (("video", o.video), ("audio", o.audio)) if not on]
+        if not self._video_done:
+            for k in video_indices_due(self._next_video, now_ns, self._vint):
+                self._next_video = k + 1
+                rgb = self._video_frame(k * self._vint - self._origin_ns)
+                if rgb is None:
+                    self._video_done = True
+                    break
+                actions.append(Emit("video", Frame(rgb, pts_ns=k * self._vint, seq=k)))
+        if not self._audio_done:
+            spf = o.samples_per_frame
+            for i in audio_frames_due(self._next_audio, now_ns, o.rate, spf):
+                self._next_audio = i + 1
+                data = self._audio_frame(i * spf - self._origin_sample)
+                if data is None:
+                    self._audio_done = True
+                    break
+                actions.append(Emit("audio", Frame(data, pts_ns=i * spf * NS // o.rate, seq=i)))
+        if self._video_done and self._audio_done:
+            self._finished = True
+            self._reader.close()
+            actions += [EndOfStream(), Finish("end of file")]
+        return actions
+
+    def _video_frame(self, t_ns: int) -> NDArray[np.uint8] | None:
+        """The picture showing at stream time `t_ns`, or None after the last frame has ended."""
+        r = self._reader
+        # container timestamps are rounded (often to 1 ms): a frame counts as due a little early
+        due = t_ns + min(self._vint, r.frame_ns) // 4
+        while True:
+            while r.video and r.video[0][0] <= due:
+                self._held, self._held_rgb = r.video.popleft(), None
+            if r.video or not r.pump():
+                break
+        if self._held is None and r.video:  # the first frame starts late: show it early
+            self._held, self._held_rgb = r.video.popleft(), None
+        if self._held is None or (r.eof and not r.video and due >= r.video_end_ns):
+            return None
+        if self._held_rgb is None:
+            self._held_rgb = video_to_rgb(self._held[1], self.options.width, self.options.height)
+        return self._held_rgb
+
+    def _audio_frame(self, start: int) -> NDArray[np.int16] | None:
+        """Samples [start, start+spf) of the stream, or None once the stream has run out."""
+        r = self._reader
+        spf = self.options.samples_per_frame
+        while r.audio.end < start + spf and r.pump():
+            if r.audio.available > 4 * r.o.rate:  # far behind (a jump): don't hold seconds of audio
+                r.audio.drop_to(start)
+        if r.eof and r.audio.end <= max(start, r.audio.pos):
+            return None
+        return r.audio.read(start, spf)
+
+    def stop(self) -> list[Action]:
+        self._reader.close()
+        return []

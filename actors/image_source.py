@@ -1,0 +1,117 @@
+"""Still-image video source: one picture (any format OpenCV reads) emitted at a fixed frame rate.
+
+Useful as a slate, a "be right back" card or a background for compositing.  The file is decoded once
+(at load time too, when the output size has to come from the image), converted to rgb24 and resized
+if asked; every tick then emits the same read-only array.  Frames follow the engine's media clock like
+every video source: frame k has `pts_ns = k * round(1e9 / fps)` and `seq = k`, with up to 5 missed
+frames caught up after a late tick.
+
+    nodes:
+      - {id: slate, kind: image_source, options: {path: assets/brb.png, width: 1280, height: 720, fps: 15}}
+
+`width`/`height` of 0 keep the image's own size; if only one is 0 it follows the image's aspect ratio.
+A missing or undecodable file raises `FileError` naming the path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from actors.test_pattern import video_indices_due
+from engine._actor import Action, Actor, Emit, OutPort
+from engine._errors import FileError, OptionError
+from engine._formats import NS, Format, Frame, VideoFormat
+
+__all__ = ["ImageSource", "ImageSourceOptions", "load_image"]
+
+
+@dataclass(frozen=True)
+class ImageSourceOptions:
+    path: str  # image file (PNG, JPEG, BMP, WebP, ... anything cv2.imread decodes)
+    width: int = 0  # output width in pixels; 0 = the image's own (or follow the aspect ratio)
+    height: int = 0  # output height in pixels; 0 = the image's own (or follow the aspect ratio)
+    fps: float = 15.0  # frames per second
+
+
+# ---- pure-ish function (file in, array out) -------------------------------------------------------
+
+def load_image(path: str, width: int = 0, height: int = 0) -> NDArray[np.uint8]:
+    """Decode `path` to a C-contiguous HxWx3 rgb24 array, resized to width x height if not 0.
+
+    If only one of width/height is 0 it is derived from the aspect ratio.  Raises FileError.
+    """
+    if not os.path.isfile(path):
+        raise FileError(f"image file not found: {path!r} (cwd {os.getcwd()!r}); "
+                        "fix the `path` option or create the file")
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileError(f"cannot decode image {path!r}: not an image format OpenCV reads "
+                        "(use PNG, JPEG, BMP, WebP or TIFF)")
+    ih, iw = bgr.shape[:2]
+    w, h = width, height
+    if w == 0 and h == 0:
+        w, h = iw, ih
+    elif w == 0:
+        w = max(1, round(iw * h / ih))
+    elif h == 0:
+        h = max(1, round(ih * w / iw))
+    if (w, h) != (iw, ih):
+        shrinking = w * h < iw * ih
+        bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+# ---- the actor ------------------------------------------------------------------------------------
+
+class ImageSource(Actor[ImageSourceOptions]):
+    """Emits one still picture at a fixed frame rate."""
+
+    outputs = {"out": OutPort("video", default=True)}
+    Options = ImageSourceOptions
+    is_source = True
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+        o: ImageSourceOptions = options
+        if o.width < 0 or o.height < 0:
+            raise OptionError(f"width/height must be >= 0, got {o.width}x{o.height}")
+        if not 0.1 <= o.fps <= 240.0:
+            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
+        if o.width > 0 and o.height > 0:
+            if not os.path.isfile(o.path):  # fail at load time, not only when the process starts
+                raise FileError(f"image file not found: {o.path!r} (cwd {os.getcwd()!r}); "
+                                "fix the `path` option or create the file")
+            w, h = o.width, o.height
+        else:
+            h, w = load_image(o.path, o.width, o.height).shape[:2]
+        return {"out": VideoFormat(w, h, o.fps)}
+
+    def setup(self) -> None:
+        o = self.options
+        if not 0.1 <= o.fps <= 240.0:
+            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
+        declared = self.output_formats_.get("out")
+        if isinstance(declared, VideoFormat):  # the size fixed at load time, even if the file changed
+            picture = load_image(o.path, declared.width, declared.height)
+        else:
+            picture = load_image(o.path, o.width, o.height)
+        picture.flags.writeable = False  # the same array goes out on every frame
+        self._picture = picture
+        self.tick_interval_ns = round(NS / o.fps)
+        self._next: int | None = None
+
+    def on_tick(self, now_ns: int) -> list[Action]:
+        interval = self.tick_interval_ns
+        assert interval is not None, "setup() not called"
+        actions: list[Action] = []
+        for k in video_indices_due(self._next, now_ns, interval):
+            actions.append(Emit("out", Frame(self._picture, pts_ns=k * interval, seq=k)))
+            self._next = k + 1
+        return actions

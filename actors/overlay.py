@@ -1,0 +1,144 @@
+"""Text overlay filter: draws a caption (optionally on a filled box) onto each video frame.
+
+The simplest useful filter, and the one that proves the filter path: it reads the zero-copy input view,
+never modifies it, and emits a copy (one preallocated output buffer) with the text drawn in.  With an
+empty `text` it is a pure pass-through copy.  `text`, `x`, `y`, `scale`, `color`, `box` and
+`box_color` can be changed while running (e.g. `mediaengine ctl set cap text "LIVE"`).
+
+    nodes:
+      - {id: cap, kind: overlay, inputs: {in: cam}, options: {text: "LIVE", x: 0.04, y: 0.05, box: true}}
+
+Cost at 1280x720: 0.2-0.6 ms for the copy plus ~0.7 ms per line of (anti-aliased) text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from engine._actor import Action, Actor, Emit, InPort, OutPort
+from engine._errors import FormatError, FormatMismatchError, OptionError
+from engine._formats import Format, Frame, Packet, VideoFormat
+
+__all__ = ["Overlay", "OverlayOptions", "draw_overlay", "parse_color"]
+
+RGB = tuple[int, int, int]
+
+_NAMED: dict[str, RGB] = {
+    "white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "green": (0, 255, 0),
+    "blue": (0, 0, 255), "yellow": (255, 255, 0), "cyan": (0, 255, 255), "magenta": (255, 0, 255),
+    "gray": (128, 128, 128), "grey": (128, 128, 128),
+}
+_HEX = re.compile(r"#?([0-9a-fA-F]{6})")
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True)
+class OverlayOptions:
+    text: str = ""  # caption; "\n" starts a new line; "" = pass the frames through unchanged (live)
+    x: float = 0.05  # left edge of the text block, as a fraction of the frame width, 0..1 (live)
+    y: float = 0.05  # top edge of the text block, as a fraction of the frame height, 0..1 (live)
+    scale: float = 1.0  # text size; 1.0 = about 1/30 of the frame height per line (live)
+    color: str = "white"  # text colour: "#rrggbb" or a name (white, black, red, yellow, ...) (live)
+    box: bool = False  # draw a filled rectangle behind the text (live)
+    box_color: str = "black"  # colour of that rectangle (live)
+
+
+# ---- pure functions -------------------------------------------------------------------------------
+
+def parse_color(value: str) -> RGB:
+    """'#rrggbb', 'rrggbb' or a colour name -> (r, g, b).  Raises ValueError."""
+    v = value.strip().lower()
+    if v in _NAMED:
+        return _NAMED[v]
+    m = _HEX.fullmatch(v)
+    if not m:
+        raise ValueError(f"not a colour: {value!r} (use '#rrggbb' or one of {', '.join(sorted(_NAMED))})")
+    n = int(m.group(1), 16)
+    return (n >> 16) & 255, (n >> 8) & 255, n & 255
+
+
+def draw_overlay(src: NDArray[np.uint8], out: NDArray[np.uint8], text: str, x: float = 0.05, y: float = 0.05,
+                 scale: float = 1.0, color: RGB = (255, 255, 255), box: bool = False,
+                 box_color: RGB = (0, 0, 0)) -> NDArray[np.uint8]:
+    """Copy `src` (HxWx3 uint8, read only) into `out` (same shape) and draw `text` on it.
+
+    The text block's top-left corner is at (x * W, y * H), moved inwards if it would leave the frame.
+    Returns `out`; `src` is never written.
+    """
+    np.copyto(out, src)
+    if not text:
+        return out
+    h, w = out.shape[:2]
+    font_scale = max(0.3, scale * h / 720.0)
+    thick = max(1, round(2 * font_scale))
+    lines = text.split("\n")
+    sizes = [cv2.getTextSize(line, _FONT, font_scale, thick) for line in lines]
+    line_h = max(th + base for (_, th), base in sizes)
+    gap = max(2, line_h // 4)
+    pad = gap
+    block_w = max(tw for (tw, _), _ in sizes) + 2 * pad
+    block_h = len(lines) * line_h + (len(lines) - 1) * gap + 2 * pad
+    x0 = int(min(max(0.0, x), 1.0) * w)
+    y0 = int(min(max(0.0, y), 1.0) * h)
+    x0 = max(0, min(x0, w - block_w))
+    y0 = max(0, min(y0, h - block_h))
+    if box:
+        cv2.rectangle(out, (x0, y0), (x0 + block_w - 1, y0 + block_h - 1), box_color, thickness=-1)
+    top = y0 + pad
+    for line, ((_, th), _base) in zip(lines, sizes, strict=True):
+        cv2.putText(out, line, (x0 + pad, top + th), _FONT, font_scale, color, thick, cv2.LINE_AA)
+        top += line_h + gap
+    return out
+
+
+# ---- the actor ------------------------------------------------------------------------------------
+
+class Overlay(Actor[OverlayOptions]):
+    """Draws a text caption on every frame (a copy; the input is never modified)."""
+
+    inputs = {"in": InPort("video")}
+    outputs = {"out": OutPort("video", default=True)}
+    Options = OverlayOptions
+    live_options = ("text", "x", "y", "scale", "color", "box", "box_color")
+    option_ranges = {"x": (0.0, 1.0), "y": (0.0, 1.0), "scale": (0.1, 20.0)}
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+        o: OverlayOptions = options
+        cls._colors(o)
+        fmt = input_formats.get("in")
+        if not isinstance(fmt, VideoFormat):
+            raise FormatMismatchError("overlay needs a video input on `in`")
+        return {"out": fmt}
+
+    @staticmethod
+    def _colors(o: OverlayOptions) -> tuple[RGB, RGB]:
+        try:
+            return parse_color(o.color), parse_color(o.box_color)
+        except ValueError as e:
+            raise OptionError(str(e)) from e
+
+    def setup(self) -> None:
+        self._color, self._box_color = self._colors(self.options)
+        self._out: NDArray[np.uint8] | None = None
+
+    def on_option_changed(self, name: str, value: Any) -> None:
+        if name in ("color", "box_color"):
+            self._color, self._box_color = self._colors(self.options)
+
+    def on_frame(self, pad: str, media: Frame | Packet) -> list[Action]:
+        if not isinstance(media, Frame) or media.data.ndim != 3:
+            raise FormatError(f"overlay expects rgb24 video frames on `{pad}`, got {type(media).__name__}")
+        src = media.data
+        if self._out is None or self._out.shape != src.shape:  # first frame, or a resolution change
+            self._out = np.empty(src.shape, dtype=np.uint8)
+        o = self.options
+        out = draw_overlay(src, self._out, o.text, o.x, o.y, o.scale, self._color, o.box, self._box_color)
+        return [Emit("out", Frame(out, pts_ns=media.pts_ns, seq=media.seq, meta=dict(media.meta)))]

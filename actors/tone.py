@@ -1,0 +1,121 @@
+"""Audio test source: a continuous sine tone, s16 PCM, on the engine's media clock.
+
+The waveform is a pure function of the absolute sample index (sample n of the engine timeline is
+`sin(2*pi*freq*n/rate)`), so consecutive frames join without a click and a restarted tone continues
+the same waveform.  Frame i holds samples `[i*spf, (i+1)*spf)` and has
+`pts_ns = i*spf * 1e9 // rate`; every frame whose first sample is due by the tick's engine time is
+emitted (up to 0.5 s of catch-up after a late tick; beyond that the source jumps to the current
+frame).  `volume` and `mute` can be changed while running; a muted tone still emits (silent) frames
+so the timeline never has holes.
+
+    nodes:
+      - {id: beep, kind: tone, options: {freq_hz: 1000, channels: 2, volume: 20}}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine._actor import Action, Actor, Emit, OutPort
+from engine._errors import OptionError
+from engine._formats import NS, AudioFormat, Format, Frame
+
+__all__ = ["Tone", "ToneOptions", "audio_frames_due", "tone_samples"]
+
+#: how far behind an audio source may fall and still emit every missed frame
+MAX_CATCHUP_NS = NS // 2
+
+
+@dataclass(frozen=True)
+class ToneOptions:
+    freq_hz: float = 440.0  # tone frequency (below rate / 2)
+    rate: int = 48000  # sample rate in Hz
+    channels: int = 1  # 1 (mono) or 2 (stereo, same signal on both)
+    samples_per_frame: int = 1024  # samples per emitted frame
+    volume: float = 30.0  # 0..100, linear share of full scale (live)
+    mute: bool = False  # emit silence instead of the tone (live)
+
+
+# ---- pure functions -------------------------------------------------------------------------------
+
+def audio_frames_due(next_frame: int | None, now_ns: int, rate: int, samples_per_frame: int,
+                     max_catchup_ns: int = MAX_CATCHUP_NS) -> list[int]:
+    """The audio frame indices due at engine time `now_ns` (frame i starts at sample i*spf).
+
+    A frame is due once its first sample's time has come.  `next_frame` is the first frame not
+    emitted yet (None before the first); if more than `max_catchup_ns` of frames were missed, only
+    the current frame is returned (a jump).
+    """
+    current = (now_ns * rate // NS) // samples_per_frame
+    max_frames = math.ceil(max_catchup_ns * rate / NS / samples_per_frame)
+    if next_frame is None or current - next_frame > max_frames:
+        return [current]
+    return list(range(next_frame, current + 1))
+
+
+def tone_samples(first_sample: int, count: int, freq_hz: float, rate: int, channels: int,
+                 amplitude: float) -> NDArray[np.int16]:
+    """`count` samples of the tone starting at absolute sample `first_sample`, shape (count, channels).
+
+    `amplitude` is a share of full scale (0..1).  The start phase is computed exactly (rational
+    arithmetic), so frame boundaries join seamlessly however large `first_sample` gets.
+    """
+    phase0 = float((Fraction(freq_hz) * first_sample / rate) % 1)
+    cycles = phase0 + np.arange(count, dtype=np.float64) * (freq_hz / rate)
+    mono = np.rint(np.sin(2.0 * np.pi * cycles) * (amplitude * 32767.0)).astype(np.int16)
+    out: NDArray[np.int16] = mono.reshape(count, 1) if channels == 1 else np.repeat(
+        mono[:, None], channels, axis=1)
+    return out
+
+
+# ---- the actor ------------------------------------------------------------------------------------
+
+class Tone(Actor[ToneOptions]):
+    """Sine tone source."""
+
+    outputs = {"out": OutPort("audio", default=True)}
+    Options = ToneOptions
+    live_options = ("volume", "mute")
+    option_ranges = {"volume": (0.0, 100.0)}
+    is_source = True
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+        o: ToneOptions = options
+        if o.channels not in (1, 2):
+            raise OptionError(f"channels must be 1 or 2, got {o.channels}")
+        if not 8000 <= o.rate <= 192000:
+            raise OptionError(f"rate {o.rate} is out of range (8000..192000)")
+        if not 16 <= o.samples_per_frame <= o.rate:
+            raise OptionError(f"samples_per_frame {o.samples_per_frame} is out of range (16..rate)")
+        if not 0.0 < o.freq_hz < o.rate / 2:
+            raise OptionError(f"freq_hz {o.freq_hz:g} must be between 0 and rate/2 ({o.rate / 2:g})")
+        if not 0.0 <= o.volume <= 100.0:
+            raise OptionError(f"volume {o.volume:g} is out of range (0..100)")
+        return {"out": AudioFormat(o.rate, o.channels, o.samples_per_frame)}
+
+    def setup(self) -> None:
+        o = self.options
+        self.output_formats(o, {})
+        # ceil: a tick at k * interval is never before frame k's start time
+        self.tick_interval_ns = -(-o.samples_per_frame * NS // o.rate)
+        self._next: int | None = None
+
+    def on_tick(self, now_ns: int) -> list[Action]:
+        o = self.options
+        spf = o.samples_per_frame
+        amplitude = 0.0 if o.mute else o.volume / 100.0
+        actions: list[Action] = []
+        for i in audio_frames_due(self._next, now_ns, o.rate, spf):
+            first = i * spf
+            data = tone_samples(first, spf, o.freq_hz, o.rate, o.channels, amplitude)
+            actions.append(Emit("out", Frame(data, pts_ns=first * NS // o.rate, seq=i)))
+            self._next = i + 1
+        return actions

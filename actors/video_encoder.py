@@ -1,0 +1,323 @@
+"""H.264 video encoder (libx264 through PyAV): raw rgb24 frames in, Annex B packets out.
+
+```yaml
+- {id: venc, kind: video_encoder, inputs: {in: cam}, options: {bitrate_kbps: 1500, gop_s: 2}}
+```
+
+- Colour: rgb24 -> yuv420p with OpenCV (`COLOR_RGB2YUV_I420`, BT.601 limited range, tagged so) into
+  one preallocated buffer that PyAV wraps without copying (`VideoFrame.from_numpy_buffer`); libx264
+  copies the picture in during `encode`, so the buffer is reused for the next frame.
+- Rate control: average bit rate with VBV (`maxrate` = `bufsize`/`vbv_buffer_s` = the bit rate at
+  open), which is what lets `bitrate_kbps` change live: lowering it (or raising it back up to the rate
+  the encoder was opened with) retargets x264 in place; raising it above that cap reopens the encoder
+  (the next frame is an IDR, new params go out with it).
+- Timestamps: packets are in a 1/90000 time base on the engine timeline (`Frame.pts_ns` rounded), so
+  audio and video packets from different processes line up.  Output pts strictly increase: a frame
+  whose pts is not after the last encoded one is dropped (counted in `dropped_frames`), e.g. a
+  frame that keepalive repeats already covered.
+- Keepalive: when no frame arrived for `keepalive_ms` of tick time, the last picture is encoded
+  again, one repeat per frame interval with pts = previous + 1 interval, so the stream stays alive
+  (an RTMP server drops a silent publisher) while an upstream filter restarts.
+- Every keyframe packet carries the stream `params` (see `engine.codec`), with the SPS/PPS in
+  `extradata` (the encoder uses GLOBAL_HEADER, so keyframes do not repeat them in-band); each packet's
+  `meta["src_pts_ns"]` is the pts of the frame it encodes.
+- Control command `keyframe` makes the next frame an IDR.
+
+A change of frame size mid-stream is not handled yet (a frame of another size raises FormatError); it
+will need a flush, a reopen at the new size and an explicit format-change event on the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from av.video.frame import PictureType
+
+from engine._actor import Action, Actions, Actor, Emit, EndOfStream, Event, InPort, OutPort
+from engine._errors import EncoderError, FormatError, FormatMismatchError, OptionError
+from engine._formats import H264, NS, Format, Frame, Packet, VideoFormat
+from engine.codec import packet_from_av, video_params
+
+TIME_BASE = Fraction(1, 90_000)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow", "placebo")
+TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency")
+PROFILES = ("baseline", "main", "high")
+COLORSPACE_SMPTE170M = 6  # AVCOL_SPC_SMPTE170M: the BT.601 matrix OpenCV's I420 conversion uses
+COLOR_RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited ("tv") range
+
+
+@dataclass(frozen=True)
+class VideoEncoderOptions:
+    bitrate_kbps: int = 1200  # target bit rate; live (100..20000)
+    preset: str = "veryfast"  # x264 preset: ultrafast .. placebo
+    tune: str = "zerolatency"  # x264 tune(s), comma separated; "" for none
+    gop_s: float = 2.0  # keyframe interval in seconds
+    bframes: int = 0  # max consecutive B-frames (0 = lowest latency)
+    threads: int = 1  # encoder threads (0 = x264 decides)
+    profile: str = ""  # H.264 profile: baseline, main, high; "" = x264's choice
+    keepalive_ms: int = 500  # repeat the last frame when no input arrives for this long; 0 = off
+    vbv_buffer_s: float = 1.0  # VBV buffer size in seconds of the bit rate
+
+
+def rgb_to_i420(rgb: np.ndarray[Any, np.dtype[np.uint8]],
+                out: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """Convert an HxWx3 rgb24 picture into a (H*3/2)xW I420 (yuv420p) buffer, BT.601 limited range."""
+    cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=out)
+    return out
+
+
+def ns_to_ticks(pts_ns: int, time_base: Fraction = TIME_BASE) -> int:
+    """Engine nanoseconds to the nearest tick of `time_base` (half rounds up)."""
+    num = pts_ns * time_base.denominator
+    den = NS * time_base.numerator
+    return (2 * num + den) // (2 * den)
+
+
+def check_options(options: VideoEncoderOptions) -> None:
+    """Raise OptionError naming the first bad option (called by the loader via output_formats)."""
+    if options.preset not in PRESETS:
+        raise OptionError(f"preset {options.preset!r} is not an x264 preset ({', '.join(PRESETS)})")
+    for tune in filter(None, options.tune.split(",")):
+        if tune not in TUNES:
+            raise OptionError(f"tune {tune!r} is not an x264 tune ({', '.join(TUNES)})")
+    if options.profile and options.profile not in PROFILES:
+        raise OptionError(f"profile {options.profile!r} must be one of {', '.join(PROFILES)} or empty")
+    lo, hi = VideoEncoder.option_ranges["bitrate_kbps"]
+    if not lo <= options.bitrate_kbps <= hi:
+        raise OptionError(f"bitrate_kbps {options.bitrate_kbps} is outside {lo:g}..{hi:g}")
+    if options.gop_s <= 0:
+        raise OptionError(f"gop_s must be > 0, got {options.gop_s}")
+    if options.bframes < 0 or options.threads < 0 or options.keepalive_ms < 0:
+        raise OptionError("bframes, threads and keepalive_ms must be >= 0")
+    if options.vbv_buffer_s <= 0:
+        raise OptionError(f"vbv_buffer_s must be > 0, got {options.vbv_buffer_s}")
+
+
+class VideoEncoder(Actor[VideoEncoderOptions]):
+    inputs = {"in": InPort("video", pix_fmts=("rgb24",), policy="drop_oldest")}
+    outputs = {"out": OutPort("encoded", default=True)}
+    Options = VideoEncoderOptions
+    live_options = ("bitrate_kbps",)
+    option_ranges = {"bitrate_kbps": (100, 20000)}
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+        check_options(options)
+        fmt = input_formats.get("in")
+        if isinstance(fmt, VideoFormat) and (fmt.width % 2 or fmt.height % 2):
+            raise FormatMismatchError(
+                f"H.264 (yuv420p) needs an even frame size, got {fmt.width}x{fmt.height}")
+        return {"out": H264}
+
+    def __init__(self, options: VideoEncoderOptions, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        fmt = self.input_formats.get("in")
+        if not isinstance(fmt, VideoFormat):
+            raise FormatMismatchError(f"video_encoder needs a video input format, got {fmt!r}")
+        self.fmt = fmt
+        self.fps = fmt.fps if fmt.fps > 0 else 30.0
+        self.interval = max(1, round(TIME_BASE.denominator / (self.fps * TIME_BASE.numerator)))
+        self.tick_interval_ns: int | None = round(NS / self.fps) if options.keepalive_ms > 0 else None
+        self._ctx: av.VideoCodecContext | None = None
+        self._vbv_cap_kbps = 0
+        self._yuv = np.empty((fmt.height * 3 // 2, fmt.width), np.uint8)
+        self._have_picture = False  # _yuv holds the last encoded picture
+        self._last_pts: int | None = None  # last pts given to the encoder (ticks)
+        self._last_src_ns = 0
+        self._src_ns: dict[int, int] = {}  # pts -> source pts_ns, until the packet comes out
+        self._force_key = False
+        self._pending: list[Action] = []
+        # keepalive bookkeeping, on the tick clock
+        self._now_ns: int | None = None
+        self._arrived_ns: int | None = None  # tick time of the last real frame
+        self._last_real_pts = 0
+        # counters (read by the runtime for metrics)
+        self.frames_in = 0
+        self.frames_encoded = 0
+        self.repeated_frames = 0
+        self.dropped_frames = 0
+        self.packets_out = 0
+        self.reopens = 0
+
+    # ---- encoder lifecycle -----------------------------------------------------------------
+    def setup(self) -> None:
+        check_options(self.options)
+        self._open(self.options.bitrate_kbps)
+
+    def _open(self, bitrate_kbps: int) -> None:
+        o = self.options
+        gop = max(1, round(o.gop_s * self.fps))
+        x264_options = {
+            "preset": o.preset,
+            "maxrate": f"{bitrate_kbps}k",
+            "bufsize": f"{max(1, round(bitrate_kbps * o.vbv_buffer_s))}k",
+            "forced-idr": "1",
+            "sc_threshold": "0",  # no scene-cut keyframes: a steady GOP for players and HLS
+        }
+        if o.tune:
+            x264_options["tune"] = o.tune
+        if o.profile:
+            x264_options["profile"] = o.profile
+        try:
+            ctx = av.CodecContext.create("libx264", "w")
+            assert isinstance(ctx, av.VideoCodecContext)
+            ctx.width = self.fmt.width
+            ctx.height = self.fmt.height
+            ctx.pix_fmt = "yuv420p"
+            ctx.time_base = TIME_BASE
+            ctx.framerate = Fraction(self.fps).limit_denominator(1001)
+            ctx.gop_size = gop
+            ctx.max_b_frames = o.bframes
+            ctx.bit_rate = bitrate_kbps * 1000
+            ctx.thread_count = o.threads
+            ctx.colorspace = COLORSPACE_SMPTE170M
+            ctx.color_range = COLOR_RANGE_MPEG
+            ctx.flags |= av.codec.context.Flags.global_header
+            ctx.options = x264_options
+            ctx.open()
+        except (av.FFmpegError, ValueError) as e:
+            raise EncoderError(
+                f"libx264 failed to open {self.fmt.width}x{self.fmt.height}@{self.fps:g} with "
+                f"preset={o.preset!r} tune={o.tune!r} profile={o.profile!r} bframes={o.bframes} "
+                f"bitrate_kbps={bitrate_kbps}: {e}", where=self.node_id or None) from e
+        if not ctx.extradata:
+            raise EncoderError("libx264 opened without extradata (SPS/PPS) despite GLOBAL_HEADER",
+                               where=self.node_id or None)
+        self._ctx = ctx
+        self._vbv_cap_kbps = bitrate_kbps
+        self._pending.append(Event("encoder_started", {
+            "codec": "libx264", "width": self.fmt.width, "height": self.fmt.height, "fps": self.fps,
+            "bitrate_kbps": bitrate_kbps, "gop": gop, "preset": o.preset, "tune": o.tune,
+            "bframes": o.bframes, "reopen": self.reopens}))
+
+    def _flush(self) -> list[Action]:
+        """Drain and close the encoder; the next frame opens a new one."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return []
+        return self._packets(ctx, None)
+
+    # ---- encoding ----------------------------------------------------------------------------
+    def _encode(self, pts: int, src_ns: int) -> list[Action]:
+        if self._ctx is None:
+            self._open(self.options.bitrate_kbps)
+        assert self._ctx is not None
+        frame = av.VideoFrame.from_numpy_buffer(self._yuv, format="yuv420p")
+        frame.pts = pts
+        frame.time_base = TIME_BASE
+        frame.colorspace = COLORSPACE_SMPTE170M
+        frame.color_range = COLOR_RANGE_MPEG
+        if self._force_key:
+            frame.pict_type = PictureType.I
+            self._force_key = False
+        self._last_pts = pts
+        self._src_ns[pts] = src_ns
+        self.frames_encoded += 1
+        return self._packets(self._ctx, frame)
+
+    def _packets(self, ctx: av.VideoCodecContext, frame: av.VideoFrame | None) -> list[Action]:
+        try:
+            out = ctx.encode(frame)
+        except av.FFmpegError as e:
+            raise EncoderError(f"libx264 failed to encode: {e}", where=self.node_id or None) from e
+        actions: list[Action] = self._pending
+        self._pending = []
+        for pkt in out:
+            params = video_params(ctx, self.fps) if pkt.is_keyframe else None
+            src = self._src_ns.pop(pkt.pts, None) if pkt.pts is not None else None
+            packet = packet_from_av(pkt, params=params, meta={} if src is None else {"src_pts_ns": src})
+            self.packets_out += 1
+            actions.append(Emit("out", packet))
+        if len(self._src_ns) > 64:  # entries the encoder never returned (should not happen)
+            for key in sorted(self._src_ns)[:-32]:
+                del self._src_ns[key]
+        return actions
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
+        if not isinstance(media, Frame):
+            raise FormatError(f"video_encoder got a packet on {pad!r}, expected raw video")
+        self.frames_in += 1
+        data = media.data
+        if data.shape != (self.fmt.height, self.fmt.width, 3):
+            raise FormatError(f"frame of shape {data.shape} on a {self.fmt.describe()} input "
+                              "(a size change mid-stream is not supported yet)")
+        pts = ns_to_ticks(media.pts_ns)
+        self._arrived_ns = self._now_ns  # input is alive, even if this frame is dropped below
+        if self._last_pts is not None and pts <= self._last_pts:
+            self.dropped_frames += 1
+            return self._take_pending()
+        rgb_to_i420(data, self._yuv)
+        self._have_picture = True
+        self._last_real_pts = pts
+        self._last_src_ns = media.pts_ns
+        return self._encode(pts, media.pts_ns)
+
+    def on_tick(self, now_ns: int) -> Actions:
+        self._now_ns = now_ns
+        keepalive_ns = self.options.keepalive_ms * 1_000_000
+        if keepalive_ns <= 0 or not self._have_picture or self._last_pts is None:
+            return self._take_pending()
+        if self._arrived_ns is None:  # frames came before the first tick
+            self._arrived_ns = now_ns
+        idle_ns = now_ns - self._arrived_ns
+        if idle_ns < keepalive_ns:
+            return self._take_pending()
+        # Fill the timeline up to "now", mapped onto pts through the last real frame.
+        horizon = self._last_real_pts + ns_to_ticks(idle_ns)
+        actions = self._take_pending()
+        max_burst = max(1, round(2 * self.fps))
+        while self._last_pts + self.interval <= horizon and max_burst > 0:
+            self.repeated_frames += 1
+            max_burst -= 1
+            actions.extend(self._encode(self._last_pts + self.interval, self._last_src_ns))
+        return actions
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters the runtime publishes with its own metrics."""
+        return {"frames_in": self.frames_in, "frames_encoded": self.frames_encoded,
+                "repeated_frames": self.repeated_frames, "dropped_frames": self.dropped_frames,
+                "packets_out": self.packets_out, "reopens": self.reopens,
+                "bitrate_kbps": self.options.bitrate_kbps}
+
+    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+        if command == "keyframe":
+            self._force_key = True
+            return {"keyframe": "next frame"}
+        return super().on_control(command, args)
+
+    def on_option_changed(self, name: str, value: Any) -> None:
+        if name != "bitrate_kbps":
+            return
+        kbps = int(value)
+        reopened = False
+        if kbps <= self._vbv_cap_kbps and self._ctx is not None:
+            self._ctx.bit_rate = kbps * 1000
+        elif self._ctx is not None:
+            # x264 cannot raise its VBV cap in place: reopen (the next frame is an IDR).
+            self._pending.extend(self._flush())
+            self.reopens += 1
+            self._open(kbps)
+            reopened = True
+        self._pending.append(Event("bitrate_changed", {"bitrate_kbps": kbps, "reopened": reopened}))
+
+    def on_eos(self, pad: str) -> Actions:
+        self._have_picture = False  # no keepalive after the input ended
+        actions = self._take_pending() + self._flush()
+        actions.append(EndOfStream())
+        return actions
+
+    def stop(self) -> Actions:
+        self._have_picture = False
+        return self._take_pending() + self._flush()
+
+    def _take_pending(self) -> list[Action]:
+        actions, self._pending = self._pending, []
+        return actions

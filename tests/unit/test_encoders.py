@@ -1,0 +1,403 @@
+"""VideoEncoder / AudioEncoder hooks driven in-process, and the packet helpers in engine.codec.
+
+Outputs are checked by decoding them again with FFmpeg's decoders (through PyAV): what a muxer
+or a viewer downstream would get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from typing import Any
+
+import av
+import msgpack
+import numpy as np
+import pytest
+
+from actors.audio_encoder import AudioEncoder, AudioEncoderOptions, s16_to_planar
+from actors.video_encoder import VideoEncoder, VideoEncoderOptions, ns_to_ticks, rgb_to_i420
+from engine._actor import Emit, EndOfStream, Event
+from engine._errors import EncoderError, FormatError, FormatMismatchError, OptionError
+from engine._formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
+from engine.codec import packet_from_wire, packet_to_wire
+
+START_NS = 3_200_000_000  # the engine timeline does not start at 0 for an encoder
+
+
+# ---- media and helpers -------------------------------------------------------------------------
+
+U8 = np.ndarray[Any, np.dtype[np.uint8]]
+
+
+def gradient(i: int, w: int = 640, h: int = 360) -> U8:
+    """A moving colour gradient, read-only like a shared-memory view."""
+    x = (np.arange(w, dtype=np.int32)[None, :] + 4 * i) % 256
+    y = (np.arange(h, dtype=np.int32)[:, None] * 255 // h)
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0] = x
+    img[..., 1] = y
+    img[..., 2] = 255 - x
+    img.flags.writeable = False
+    return img
+
+
+def sine(start: int, n: int, rate: int = 48000, channels: int = 2,
+         freq: float = 440.0) -> np.ndarray[Any, np.dtype[np.int16]]:
+    t = np.arange(start, start + n) / rate
+    x = (np.sin(2 * np.pi * freq * t) * 10000).astype(np.int16)
+    return np.repeat(x[:, None], channels, axis=1)
+
+
+def packets(actions: Any) -> list[Packet]:
+    return [a.media for a in actions or [] if isinstance(a, Emit) and isinstance(a.media, Packet)]
+
+
+def events(actions: Any, name: str | None = None) -> list[Event]:
+    return [a for a in actions or [] if isinstance(a, Event) and (name is None or a.name == name)]
+
+
+def set_option(actor: Any, name: str, value: Any) -> None:
+    """What the runtime does for a live `set`: new options object, then the hook."""
+    actor.options = dataclasses.replace(actor.options, **{name: value})
+    actor.on_option_changed(name, value)
+
+
+def video_encoder(w: int = 640, h: int = 360, fps: float = 30.0, **opts: Any) -> VideoEncoder:
+    enc = VideoEncoder(VideoEncoderOptions(**opts), node_id="venc",
+                       input_formats={"in": VideoFormat(w, h, fps)})
+    enc.setup()
+    return enc
+
+
+def decode_video(pkts: list[Packet]) -> list[av.VideoFrame]:
+    params = next(p.params for p in pkts if p.params)
+    dec = av.CodecContext.create("h264", "r")
+    dec.extradata = params["extradata"]
+    frames: list[av.VideoFrame] = []
+    for p in pkts:
+        pkt = av.Packet(p.data)
+        pkt.pts, pkt.dts = p.pts, p.dts
+        frames.extend(dec.decode(pkt))
+    frames.extend(dec.decode(None))
+    return frames
+
+
+def wire(p: Packet) -> Packet:
+    return packet_from_wire(msgpack.unpackb(msgpack.packb(packet_to_wire(p))))
+
+
+# ---- pure functions ----------------------------------------------------------------------------
+
+def test_rgb_to_i420_is_bt601_limited_range() -> None:
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:, :2] = 255  # white | black
+    out = np.empty((6, 4), np.uint8)
+    rgb_to_i420(rgb, out)
+    assert list(out[0]) == [235, 235, 16, 16]  # Y: limited range
+    assert abs(int(out[4, 0]) - 128) <= 1 and abs(int(out[5, 0]) - 128) <= 1  # grey: neutral chroma
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    y = rgb_to_i420(red, np.empty((3, 2), np.uint8))[0, 0]
+    assert abs(int(y) - round(16 + 219 * 0.299)) <= 1  # BT.601 luma weight of red
+
+
+def test_ns_to_ticks_rounds_to_nearest() -> None:
+    assert ns_to_ticks(START_NS) == 288_000
+    assert ns_to_ticks(33_333_333) == 3000
+    assert ns_to_ticks(5_555) == 0 and ns_to_ticks(5_556) == 1  # 1 tick = 11111.1 ns
+    assert ns_to_ticks(NS, Fraction(1, 48000)) == 48000
+
+
+def test_s16_to_planar() -> None:
+    pcm = np.array([[0, -32768], [16384, 32767]], np.int16)
+    out = np.empty((2, 2), np.float32)
+    s16_to_planar(pcm, out)
+    assert out.tolist() == [[0.0, 0.5], [-1.0, 32767 / 32768]]
+
+
+def test_packet_wire_round_trip_through_msgpack() -> None:
+    p = Packet(b"\x00\x00\x00\x01\x65abc", 288000, 287000, Fraction(1, 90000), True,
+               {"codec": "h264", "extradata": b"\x00\x00\x00\x01\x67", "time_base": [1, 90000]},
+               {"src_pts_ns": START_NS})
+    assert wire(p) == p
+    good = packet_to_wire(p)
+    for bad in ({"d": "text"}, {"d": 5}, {"tb": [1]}, {"tb": [1, 0]}, {"pts": 1.5}, {"par": [1]}):
+        with pytest.raises(FormatError):
+            packet_from_wire({**good, **bad})
+    del good["tb"]
+    with pytest.raises(FormatError):
+        packet_from_wire(good)
+
+
+# ---- video encoder -----------------------------------------------------------------------------
+
+def test_video_encoder_encodes_decodable_stream() -> None:
+    enc = video_encoder()
+    actions: list[Any] = []
+    for i in range(90):
+        actions += enc.on_frame("in", Frame(gradient(i), START_NS + i * NS // 30)) or []
+    actions += enc.stop() or []
+    pkts = packets(actions)
+    started = events(actions, "encoder_started")
+    assert len(started) == 1 and started[0].data["width"] == 640 and started[0].data["gop"] == 60
+    assert len(pkts) == 90
+    pts = [p.pts for p in pkts]
+    assert pts[0] == 288_000 and np.all(np.diff(pts) == 3000)
+    assert all(p.dts == p.pts and p.time_base == Fraction(1, 90000) for p in pkts)  # bframes=0
+    assert [i for i, p in enumerate(pkts) if p.keyframe] == [0, 60]  # fixed GOP, no scene cuts
+    assert [i for i, p in enumerate(pkts) if p.params] == [0, 60]
+    params = pkts[0].params
+    assert params is not None
+    assert {k: params[k] for k in ("codec", "width", "height", "pix_fmt", "fps", "time_base")} == {
+        "codec": "h264", "width": 640, "height": 360, "pix_fmt": "yuv420p", "fps": 30.0,
+        "time_base": [1, 90000]}
+    assert params["extradata"].startswith(b"\x00\x00\x00\x01\x67")  # Annex B SPS (GLOBAL_HEADER)
+    assert params["bit_rate"] == 1_200_000
+    assert pkts[45].meta == {"src_pts_ns": START_NS + 45 * NS // 30}
+    msgpack.packb(params)  # travels inline in messages
+
+    frames = decode_video([wire(p) for p in pkts])
+    assert len(frames) == 90 and (frames[0].width, frames[0].height) == (640, 360)
+    got = frames[45].to_ndarray(format="rgb24").astype(int)
+    assert np.abs(got - gradient(45).astype(int)).mean() < 6  # right colours (no R/B swap), decent quality
+
+
+def test_video_encoder_drops_non_increasing_pts_and_checks_size() -> None:
+    enc = video_encoder(320, 240)
+    out = packets(enc.on_frame("in", Frame(gradient(0, 320, 240), START_NS)))
+    out += packets(enc.on_frame("in", Frame(gradient(1, 320, 240), START_NS)))  # same pts
+    out += packets(enc.on_frame("in", Frame(gradient(2, 320, 240), START_NS - NS)))  # older
+    out += packets(enc.on_frame("in", Frame(gradient(3, 320, 240), START_NS + NS // 30)))
+    assert [p.pts for p in out] == [288_000, 291_000] and enc.dropped_frames == 2
+    with pytest.raises(FormatError):
+        enc.on_frame("in", Frame(gradient(4, 640, 360), START_NS + NS))
+
+
+def test_forced_keyframe() -> None:
+    enc = video_encoder(320, 240)
+    pkts: list[Packet] = []
+    for i in range(20):
+        if i == 11:
+            enc.on_control("keyframe", {})
+        pkts += packets(enc.on_frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30)))
+    assert [i for i, p in enumerate(pkts) if p.keyframe] == [0, 11]
+    assert pkts[11].params is not None and pkts[11].data.find(b"\x00\x00\x01\x65") >= 0  # an IDR slice
+    assert len(decode_video(pkts)) == 20
+
+
+def test_bitrate_changes_live_down_in_place_and_up_by_reopening() -> None:
+    fps = 15
+    enc = video_encoder(320, 240, float(fps), bitrate_kbps=800, keepalive_ms=0)
+    rng = np.random.default_rng(1)
+    base = np.zeros((240, 320, 3), np.uint8)
+    base[:] = (np.arange(320) * 191 // 320).astype(np.uint8)[None, :, None]
+    kbits = np.zeros(6)
+    evs: list[Event] = []
+    keys: list[int] = []
+    for i in range(6 * fps):
+        if i == 2 * fps:
+            set_option(enc, "bitrate_kbps", 200)
+        if i == 4 * fps:
+            set_option(enc, "bitrate_kbps", 1600)
+        noisy = base + rng.integers(0, 64, base.shape, dtype=np.uint8)  # hard to compress
+        actions = enc.on_frame("in", Frame(noisy, START_NS + i * NS // fps))
+        evs += events(actions)
+        for p in packets(actions):
+            kbits[i // fps] += len(p.data) * 8 / 1000
+            if p.keyframe:
+                keys.append(i)
+    # steady seconds after each change (the first second after a change is the settling one)
+    assert 600 < kbits[1] < 1000, kbits
+    assert 150 < kbits[3] < 250, kbits
+    assert 1200 < kbits[5] < 2000, kbits
+    changed = [e.data for e in evs if e.name == "bitrate_changed"]
+    assert changed == [{"bitrate_kbps": 200, "reopened": False}, {"bitrate_kbps": 1600, "reopened": True}]
+    assert 4 * fps in keys  # the reopened encoder starts with an IDR
+    assert enc.reopens == 1
+
+
+def test_keepalive_repeats_last_frame_while_input_stalls() -> None:
+    enc = video_encoder(320, 240, keepalive_ms=500)
+    tick = NS // 30
+    assert enc.tick_interval_ns == round(NS / 30)
+    pkts: list[Packet] = []
+    now = START_NS
+    for i in range(10):  # real frames, arriving as the clock ticks
+        pkts += packets(enc.on_tick(now))
+        pkts += packets(enc.on_frame("in", Frame(gradient(i, 320, 240), now)))
+        now += tick
+    last_arrival = now - tick
+    # stall: the clock ticks on for 2 s, no frames
+    stalled: list[Packet] = []
+    first_repeat_at = None
+    for _ in range(60):
+        got = packets(enc.on_tick(now))
+        if got and first_repeat_at is None:
+            first_repeat_at = now
+        stalled += got
+        now += tick
+    assert first_repeat_at is not None
+    assert 500_000_000 <= first_repeat_at - last_arrival < 500_000_000 + tick
+    # the repeats fill the timeline up to the clock, one per frame interval, no gap, no duplicate
+    steps = np.diff([pkts[-1].pts] + [p.pts for p in stalled])
+    assert np.all(steps == 3000)
+    assert len(stalled) == enc.repeated_frames == (now - tick - last_arrival) // tick
+    assert all(p.meta["src_pts_ns"] == last_arrival for p in stalled)
+    frames = decode_video(pkts + stalled)  # the repeats show the last real picture
+    last = frames[9].to_ndarray(format="rgb24").astype(int)
+    assert np.abs(frames[-1].to_ndarray(format="rgb24").astype(int) - last).mean() < 2
+    # input resumes 5 frames behind the clock: frames the repeats already covered are dropped,
+    # the repeats stop at once, pts keep increasing
+    resumed: list[Packet] = []
+    for i in range(10):
+        resumed += packets(enc.on_frame("in", Frame(gradient(100 + i, 320, 240), now - 5 * tick + i * tick)))
+        resumed += packets(enc.on_tick(now + i * tick))
+    all_pts = [p.pts for p in pkts + stalled + resumed]
+    assert np.all(np.diff(all_pts) > 0)
+    assert enc.dropped_frames == 5 and len(resumed) == 5
+    m = enc.metrics()
+    assert (m["repeated_frames"], m["dropped_frames"], m["frames_in"]) == (len(stalled), 5, 20)
+    assert m["frames_encoded"] == m["packets_out"] == len(all_pts)
+
+
+def test_keepalive_off_and_after_eos() -> None:
+    enc = video_encoder(320, 240, keepalive_ms=0)
+    assert enc.tick_interval_ns is None
+    enc.on_frame("in", Frame(gradient(0, 320, 240), START_NS))
+    assert not packets(enc.on_tick(START_NS + 5 * NS))
+    enc2 = video_encoder(320, 240)
+    enc2.on_tick(START_NS)
+    enc2.on_frame("in", Frame(gradient(0, 320, 240), START_NS))
+    end = enc2.on_eos("in") or []
+    assert isinstance(end[-1], EndOfStream)
+    assert not packets(enc2.on_tick(START_NS + 5 * NS))  # nothing to keep alive after the end
+
+
+def test_video_options_are_checked_at_load_and_open() -> None:
+    fmt = {"in": VideoFormat(640, 360, 30.0)}
+    assert VideoEncoder.output_formats(VideoEncoderOptions(), fmt) == {"out": H264}
+    with pytest.raises(OptionError, match="preset"):
+        VideoEncoder.output_formats(VideoEncoderOptions(preset="quick"), fmt)
+    with pytest.raises(OptionError, match="bitrate_kbps"):
+        VideoEncoder.output_formats(VideoEncoderOptions(bitrate_kbps=50), fmt)
+    with pytest.raises(FormatMismatchError, match="even"):
+        VideoEncoder.output_formats(VideoEncoderOptions(), {"in": VideoFormat(641, 360, 30.0)})
+    enc = VideoEncoder(VideoEncoderOptions(), input_formats={"in": VideoFormat(32768, 16, 30.0)})
+    with pytest.raises(EncoderError, match=r"libx264 failed to open 32768x16.*preset='veryfast'"):
+        enc.setup()  # beyond what x264 accepts
+
+
+# ---- audio encoder -----------------------------------------------------------------------------
+
+def audio_encoder(rate: int = 48000, channels: int = 2, spf: int = 480, **opts: Any) -> AudioEncoder:
+    enc = AudioEncoder(AudioEncoderOptions(**opts), node_id="aenc",
+                       input_formats={"in": AudioFormat(rate, channels, spf)})
+    enc.setup()
+    return enc
+
+
+def feed_audio(enc: AudioEncoder, start_sample: int, n_samples: int, sizes: list[int],
+               start_ns: int, jitter_ns: int = 0, seed: int = 0) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    actions: list[Any] = []
+    pos = 0
+    k = 0
+    while pos < n_samples:
+        n = min(sizes[k % len(sizes)], n_samples - pos)
+        jitter = int(rng.integers(-jitter_ns, jitter_ns + 1)) if pos else 0
+        pts = start_ns + (pos * NS) // enc.rate + jitter
+        actions += enc.on_frame("in", Frame(sine(start_sample + pos, n, enc.rate, enc.fmt.channels), pts)) or []
+        pos += n
+        k += 1
+    return actions
+
+
+def decode_audio(pkts: list[Packet]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    params = next(p.params for p in pkts if p.params)
+    dec = av.CodecContext.create("aac", "r")
+    dec.extradata = params["extradata"]
+    out = []
+    for p in pkts:
+        for f in dec.decode(av.Packet(p.data)):
+            out.append(f.to_ndarray()[0])
+    return np.concatenate(out)
+
+
+def test_audio_encoder_regroups_any_frame_size_with_contiguous_pts() -> None:
+    enc = audio_encoder()
+    # odd frame sizes and +-2 ms of timestamp jitter: pts must still just count samples
+    actions = feed_audio(enc, 0, 96000, [480, 441, 1000, 7], START_NS, jitter_ns=2_000_000)
+    actions += enc.stop() or []
+    pkts = packets(actions)
+    first = START_NS * 48000 // NS
+    assert [p.pts for p in pkts] == [first - 1024 + 1024 * i for i in range(len(pkts))]  # priming first
+    assert len(pkts) == -(-96000 // 1024) + 1
+    assert all(p.keyframe and p.time_base == Fraction(1, 48000) for p in pkts)
+    with_params = [i for i, p in enumerate(pkts) if p.params]
+    assert with_params[0] == 0 and 40 <= with_params[1] <= 50  # about every second
+    params = pkts[0].params
+    assert params is not None and params["codec"] == "aac" and params["rate"] == 48000
+    assert params["channels"] == 2 and params["layout"] == "stereo" and params["time_base"] == [1, 48000]
+    assert params["extradata"][:2] == bytes.fromhex("1190")  # AudioSpecificConfig: AAC-LC, 48 kHz, 2 ch
+    assert events(actions, "audio_resync") == []
+    pcm = decode_audio([wire(p) for p in pkts])
+    body = pcm[4096:90000]
+    spectrum = np.abs(np.fft.rfft(body))
+    peak_hz = np.argmax(spectrum) * 48000 / len(body)
+    assert abs(peak_hz - 440) < 2
+    assert 0.25 < np.abs(body).max() < 0.35  # 10000 / 32768
+
+
+def test_audio_encoder_resyncs_on_gap_and_overlap() -> None:
+    enc = audio_encoder(channels=1)
+    start = START_NS * 48000 // NS  # in samples
+    a = feed_audio(enc, 0, 48000, [480], START_NS)  # 1 s: 46 frames + 896 samples pending
+    b = feed_audio(enc, 0, 48000, [480], START_NS + 1_500_000_000)  # after a 500 ms gap
+    # 100 ms back (an overlap), 200 ms long: the part already encoded is cut off
+    c = feed_audio(enc, 0, 9600, [480], START_NS + 2_400_000_000)
+    pkts = packets(a + b + c + (enc.stop() or []))
+    pts = np.array([p.pts for p in pkts])  # [0] is the encoder's priming packet, then 1 per frame
+    steps = np.diff(pts)
+    assert np.all(steps > 0)
+    gaps = np.flatnonzero(steps != 1024)
+    assert len(gaps) == 1  # one jump, at the gap; the overlap continues the count
+    assert pts[gaps[0]] == start + 46 * 1024  # the partial frame before the gap, padded
+    assert pts[gaps[0] + 1] == start + 72000  # resynced to the input after the gap
+    b_end = start + 72000 + 47 * 1024  # b's partial frame was padded at the overlap
+    # c's 480-sample frames are cut while they overlap by more than resync_ms (960 samples); the
+    # rest of the overlap (608 samples) is within tolerance and just continues the count
+    overlap, cut = b_end - (start + 115200), 0
+    while overlap > 960:
+        overlap, cut = overlap - 480, cut + 480
+    assert cut == 4320 and enc.dropped_samples == cut
+    # what survives (5280 samples: 5 frames + a padded one) follows b's padded frame
+    assert pts[-7:].tolist() == [b_end - 1024 + 1024 * i for i in range(7)]
+    assert [len(events(x, "audio_resync")) for x in (a, b, c)] == [0, 1, 1]
+    assert enc.resyncs == 2
+
+
+def test_audio_bitrate_is_live() -> None:
+    enc = audio_encoder(channels=2, spf=1024, bitrate_kbps=128)
+    rng = np.random.default_rng(0)
+    sizes = [0, 0]
+    for i in range(200):
+        if i == 100:
+            set_option(enc, "bitrate_kbps", 32)
+        noise = (rng.standard_normal((1024, 2)) * 3000).astype(np.int16)
+        for p in packets(enc.on_frame("in", Frame(noise, START_NS + i * 1024 * NS // 48000))):
+            if 20 <= i < 100 or i >= 120:
+                sizes[i >= 100] += len(p.data)
+    kbps = [sizes[0] * 8 * 48000 / 1024 / 80 / 1000, sizes[1] * 8 * 48000 / 1024 / 80 / 1000]
+    assert 110 < kbps[0] < 140 and 25 < kbps[1] < 40, kbps
+
+
+def test_audio_options_and_formats_checked() -> None:
+    assert AudioEncoder.output_formats(AudioEncoderOptions(), {"in": AudioFormat(48000, 1)}) == {"out": AAC}
+    with pytest.raises(OptionError):
+        AudioEncoder.output_formats(AudioEncoderOptions(bitrate_kbps=8), {"in": AudioFormat(48000, 1)})
+    with pytest.raises(FormatMismatchError):
+        AudioEncoder.output_formats(AudioEncoderOptions(), {"in": AudioFormat(12345, 1)})
+    enc = audio_encoder(channels=1)
+    with pytest.raises(FormatError):
+        enc.on_frame("in", Frame(np.zeros((480, 2), np.int16), START_NS))

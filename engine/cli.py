@@ -29,7 +29,8 @@ from ._errors import EngineError, TopologyError
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="mediaengine: %(message)s", stream=sys.stderr)
+                        format="mediaengine %(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
 
 
 def _parse_value(text: str) -> Any:

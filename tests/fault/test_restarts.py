@@ -130,3 +130,38 @@ def test_exceeding_intensity_stops_the_engine_with_a_clear_error(
     assert "error 1501" in eng.log
     procs, segs = leftovers(eng.runtime_dir, eng.engine_ids)
     assert not procs and not segs
+
+
+@pytest.mark.parametrize(("strategy", "victim", "expected"), [
+    ("one_for_all", "venc", {"filt": 1, "venc": 1, "rec": 1, "src": 0}),
+    ("rest_for_one", "venc", {"filt": 0, "venc": 1, "rec": 1, "src": 0}),
+])
+def test_group_strategies_restart_the_right_members(
+    engine_runner: Callable[..., Engine], tmp_path: Path, strategy: str, victim: str, expected: dict[str, int]
+) -> None:
+    topo = tmp_path / "group.yaml"
+    topo.write_text(
+        "version: 1\n"
+        "nodes:\n"
+        "  - {id: src, kind: test_pattern, options: {width: 320, height: 180, fps: 15}}\n"
+        "  - {id: filt, kind: overlay, inputs: {in: src}}\n"
+        "  - {id: venc, kind: video_encoder, inputs: {in: filt}, options: {bitrate_kbps: 300}}\n"
+        f"  - {{id: rec, kind: recorder, inputs: {{video: venc}}, options: {{path: {tmp_path / 'g.mp4'}}}}}\n"
+        "groups:\n"
+        f"  chain: {{members: [filt, venc, rec], strategy: {strategy}, intensity: 5, period_s: 30}}\n"
+    )
+    eng = engine_runner(topo)
+    eng.wait_running()
+    pids = {n["id"]: n["pid"] for n in eng.ps()["nodes"]}
+    os.kill(pids[victim], signal.SIGKILL)
+
+    def settled() -> dict[str, dict[str, object]] | None:
+        nodes = {n["id"]: n for n in eng.ps()["nodes"]}
+        ok = all(nodes[k]["restarts"] == v and nodes[k]["state"] == "running" for k, v in expected.items())
+        return nodes if ok else None
+
+    nodes = wait_for(settled, 15, f"{strategy} restarts {expected}")
+    for nid, count in expected.items():
+        assert (nodes[nid]["pid"] != pids[nid]) == (count > 0), nid
+    eng.proc.send_signal(signal.SIGTERM)
+    assert eng.wait(30) == 0, eng.log

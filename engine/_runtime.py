@@ -158,6 +158,10 @@ class ActorRuntime:
                     sock = self.ctx.socket(zmq.PUSH)
                     sock.setsockopt(zmq.SNDHWM, 2000)
                     sock.setsockopt(zmq.LINGER, 1000)
+                    # a restarted consumer rebinds within milliseconds: find it again at once
+                    # (ZeroMQ's default 100 ms reconnect interval would be the bulk of a restart's gap)
+                    sock.setsockopt(zmq.RECONNECT_IVL, 2)
+                    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 50)
                     sock.connect(c["endpoint"])
                     push_socks[c["endpoint"]] = sock
                 consumers.append(_Consumer(c["node"], c["pad"], int(c["index"]), c["policy"], sock))

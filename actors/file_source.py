@@ -32,11 +32,10 @@ import av.error
 import numpy as np
 from numpy.typing import NDArray
 
-from actors.test_pattern import video_indices_due
-from actors.tone import audio_frames_due
 from engine._actor import Action, Actor, Emit, EndOfStream, Finish, OutPort
 from engine._errors import ConnectError, FileError, OptionError
 from engine._formats import NS, AudioFormat, Format, Frame, VideoFormat
+from engine.pacing import audio_frames_due, video_indices_due
 
 __all__ = ["FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
 

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from actors.test_pattern import video_indices_due
 from engine._actor import Action, Actor, Emit, OutPort
 from engine._errors import FileError, OptionError
 from engine._formats import NS, Format, Frame, VideoFormat
+from engine.pacing import video_indices_due
 
 __all__ = ["ImageSource", "ImageSourceOptions", "load_image"]
 

@@ -33,13 +33,13 @@ from engine import stamp
 from engine._actor import Action, Actor, Emit, OutPort
 from engine._errors import OptionError
 from engine._formats import NS, Format, Frame, VideoFormat
+from engine.pacing import video_indices_due
 
-__all__ = ["TestPattern", "TestPatternOptions", "make_background", "render_frame", "video_indices_due"]
+__all__ = ["TestPattern", "TestPatternOptions", "make_background", "render_frame"]
 
 Pattern = Literal["bars", "gradient", "noise"]
 
 #: a late source emits at most this many missed frames before the current one; beyond, it jumps
-MAX_CATCHUP_FRAMES = 5
 
 # SMPTE-like bar colours (rgb)
 _BARS = np.array([[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0],
@@ -57,20 +57,6 @@ class TestPatternOptions:
 
 
 # ---- pure functions -------------------------------------------------------------------------------
-
-def video_indices_due(next_index: int | None, now_ns: int, interval_ns: int,
-                      max_catchup: int = MAX_CATCHUP_FRAMES) -> list[int]:
-    """The frame indices a video source emits at engine time `now_ns`.
-
-    `next_index` is the first index not emitted yet (None before the first frame).  The current
-    index is `now_ns // interval_ns`; up to `max_catchup` missed frames before it are emitted too,
-    otherwise only the current one (a jump, e.g. after a restart).  Empty if nothing is due yet.
-    """
-    current = now_ns // interval_ns
-    if next_index is None or current - next_index > max_catchup:
-        return [current]
-    return list(range(next_index, current + 1))
-
 
 def make_background(pattern: Pattern, width: int, height: int, seed: int = 0) -> NDArray[np.uint8]:
     """A background that is periodic in x over `width` pixels (so it scrolls without a seam)."""

@@ -14,7 +14,6 @@ so the timeline never has holes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,11 +25,11 @@ from numpy.typing import NDArray
 from engine._actor import Action, Actor, Emit, OutPort
 from engine._errors import OptionError
 from engine._formats import NS, AudioFormat, Format, Frame
+from engine.pacing import audio_frames_due
 
-__all__ = ["Tone", "ToneOptions", "audio_frames_due", "tone_samples"]
+__all__ = ["Tone", "ToneOptions", "tone_samples"]
 
 #: how far behind an audio source may fall and still emit every missed frame
-MAX_CATCHUP_NS = NS // 2
 
 
 @dataclass(frozen=True)
@@ -44,21 +43,6 @@ class ToneOptions:
 
 
 # ---- pure functions -------------------------------------------------------------------------------
-
-def audio_frames_due(next_frame: int | None, now_ns: int, rate: int, samples_per_frame: int,
-                     max_catchup_ns: int = MAX_CATCHUP_NS) -> list[int]:
-    """The audio frame indices due at engine time `now_ns` (frame i starts at sample i*spf).
-
-    A frame is due once its first sample's time has come.  `next_frame` is the first frame not
-    emitted yet (None before the first); if more than `max_catchup_ns` of frames were missed, only
-    the current frame is returned (a jump).
-    """
-    current = (now_ns * rate // NS) // samples_per_frame
-    max_frames = math.ceil(max_catchup_ns * rate / NS / samples_per_frame)
-    if next_frame is None or current - next_frame > max_frames:
-        return [current]
-    return list(range(next_frame, current + 1))
-
 
 def tone_samples(first_sample: int, count: int, freq_hz: float, rate: int, channels: int,
                  amplitude: float) -> NDArray[np.int16]:

@@ -24,7 +24,6 @@ import signal
 import sys
 import time
 import traceback
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ import zmq
 
 from . import _protocol as proto
 from ._actor import Actor, Emit, EndOfStream, Event, Finish, coerce, resolved_hints
+from ._curve import apply_client_keys
 from ._errors import (
     ActorFailedError,
     EngineError,
@@ -47,6 +47,7 @@ from ._formats import Format, Frame, Packet, format_from_wire
 from ._metrics import ActorMetrics
 from ._registry import get_kind
 from ._ring import FrameRing, RingReader, RingWriter
+from ._rundir import pid_alive
 from ._topology import rebuild_options
 from ._wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wire
 
@@ -102,19 +103,6 @@ class _Input:
     shape: tuple[int, ...] = ()
     dtype: str = "uint8"
     ended: bool = False
-    pending: deque[dict[str, Any]] = field(default_factory=deque)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _FaultCrash(RuntimeError):
@@ -132,6 +120,8 @@ class ActorRuntime:
         self.ctrl = self.ctx.socket(zmq.DEALER)
         self.ctrl.setsockopt(zmq.IDENTITY, f"a:{self.node_id}".encode())
         self.ctrl.setsockopt(zmq.LINGER, 2000)
+        if spec.get("curve"):  # the engine's control socket is a CURVE server: use this run's actor keypair
+            apply_client_keys(self.ctrl, spec["curve"])
         self.ctrl.connect(spec["control"])
         self.data: zmq.Socket[bytes] | None = None
         self.inputs: dict[str, _Input] = {}
@@ -142,6 +132,7 @@ class ActorRuntime:
         self.fault_slow_s = 0.0
         self.fault_crash = False
         self.fault_corrupt = False
+        self.paused = False  # built-in `pause`/`resume` of a video source: video frames are not emitted
         self.actor: Actor[Any] | None = None
         self.supervisor_pid = int(spec.get("supervisor_pid", 0))
 
@@ -244,7 +235,7 @@ class ActorRuntime:
             if now >= next_metrics:
                 self._send_metrics()
                 next_metrics = now + 1_000_000_000
-                if not _alive(self.supervisor_pid):
+                if self.supervisor_pid and not pid_alive(self.supervisor_pid):
                     return  # the supervisor is gone: nobody to report to, nothing to feed
 
             if self.finished is not None or (self.stopping and self._drained()):
@@ -309,6 +300,8 @@ class ActorRuntime:
             if command == "stop":
                 self.stopping = True
                 return {"stopping": True}
+            if command in ("pause", "resume") and self._pausable():
+                return self._pause(command == "pause")
             result: Any = None
 
             def call() -> None:
@@ -322,6 +315,19 @@ class ActorRuntime:
         if mtype == "ping":
             return {"pid": os.getpid()}
         raise FieldError(f"actor {self.node_id} does not take {mtype!r} messages")
+
+    def _pausable(self) -> bool:
+        """`pause`/`resume` are built in for sources with a video output (other kinds may define their own)."""
+        assert self.actor is not None
+        return self.actor.is_source and any(o.fmt.kind == "video" for o in self.outputs.values())
+
+    def _pause(self, pause: bool) -> dict[str, Any]:
+        """While paused the source keeps ticking (its timeline goes on) but its video frames are not
+        emitted: downstream encoders repeat the last picture (keepalive), audio goes on."""
+        if pause != self.paused:
+            self.paused = pause
+            self._send_ctrl("event", name="paused" if pause else "resumed", data={})
+        return {"paused": self.paused}
 
     def _set_options(self, changes: dict[str, Any]) -> dict[str, Any]:
         assert self.actor is not None
@@ -478,6 +484,9 @@ class ActorRuntime:
             raise ActorFailedError(f"{self.node_id}: no output pad {pad!r}")
         if out.ended:
             return
+        if self.paused and out.fmt.kind == "video":
+            self.metrics.count("paused_frames")
+            return
         self.metrics.frame_out(pad)
         if isinstance(media, Packet):
             raw_by_pad: dict[str, bytes] = {}
@@ -546,6 +555,8 @@ class ActorRuntime:
     def _send_metrics(self) -> None:
         assert self.actor is not None
         snap = self.metrics.snapshot(self._ring_stats())
+        if self.paused:
+            snap["paused"] = True
         extra = getattr(self.actor, "metrics", None)
         if callable(extra):
             with contextlib.suppress(Exception):

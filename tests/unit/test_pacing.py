@@ -21,8 +21,8 @@ def test_video_catches_up_a_few_missed_frames_and_jumps_after_many() -> None:
 
 def test_audio_frames_follow_the_sample_clock() -> None:
     rate, spf = 48000, 1024
-    start = 5 * spf * NS // rate
+    start = -(-5 * spf * NS // rate)  # the first nanosecond of frame 5
     assert audio_frames_due(None, start, rate, spf) == [5]
     assert audio_frames_due(6, start, rate, spf) == []
-    assert audio_frames_due(6, start + 3 * spf * NS // rate, rate, spf) == [6, 7, 8]
+    assert audio_frames_due(6, start + 3 * spf * NS // rate + 1, rate, spf) == [6, 7, 8]
     assert audio_frames_due(6, start + 10 * NS, rate, spf)[0] > 400  # more than 0.5 s behind: jump

@@ -5,36 +5,62 @@ and metrics over ZeroMQ + msgpack, and a supervisor restarts whatever fails.  Th
 the small public API; internals live in private modules.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._actor import Actor, Emit, EndOfStream, Event, Finish, InPort, OutPort
 from ._errors import (
     EngineError,
     FormatError,
+    NotAllowedError,
+    OptionError,
     ProtocolError,
     ResourceError,
     SupervisorError,
     TopologyError,
+    UnknownCommandError,
+    UnknownTargetError,
 )
 from ._formats import AAC, H264, AudioFormat, EncodedFormat, Frame, Packet, VideoFormat
+
+if TYPE_CHECKING:
+    from .api import AsyncEngine, Engine
+
+
+def __getattr__(name: str) -> Any:
+    # The Python API (engine.api) pulls in asyncio and zmq.asyncio: loaded on first use, so actor
+    # processes, which import this package too, do not pay for it.
+    if name in ("AsyncEngine", "Engine"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
 
 __all__ = [
     "AAC",
     "H264",
     "Actor",
+    "AsyncEngine",
     "AudioFormat",
     "Emit",
     "EncodedFormat",
     "EndOfStream",
+    "Engine",
     "EngineError",
     "Event",
     "Finish",
     "FormatError",
     "Frame",
     "InPort",
+    "NotAllowedError",
+    "OptionError",
     "OutPort",
     "Packet",
     "ProtocolError",
     "ResourceError",
     "SupervisorError",
     "TopologyError",
+    "UnknownCommandError",
+    "UnknownTargetError",
     "VideoFormat",
 ]

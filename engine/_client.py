@@ -11,23 +11,32 @@ protocol's error code.
 from __future__ import annotations
 
 import itertools
+import os
 from types import TracebackType
 from typing import Any
 
 import zmq
 
 from . import _protocol as proto
+from ._curve import configure_client
 from ._errors import EngineError, ResourceError, TimeoutError_, error_from_wire
 from ._rundir import running_engines
 
 
 class ControlClient:
-    def __init__(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, endpoint: str, *, timeout_s: float = 5.0,
+                 curve_keys: str | os.PathLike[str] | None = None) -> None:
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_s * 1000)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # an engine exposed with CURVE answers only clients with an authorized key (see engine._curve)
+        try:
+            configure_client(self.sock, curve_keys)
+        except EngineError:
+            self.sock.close(0)
+            raise
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
 

@@ -1,9 +1,11 @@
 """The supervisor: starts the actors of a topology, watches them, restarts the ones that fail.
 
 One process, one loop, no threads: a ZeroMQ poller over the control ROUTER socket, every actor's
-process sentinel (death is noticed at once) and a signal wake-up pipe.  Hangs are noticed from
-missed heartbeats.  Restart decisions come from `_policy` (OTP vocabulary); rings are created here,
-before any actor starts, so a crashed actor never takes a ring with it, and unlinked at the end.
+process sentinel (death is noticed at once) and a signal wake-up pipe.  (Two optional helper threads
+work on the side without touching the loop's state: the Prometheus server of `--metrics-port` and the
+CURVE ZAP handler of `--curve-keys`; see docs/monitoring.md.)  Hangs are noticed from missed
+heartbeats.  Restart decisions come from `_policy` (OTP vocabulary); rings are created here, before
+any actor starts, so a crashed actor never takes a ring with it, and unlinked at the end.
 
 Shutdown is orderly: sources are told to stop first; each actor ends when its inputs end (end of
 stream travels down the graph, encoders flush, files are finalised); nodes whose upstream is gone are
@@ -26,6 +28,7 @@ import msgpack
 import zmq
 
 from . import _protocol as proto
+from ._curve import CurveServer, check_exposure
 from ._errors import (
     EngineError,
     FieldError,
@@ -38,6 +41,7 @@ from ._errors import (
 )
 from ._formats import format_to_wire
 from ._policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
+from ._prometheus import MetricsServer
 from ._ring import FrameRing, segment_name
 from ._rundir import RunDir, process_start_time, reap_stale
 from ._topology import NodeSpec, Topology
@@ -85,7 +89,21 @@ class Supervisor:
     """Run one topology until it ends, is stopped, or gives up.  `run()` returns the exit status."""
 
     def __init__(self, topology: Topology, *, duration_s: float | None = None, allow_faults: bool = False,
-                 control_endpoint: str | None = None, events_endpoint: str | None = None) -> None:
+                 control_endpoint: str | None = None, events_endpoint: str | None = None,
+                 public_control: str | None = None, public_events: str | None = None,
+                 curve_keys: str | os.PathLike[str] | None = None,
+                 metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> None:
+        # Exposure beyond loopback needs CURVE keys: refused here, before anything is created or bound.
+        # public_control/public_events are extra binds (e.g. tcp://0.0.0.0:5555) of the same sockets; the
+        # actors and local tools keep using the ipc endpoints.  See engine/_curve.py, docs/monitoring.md.
+        check_exposure((control_endpoint, events_endpoint, public_control, public_events), curve_keys)
+        self.curve = CurveServer.load(curve_keys) if curve_keys is not None else None
+        self.public_control = public_control
+        self.public_events = public_events
+        self.metrics_port = metrics_port  # Prometheus /metrics on an HTTP thread; 0 = off (engine/_prometheus.py)
+        self.metrics_host = metrics_host
+        self.metrics_server: MetricsServer | None = None
+        self.metrics_refresh_ns = 0
         self.topo = topology
         self.duration_s = duration_s
         self.allow_faults = allow_faults
@@ -145,11 +163,22 @@ class Supervisor:
         self.router.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.pub.setsockopt(zmq.SNDHWM, 10000)
-        for sock, endpoint in ((self.router, self.control_endpoint), (self.pub, self.events_endpoint)):
+        if self.curve is not None:  # CURVE servers, keys checked by a ZAP thread (engine/_curve.py)
+            self.curve.start(self.ctx)
+            for sock in (self.router, self.pub):
+                self.curve.make_server(sock)
+        binds = [(self.router, self.control_endpoint), (self.pub, self.events_endpoint)]
+        binds += [(sock, ep) for sock, ep in ((self.router, self.public_control), (self.pub, self.public_events))
+                  if ep]
+        for sock, endpoint in binds:
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 raise ResourceError(f"cannot bind {endpoint}: {exc}; is another engine using it?") from None
+        if self.metrics_port:
+            self.metrics_server = MetricsServer(self.metrics_host, self.metrics_port)
+            self.metrics_server.update(self.status())
+            self.metrics_server.start()
 
     def _create_rings(self) -> None:
         for node in self.topo.nodes:
@@ -200,6 +229,7 @@ class Supervisor:
             "restart_count": st.restarts,
             "allow_faults": self.allow_faults,
             "supervisor_pid": os.getpid(),
+            "curve": self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
         }
 
     def _mp(self) -> Any:
@@ -248,6 +278,11 @@ class Supervisor:
             "control": self.control_endpoint,
             "events": self.events_endpoint,
             "actors": actors,
+            # optional: extra (tcp) binds, the CURVE keys directory local tools use, the Prometheus URL
+            "control_public": self.public_control,
+            "events_public": self.public_events,
+            "curve_keys": str(self.curve.keys_dir.resolve()) if self.curve is not None else None,
+            "metrics": self.metrics_server.url if self.metrics_server is not None else None,
         })
 
     # ---- run ----------------------------------------------------------------------------------
@@ -317,6 +352,13 @@ class Supervisor:
                 if fd in events:
                     self._handle_exit(self.nodes[nid])
             self._timers()
+            self._export_metrics()
+
+    def _export_metrics(self) -> None:
+        """Hand the Prometheus thread a fresh status dict twice a second (a reference swap, no lock)."""
+        if self.metrics_server is not None and self.now_ns() >= self.metrics_refresh_ns:
+            self.metrics_server.update(self.status())
+            self.metrics_refresh_ns = self.now_ns() + NS // 2
 
     def _all_ended(self) -> bool:
         return all(st.state in ("done", "stopped", "failed") for st in self.nodes.values())
@@ -483,8 +525,12 @@ class Supervisor:
 
             with contextlib.suppress(Exception):
                 forkserver._forkserver._stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.router.close(0)
         self.pub.close(0)
+        if self.curve is not None:
+            self.curve.stop()  # the ZAP thread holds a socket of self.ctx
         self.ctx.term()
         self.rundir.remove()
 
@@ -557,7 +603,10 @@ class Supervisor:
 
     def _from_client(self, ident: bytes, msg: dict[str, Any]) -> None:
         mtype = msg["type"]
-        rid = int(msg.get("id", 0))
+        # only request types are checked for an int `id`: anything else (inf, "x", None) must not crash us
+        rid = msg.get("id", 0)
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            rid = 0
         try:
             if mtype not in proto.REQUEST_TYPES:
                 raise FieldError(f"{mtype!r} is not a request a client may send")
@@ -618,6 +667,8 @@ class Supervisor:
             "control": self.control_endpoint, "events": self.events_endpoint,
             "state": "stopping" if self.stopping else "running", "nodes": nodes,
         }
+        if self.public_control or self.public_events:  # remote monitors find the events endpoint here
+            out["control_public"], out["events_public"] = self.public_control, self.public_events
         if with_events:
             out["events_recent"] = list(self.events)
         return out

@@ -1,12 +1,17 @@
 """The `mediaengine` command line.
 
     mediaengine run FILE [--duration S] [--set node.option=value ...] [--allow-faults]
+                         [--metrics-port N] [--control EP] [--events EP] [--curve-keys DIR]
     mediaengine validate FILE [--set ...]
     mediaengine graph FILE -o out.svg|out.png|out.dot
     mediaengine ps [--json]
     mediaengine kinds [--json]
     mediaengine ctl [--engine ID] NODE COMMAND [key=value ...] [--json]
     mediaengine schema [-o FILE]
+    mediaengine play URL [--duration S] [--json] [--snapshot out.png]
+    mediaengine monitor [ENDPOINT] [--engine ID] [--json] [--once] [--interval S]
+    mediaengine fault [--engine ID] NODE kill|hang|crash|slow MS|exit CODE|corrupt
+    mediaengine keys [-o DIR]
 
 Errors print one line to stderr naming the place and the fix (never a traceback) and exit non-zero:
 2 for bad input (usage, topology), 1 when a run fails.
@@ -45,7 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ._topology import load_topology
 
     topo = load_topology(args.file, overrides=args.set or ())
-    sup = Supervisor(topo, duration_s=args.duration, allow_faults=args.allow_faults)
+    sup = Supervisor(topo, duration_s=args.duration, allow_faults=args.allow_faults,
+                     # monitoring and remote control (docs/monitoring.md)
+                     public_control=args.control, public_events=args.events, curve_keys=args.curve_keys,
+                     metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     return sup.run()
 
 
@@ -76,7 +84,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
     engines = []
     for info in running_engines():
         try:
-            with ControlClient(str(info["control"]), timeout_s=2.0) as c:
+            with ControlClient(str(info["control"]), timeout_s=2.0, curve_keys=info.get("curve_keys")) as c:
                 status = c.request("ps")
         except EngineError as exc:
             status = {"engine_id": info.get("engine_id"), "error": str(exc), "nodes": []}
@@ -133,7 +141,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             raise EngineError(f"argument {item!r} must be key=value", where="ctl")
         key, _, value = item.partition("=")
         kv[key] = _parse_value(value)
-    with ControlClient(str(info["control"])) as c:
+    with ControlClient(str(info["control"]), curve_keys=info.get("curve_keys")) as c:
         if args.command == "set":
             result = c.request("set", node=args.node, options=kv)
         else:
@@ -142,6 +150,37 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, "result": result}, default=str))
     else:
         print(json.dumps(result, default=str) if result is not None else "ok")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from ._monitor import run_monitor
+
+    return run_monitor(endpoint=args.endpoint, engine_id=args.engine, events=args.events,
+                       curve_keys=args.curve_keys, as_json=args.json, once=args.once, interval_s=args.interval,
+                       count=args.count, wait_s=args.wait)
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    from ._client import ControlClient, find_engine
+    from .api import fault_args
+
+    fargs = fault_args(args.fault, args.value)
+    info = find_engine(args.engine)
+    with ControlClient(str(info["control"]), curve_keys=info.get("curve_keys")) as c:
+        result = c.request("fault", node=args.node, fault=args.fault, args=fargs)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from ._curve import generate_keys
+
+    paths = generate_keys(args.output, force=args.force)
+    for what, path in paths.items():
+        print(f"{what:<18} {path}")
+    print(f"engine: --curve-keys {args.output} (uses server.key_secret and authorized_clients/)")
+    print("client: copy server.key and client.key_secret to the monitoring side, --curve-keys DIR")
     return 0
 
 
@@ -167,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=float, default=None, help="stop after S seconds of running")
     r.add_argument("--set", action="append", metavar="NODE.OPTION=VALUE", help="override an option")
     r.add_argument("--allow-faults", action="store_true", help="accept fault-injection commands")
+    r.add_argument("--metrics-port", type=int, default=0, metavar="N",
+                   help="serve Prometheus metrics at http://HOST:N/metrics (0 = off)")
+    r.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address of the metrics server (default loopback; it has no authentication)")
+    r.add_argument("--control", default=None, metavar="ENDPOINT",
+                   help="also bind control here, e.g. tcp://127.0.0.1:5555 (beyond loopback needs --curve-keys)")
+    r.add_argument("--events", default=None, metavar="ENDPOINT",
+                   help="also publish events and metrics here (beyond loopback needs --curve-keys)")
+    r.add_argument("--curve-keys", default=None, metavar="DIR",
+                   help="CURVE keys from `mediaengine keys`: only authorized clients get answers")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a topology file without running it")
@@ -196,9 +245,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("args", nargs="*", metavar="KEY=VALUE")
     c.set_defaults(func=cmd_ctl)
 
+    m = sub.add_parser("monitor", help="live view of a running engine (terminal or JSON lines)")
+    m.add_argument("endpoint", nargs="?", default=None, help="control endpoint (default: the running engine)")
+    m.add_argument("--engine", default=None, help="engine id (needed when several run)")
+    m.add_argument("--events", default=None, metavar="ENDPOINT", help="events endpoint (default: asked)")
+    m.add_argument("--curve-keys", default=None, metavar="DIR", help="client keys for a CURVE engine")
+    m.add_argument("--json", action="store_true", help="one JSON object per update")
+    m.add_argument("--once", action="store_true", help="one snapshot, then exit")
+    m.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between updates")
+    m.add_argument("--count", type=int, default=None, metavar="N", help="exit after N updates")
+    m.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for an engine")
+    m.set_defaults(func=cmd_monitor)
+
+    f = sub.add_parser("fault", help="inject a fault (the engine must run with --allow-faults)")
+    f.add_argument("--engine", default=None, help="engine id (needed when several run)")
+    f.add_argument("node")
+    f.add_argument("fault", choices=["kill", "hang", "crash", "slow", "exit", "corrupt"])
+    f.add_argument("value", nargs="?", default=None, help="MS for slow, CODE for exit")
+    f.set_defaults(func=cmd_fault)
+
+    ky = sub.add_parser("keys", help="generate CURVE keypairs for remote control and monitoring")
+    ky.add_argument("-o", "--output", default="mediaengine-keys", metavar="DIR")
+    ky.add_argument("--force", action="store_true", help="replace existing keys")
+    ky.set_defaults(func=cmd_keys)
+
     sc = sub.add_parser("schema", help="print the JSON schema of topology files")
     sc.add_argument("-o", "--output", default=None)
     sc.set_defaults(func=cmd_schema)
+
+    from ._play_cli import add_play_parser  # `play URL`: pull a stream and report on it (engine/player.py)
+
+    add_play_parser(sub)
     return p
 
 

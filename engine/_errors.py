@@ -62,122 +62,182 @@ class EngineError(Exception):
 
 
 class TopologyError(EngineError):
+    """A topology file or dict is wrong (load time)."""
+
     code = 1100
 
 
 class TopologySyntaxError(TopologyError):
+    """Not YAML, or the top level is not a mapping."""
+
     code = 1101
 
 
 class TopologyVersionError(TopologyError):
+    """Missing or unsupported `version` (this engine reads version 1)."""
+
     code = 1102
 
 
 class UnknownKindError(TopologyError):
+    """`kind` names no actor kind (`mediaengine kinds` lists them)."""
+
     code = 1103
 
 
 class UnknownNodeError(TopologyError):
+    """An input names a node that does not exist."""
+
     code = 1104
 
 
 class UnknownPadError(TopologyError):
+    """An input or output pad does not exist on that kind."""
+
     code = 1105
 
 
 class DuplicateIdError(TopologyError):
+    """Two nodes share an id."""
+
     code = 1106
 
 
 class CycleError(TopologyError):
+    """The graph has a cycle (the message shows it)."""
+
     code = 1107
 
 
 class OptionError(TopologyError):
+    """A missing, unknown or wrongly typed option, or a live `set` outside the option's range."""
+
     code = 1108
 
 
 class FormatMismatchError(TopologyError):
+    """Linked ports do not agree on a format."""
+
     code = 1109
 
 
 class VariableError(TopologyError):
+    """A `${VAR}` is not set in the environment."""
+
     code = 1110
 
 
 class SupervisionError(TopologyError):
+    """Bad restart type, group or supervisor setting."""
+
     code = 1111
 
 
 class UnlinkedInputError(TopologyError):
+    """A required input pad is not linked."""
+
     code = 1112
 
 
 class FormatError(EngineError):
+    """A frame does not match its port at run time."""
+
     code = 1200
 
 
 class ResourceError(EngineError):
+    """A device, file or network endpoint failed."""
+
     code = 1300
 
 
 class FileError(ResourceError, FileNotFoundError):
+    """A file is missing or unreadable."""
+
     code = 1301
 
 
 class ConnectError(ResourceError, ConnectionError):
+    """A server cannot be reached."""
+
     code = 1302
 
 
 class EncoderError(ResourceError):
+    """A codec failed to open or to encode."""
+
     code = 1303
 
 
 class ProtocolError(EngineError):
+    """The control plane got a bad message."""
+
     code = 1400
 
 
 class MalformedMessageError(ProtocolError):
+    """Not msgpack, not a map, or larger than 1 MiB."""
+
     code = 1401
 
 
 class UnknownTypeError(ProtocolError):
+    """Unknown message type."""
+
     code = 1402
 
 
 class FieldError(ProtocolError):
+    """A field is missing or has the wrong type, or the protocol version is wrong."""
+
     code = 1403
 
 
 class UnknownTargetError(ProtocolError):
+    """The message names no node."""
+
     code = 1404
 
 
 class UnknownCommandError(ProtocolError):
+    """The node has no such command."""
+
     code = 1405
 
 
 class CommandFailedError(ProtocolError):
+    """The node refused the command."""
+
     code = 1406
 
 
 class NotAllowedError(ProtocolError, PermissionError):
+    """Not allowed, e.g. fault injection without `--allow-faults`."""
+
     code = 1407
 
 
 class TimeoutError_(ProtocolError, TimeoutError):
+    """The engine or node did not answer in time."""
+
     code = 1408
 
 
 class SupervisorError(EngineError):
+    """The supervisor gave up."""
+
     code = 1500
 
 
 class IntensityExceededError(SupervisorError):
+    """More restarts than `intensity` within `period_s`: the engine stopped."""
+
     code = 1501
 
 
 class ActorFailedError(SupervisorError):
+    """An actor failed with an unexpected exception (its message names the place)."""
+
     code = 1502
 
 

@@ -1,0 +1,29 @@
+"""`engine.__all__` stays honest: every name resolves, is documented, and is the object it claims."""
+
+from __future__ import annotations
+
+import engine
+from engine import _errors
+
+
+def test_every_exported_name_resolves_and_is_documented() -> None:
+    assert len(engine.__all__) == len(set(engine.__all__))
+    for name in engine.__all__:
+        obj = getattr(engine, name)
+        assert obj is not None, name
+        if isinstance(obj, type):
+            assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_exported_errors_are_the_hierarchy_classes() -> None:
+    for name in engine.__all__:
+        obj = getattr(engine, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert obj is getattr(_errors, name)
+            assert obj.code in _errors.ERRORS_BY_CODE
+
+
+def test_engine_api_classes_load_lazily() -> None:
+    from engine.api import AsyncEngine, Engine
+
+    assert engine.Engine is Engine and engine.AsyncEngine is AsyncEngine

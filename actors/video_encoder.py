@@ -101,7 +101,9 @@ def check_options(options: VideoEncoderOptions) -> None:
 
 
 class VideoEncoder(Actor[VideoEncoderOptions]):
-    inputs = {"in": InPort("video", pix_fmts=("rgb24",), policy="drop_oldest")}
+    # block: an encoder must not lose frames to a momentary hiccup (x264 warm-up, a busy core); the ring
+    # buffers a few frames and a consumer that stays stuck is skipped after the block timeout
+    inputs = {"in": InPort("video", pix_fmts=("rgb24",), policy="block")}
     outputs = {"out": OutPort("encoded", default=True)}
     Options = VideoEncoderOptions
     live_options = ("bitrate_kbps",)

@@ -1,0 +1,272 @@
+"""topologies/push_rtmp.yaml pushed to a real nginx-rtmp, checked with Debian's ffprobe/ffmpeg on what the
+server relays: codecs, size, frame rate, every frame present, no decode error, live Q&A SEI payloads
+byte-exact (our parser on PyAV-demuxed packets, and FFmpeg's own `trace_headers`), no stream key anywhere."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import msgpack
+import pytest
+import zmq
+
+from engine.sei import OUR_UUID, parse_sei_payloads
+from tests.enginekit import ROOT, Engine, decoded_counters, wait_for
+from tests.helpers import ffprobe_json, start_recorder
+from tools.rtmp_server import RtmpServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.rtmp]
+
+PUSH = "topologies/push_rtmp.yaml"
+
+
+def stream_key() -> str:
+    """A key that cannot appear anywhere by chance."""
+    return f"sk_{secrets.token_hex(12)}"
+
+
+class EventWatcher:
+    """Events of a running engine: a SUB socket on its `events` endpoint, plus the supervisor's
+    `events_recent` (for what happened before we subscribed)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        info = wait_for(engine.info, 30, "engine.json")
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"events.")
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"metrics.")
+        self.sub.connect(str(info["events"]))
+        self.events: list[dict[str, Any]] = []
+        self.metrics: dict[str, dict[str, Any]] = {}  # node -> its latest metrics
+        self._keys: set[tuple[Any, ...]] = set()
+        # the SUB socket joins asynchronously: take the recent history once it is surely connected
+        time.sleep(0.2)
+        self._add(wait_for(lambda: engine.request("snapshot"), 10, "snapshot").get("events_recent", []))
+
+    def _add(self, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            key = (ev.get("t"), ev.get("node"), ev.get("name"))
+            if key not in self._keys:
+                self._keys.add(key)
+                self.events.append(ev)
+        self.events.sort(key=lambda e: e.get("t", 0))
+
+    def poll(self, timeout_ms: int = 50) -> None:
+        got = []
+        while self.sub.poll(timeout_ms):
+            topic, raw = self.sub.recv_multipart()
+            msg = msgpack.unpackb(raw)
+            if topic.startswith(b"metrics."):
+                self.metrics[topic[8:].decode()] = msg
+            else:
+                got.append(msg)
+            timeout_ms = 0
+        self._add(got)
+
+    def named(self, name: str, node: str = "push") -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("name") == name and e.get("node") == node]
+
+    def wait(self, name: str, timeout: float, node: str = "push", count: int = 1,
+             after: float = 0.0) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            self.poll()
+            found = [e for e in self.named(name, node) if e.get("t", 0) >= after]
+            return found[count - 1] if len(found) >= count else None
+
+        try:
+            return dict(wait_for(seen, timeout, f"event {node}.{name}"))
+        except AssertionError as exc:
+            names = [f"{e.get('node')}.{e.get('name')}" for e in self.events]
+            raise AssertionError(f"{exc}; events so far: {names}\n{self.engine.log[-3000:]}") from None
+
+    def close(self) -> None:
+        self.sub.close(0)
+        self.ctx.term()
+
+
+def trace_headers_sei(path: Path) -> list[tuple[bytes, bytes]]:
+    """(uuid, payload) of every user_data_unregistered SEI, as FFmpeg's `trace_headers` bitstream filter
+    (Debian ffmpeg, its own H.264 parser) prints them byte by byte."""
+    res = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "trace", "-i", str(path), "-map", "0:v", "-c", "copy",
+         "-bsf:v", "trace_headers", "-f", "null", "-"], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    found: list[tuple[bytearray, bytearray]] = []
+    pattern = re.compile(r"\[trace_headers @ [^]]+\]\s+\d+\s+(uuid_iso_iec_11578|user_data_payload_byte)\[(\d+)\]"
+                         r"\s+[01]+ = (\d+)")
+    for m in pattern.finditer(res.stderr):
+        field, index, value = m.group(1), int(m.group(2)), int(m.group(3))
+        if field == "uuid_iso_iec_11578":
+            if index == 0:
+                found.append((bytearray(), bytearray()))
+            found[-1][0].append(value)
+        else:
+            assert found and index == len(found[-1][1]), "payload bytes out of order in trace_headers output"
+            found[-1][1].append(value)
+    return [(bytes(u), bytes(p)) for u, p in found]
+
+
+def assert_key_nowhere(engine: Engine, key: str, *extra: str) -> None:
+    """The stream key is not in the engine log, `mediaengine ps --json`, the snapshot (metrics, events,
+    errors) or any engine process's command line."""
+    assert key not in engine.log, "stream key in the engine log"
+    env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(engine.runtime_dir)}
+    ps = subprocess.run([sys.executable, "-m", "engine.cli", "ps", "--json"], capture_output=True, text=True,
+                        cwd=ROOT, env=env, timeout=30, check=False)
+    assert ps.returncode == 0, ps.stderr
+    assert key not in ps.stdout + ps.stderr, "stream key in `mediaengine ps --json`"
+    if engine.proc.poll() is None:
+        snapshot = json.dumps(engine.request("snapshot"), default=repr)
+        assert "push" in snapshot and key not in snapshot, "stream key in the snapshot/metrics/events"
+    for pid in [engine.proc.pid, *(c for c in _children(engine.proc.pid))]:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        assert key not in cmdline, f"stream key in the command line of pid {pid}"
+    for text in extra:
+        assert key not in text
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine], rtmp_server: RtmpServer,
+                                           tmp_path: Path) -> None:
+    key = stream_key()
+    url = rtmp_server.url(stream=key)
+    rec = tmp_path / "rec.flv"
+    recorder = start_recorder(url, rec, rw_timeout_s=5.0)  # waits for the publisher: gets the stream from its start
+    try:
+        eng = engine_runner(PUSH, "--duration", "15", env={"PUSH_URL": url})
+        events = EventWatcher(eng)
+        try:
+            connected = events.wait("connected", 20)
+            assert connected["data"]["url"] == f"rtmp://127.0.0.1:{rtmp_server.port}/live/***"
+
+            probe = ffprobe_json(url, "-show_streams", timeout_s=20)
+            streams = {s["codec_type"]: s for s in probe["streams"]}
+            print("ffprobe of the live stream:", {k: (s["codec_name"], s.get("width"), s.get("height"),
+                                                       s.get("r_frame_rate"), s.get("sample_rate"))
+                                                   for k, s in streams.items()})
+            assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+            assert (streams["video"]["width"], streams["video"]["height"]) == (1280, 720)
+            assert streams["video"]["r_frame_rate"] == "30/1"
+            assert streams["audio"]["sample_rate"] == "48000"
+
+            payloads = ["hello viewers", "needs \x00\x00\x01 emulation \x00\x00\x03 prevention",
+                        "Q: " + "¿Cuál es la pregunta? 问题 " * 30]
+            assert len(payloads[2].encode()) > 255
+            ids = []
+            for text in payloads:
+                reply = eng.request("command", node="push", command="send_message",
+                                    args={"text": text, "repeat_count": 5})
+                assert reply["frames"] == 5
+                ids.append(reply["id"])
+            key_reply = eng.request("command", node="push", command="send_message",
+                                    args={"text": "on keyframes", "repeat_count": 2, "keyframe_only": True})
+            for i in [*ids, key_reply["id"]]:
+                done = events.wait("sei_sent", 10, count=1 + [*ids, key_reply["id"]].index(i))
+                assert done["data"]["frames"] >= 1
+            sent = {e["data"]["id"]: e["data"] for e in events.named("sei_sent")}
+            assert all(sent[i]["frames"] == 5 and sent[i]["dropped"] == 0 for i in ids)
+            assert sent[key_reply["id"]]["frames"] == 2
+            assert_key_nowhere(eng, key)
+            ended = events.wait("stream_ended", 30)  # --duration reached: the intentional end
+            assert ended["data"]["trailer"] is True and ended["data"]["reason"] in ("eos", "stop")
+            assert not events.named("connection_lost")
+            assert eng.wait(60) == 0, eng.log
+            events.poll(300)  # the last metrics every node sent when it stopped
+            final = dict(events.metrics)
+        finally:
+            events.close()
+        assert recorder.wait(30) == 0, rec.with_suffix(".log").read_text()
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+
+    # every frame the encoder made went out and came back through the server, in order, decodable
+    push, venc = final["push"]["actor"], final["venc"]
+    encoded, sent = venc["actor"]["packets_out"], push["packets_sent_by_stream"]["video"]
+    counters = decoded_counters(rec)
+    gaps = [(a, b) for a, b in itertools.pairwise(counters) if b != a + 1]
+    missing = sum(b - a - 1 for a, b in gaps)
+    upstream_drops = sum(venc["drops"].values()) + sum(final["filt"]["drops"].values())
+    print(f"encoder made {encoded} video packets, sender sent {sent} (dropped {push['dropped']}); recording "
+          f"decodes {len(counters)} frames, counters {counters[0]}..{counters[-1]}, gaps {gaps[:5]} "
+          f"(frames dropped before the encoder: {upstream_drops})")
+    assert push["dropped"]["total"] == 0 and push["reconnects"] == 0
+    assert sent == encoded >= 12 * 30
+    assert len(counters) == sent  # nothing lost between the sender and the recording
+    assert all(b > a for a, b in gaps) and missing <= upstream_drops  # gaps only where the engine counted drops
+    errors = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(rec), "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert errors.returncode == 0 and errors.stderr.strip() == "", errors.stderr[-2000:]
+
+    # SEI: our parser on the packets PyAV demuxes from the recording...
+    ours: list[tuple[bytes, bool]] = []
+    with av.open(str(rec)) as container:
+        for packet in container.demux(video=0):
+            if packet.size:
+                ours += [(p, bool(packet.is_keyframe)) for u, p in parse_sei_payloads(bytes(packet)) if u == OUR_UUID]
+    # ...and FFmpeg's trace_headers, independently
+    traced = [p for u, p in trace_headers_sei(rec) if u == OUR_UUID]
+    print(f"SEI payloads found: ours {len(ours)}, trace_headers {len(traced)}")
+    for text in payloads:
+        assert [p for p, _ in ours].count(text.encode()) == 5, text
+        assert traced.count(text.encode()) == 5, text
+    on_key = [k for p, k in ours if p == b"on keyframes"]
+    assert on_key == [True, True]
+    assert traced.count(b"on keyframes") == 2
+    assert sorted(p for p, _ in ours) == sorted(traced)
+
+
+
+def test_file_is_restreamed_looping(engine_runner: Callable[..., Engine], rtmp_server: RtmpServer,
+                                    tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    made = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=2",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=2", "-c:v", "libx264", "-preset",
+         "ultrafast", "-c:a", "aac", "-shortest", str(clip)], capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    key = stream_key()
+    url = rtmp_server.url(stream=key)
+    eng = engine_runner("topologies/file_to_rtmp.yaml", "--duration", "6", "--set", "file.width=640",
+                        "--set", "file.height=360", env={"PUSH_URL": url, "INPUT": str(clip)})
+    events = EventWatcher(eng)
+    try:
+        events.wait("connected", 20)
+        probe = ffprobe_json(url, "-show_streams", timeout_s=20)
+        streams = {s["codec_type"]: s for s in probe["streams"]}
+        assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+        assert (streams["video"]["width"], streams["video"]["height"]) == (640, 360)
+        assert events.wait("stream_ended", 30)["data"]["trailer"] is True
+        assert eng.wait(60) == 0, eng.log
+        events.poll(300)
+        push = events.metrics["push"]["actor"]
+        print(f"file_to_rtmp: sent {push['packets_sent_by_stream']} (the 2 s clip looped), dropped {push['dropped']}")
+        assert push["packets_sent_by_stream"]["video"] >= 4 * 30 and push["dropped"]["total"] == 0
+        assert not events.named("connection_lost") and key not in eng.log
+    finally:
+        events.close()

@@ -1,0 +1,575 @@
+"""rtmp_sender without a server: pure helpers, the drop policy, the start gate, SEI attachment, and the
+writer/watchdog threads driven through a fake connection (real threads, no network, no sleeps: every
+wait is on a condition with a deadline)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from fractions import Fraction
+from typing import Any
+
+import av
+import pytest
+
+from actors.rtmp_sender import (
+    Backlog,
+    Item,
+    RateWindow,
+    RtmpSender,
+    RtmpSenderOptions,
+    StartGate,
+    describe_error,
+    find_socket,
+    message_args,
+    probe_rtmp,
+    reconnect_delay_ms,
+    redact_url,
+    shutdown_socket,
+    socket_stats,
+)
+from engine._actor import Event
+from engine._errors import ConnectError, FieldError, OptionError
+from engine._formats import AAC, H264, Packet
+from engine.sei import OUR_UUID, parse_sei_payloads
+from tests.helpers import wait_until
+
+URL = "rtmp://127.0.0.1:1935/live/sk_live_0123456789"
+TB_V = Fraction(1, 90_000)
+TB_A = Fraction(1, 48_000)
+SLICE = b"\x00\x00\x00\x01\x65\x88\x84\x00"  # an IDR slice NAL (enough for the SEI insertion point)
+VPARAMS = {"codec": "h264", "width": 64, "height": 64, "time_base": [1, 90000], "extradata": b"\x00\x00\x00\x01gSPS"}
+APARAMS = {"codec": "aac", "rate": 48000, "channels": 1, "time_base": [1, 48000], "extradata": b"\x11\x90"}
+
+
+def vpkt(i: int, key: bool = False, params: bool = False) -> Packet:
+    return Packet(SLICE + bytes([i % 256]), i * 3000, i * 3000, TB_V, key, VPARAMS if params else None)
+
+
+def apkt(i: int, params: bool = False) -> Packet:
+    return Packet(b"\x21\x00" + bytes([i % 256]), i * 1024, i * 1024, TB_A, True, APARAMS if params else None)
+
+
+def vitem(ms: int, key: bool = False) -> Item:
+    return Item("video", Packet(SLICE, ms * 90, ms * 90, TB_V, key), ms * 1_000_000)
+
+
+def aitem(ms: int) -> Item:
+    return Item("audio", Packet(b"a", ms * 48, ms * 48, TB_A, True), ms * 1_000_000)
+
+
+# ---- pure helpers ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("rtmp://127.0.0.1:1935/live/secretkey", "rtmp://127.0.0.1:1935/live/***"),
+    ("rtmps://live.example.com/app/inst/key?token=abc", "rtmps://live.example.com/app/***"),
+    ("rtmp://user:pw@host/live", "rtmp://***@host/live"),
+    ("rtmp://host/live", "rtmp://host/live"),
+    ("rtmp://host/live?key=abc", "rtmp://host/live/***"),
+    ("rtmp://[::1]:1935/live/k", "rtmp://[::1]:1935/live/***"),
+    ("not a url", "***"),
+])
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_reconnect_delays_follow_interval_backoff_and_cap() -> None:
+    o = RtmpSenderOptions(url=URL, reconnect_interval_ms=1000, reconnect_backoff=1.5,
+                          reconnect_max_interval_ms=3000)
+    assert [reconnect_delay_ms(n, o) for n in range(1, 7)] == [0, 1000, 1500, 2250, 3000, 3000]
+    flat = RtmpSenderOptions(url=URL)
+    assert [reconnect_delay_ms(n, flat) for n in range(1, 5)] == [0, 1000, 1000, 1000]
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"url": "http://host/live/key"}, "rtmp://"),
+    ({"url": "rtmp:///live/key"}, "no host"),
+    ({"reconnect_count": 0}, "reconnect_count"),
+    ({"reconnect_backoff": 0.5}, "reconnect_backoff"),
+    ({"backlog_ms": 50}, "backlog_ms"),
+    ({"video_drop_ms": 5000}, "video_drop_ms"),
+    ({"send_timeout_ms": 0}, "send_timeout_ms"),
+    ({"audio_offset_ms": 900.0}, "audio_offset_ms"),
+])
+def test_bad_options_are_rejected_at_load_time(changes: dict[str, Any], fragment: str) -> None:
+    o = RtmpSenderOptions(**{"url": URL, **changes})
+    with pytest.raises(OptionError, match=fragment) as info:
+        RtmpSender.output_formats(o, {"video": H264})
+    assert "secret" not in str(info.value) and "key" not in str(info.value).replace("/***", "")
+
+
+def test_needs_a_linked_input() -> None:
+    with pytest.raises(OptionError, match="at least one linked input"):
+        RtmpSender.output_formats(RtmpSenderOptions(url=URL), {})
+    assert RtmpSender.output_formats(RtmpSenderOptions(url=URL), {"audio": AAC}) == {}
+
+
+def test_errors_are_described_without_the_url() -> None:
+    err = av.error.ConnectionRefusedError(111, "Connection refused", URL)
+    assert URL in str(err)  # PyAV puts the URL in the message...
+    text = describe_error(err)  # ...we do not
+    assert "sk_live" not in text and "Connection refused" in text and "111" in text
+    assert "sk_live" not in describe_error(BrokenPipeError(32, "Broken pipe"))
+
+
+def test_rate_window() -> None:
+    w = RateWindow(1000)
+    w.add(0, 5)
+    w.add(500, 7)
+    assert w.total(900) == 12
+    assert w.total(1200) == 7  # the sample at 0 left the window
+    assert w.values(2000) == []
+
+
+# ---- drop policy --------------------------------------------------------------------------------------
+
+def kinds(items: list[Item]) -> list[str]:
+    return [("K" if it.key else "v") if it.kind == "video" else "a" for it in items]
+
+
+def test_backlog_within_budget_keeps_everything() -> None:
+    b = Backlog(limit_ns=3000 * 1_000_000, video_drop_ns=1000 * 1_000_000)
+    dropped = []
+    for ms in range(0, 900, 30):
+        dropped += b.push(vitem(ms, key=ms == 0))
+        dropped += b.push(aitem(ms + 5))
+    assert dropped == [] and len(b) == 60 and 0 < b.span_ns() <= 900 * 1_000_000
+
+
+def test_backlog_drops_non_keyframe_video_first_then_until_the_next_keyframe() -> None:
+    b = Backlog(limit_ns=3000 * 1_000_000, video_drop_ns=500 * 1_000_000)
+    dropped: list[Item] = []
+    for ms in range(0, 1200, 100):  # keyframe every 400 ms, audio every 100 ms
+        dropped += b.push(vitem(ms, key=ms % 400 == 0))
+        dropped += b.push(aitem(ms))
+    # audio and keyframes are never dropped at this level
+    assert all(it.kind == "video" and not it.key for it in dropped)
+    assert sum(1 for it in b.items if it.kind == "audio") == 12
+    assert [it.dts_ns // 1_000_000 for it in b.items if it.kind == "video"] == [0, 400, 800]
+    # a non-keyframe arriving while the queue is over budget and no keyframe follows in it is dropped,
+    # and so is the next one: video waits for a keyframe
+    assert b.need_key
+    assert b.push(vitem(1250)) != []
+    assert b.push(vitem(1300, key=True)) == [] and not b.need_key
+
+
+def test_backlog_drops_the_oldest_beyond_its_limit_with_the_frames_that_depend_on_a_keyframe() -> None:
+    b = Backlog(limit_ns=1000 * 1_000_000, video_drop_ns=0)
+    dropped: list[Item] = []
+    for ms in range(0, 1500, 100):
+        dropped += b.push(vitem(ms, key=ms % 500 == 0))
+        dropped += b.push(aitem(ms + 10))
+    assert b.span_ns() <= 1000 * 1_000_000
+    # video in the queue starts at a keyframe: nothing undecodable is left at its head
+    first_video = next(it for it in b.items if it.kind == "video")
+    assert first_video.key
+    assert dropped and dropped[0].dts_ns == 0
+    assert b.bytes == sum(len(it.packet.data) for it in b.items)
+
+
+# ---- the start gate ---------------------------------------------------------------------------------------
+
+MS = 1_000_000
+
+
+def test_gate_waits_for_a_keyframe_but_sends_audio_at_once() -> None:
+    g = StartGate(has_video=True)
+    assert g.admit("audio", 100 * MS, True)[0]
+    assert g.admit("video", 110 * MS, False) == (False, 0, "waiting_keyframe")
+    assert g.admit("video", 143 * MS, True) == (True, 0, "")
+    assert g.admit("video", 176 * MS, False) == (True, 0, "")
+
+
+def test_gate_shifts_video_that_is_a_little_older_than_the_first_audio() -> None:
+    g = StartGate(has_video=True)
+    assert g.admit("audio", 100 * MS, True)[0]
+    assert g.admit("video", 80 * MS, True) == (True, 20 * MS, "")
+    assert g.admit("video", 113 * MS, False) == (True, 20 * MS, "")  # shift stays for the connection
+    assert g.admit("audio", 121 * MS, True) == (True, 0, "")
+
+
+def test_gate_drops_what_flv_would_reject() -> None:
+    g = StartGate(has_video=True, max_shift_ns=50 * MS)
+    assert g.admit("audio", 1000 * MS, True)[0]
+    assert g.admit("video", 500 * MS, True) == (False, 0, "late")  # too old to shift: next keyframe
+    assert g.admit("audio", 990 * MS, True) == (False, 0, "late")  # older than the connection's start
+    assert g.admit("video", 1010 * MS, True)[0]
+    assert g.admit("video", 1010 * MS, False) == (False, 0, "late")  # not after the previous one
+    assert g.admit("video", 1043 * MS, False) == (False, 0, "waiting_keyframe")  # its reference is gone
+    audio_only = StartGate(has_video=False)
+    assert audio_only.admit("audio", 5 * MS, True)[0]
+
+
+# ---- send_message ------------------------------------------------------------------------------------------
+
+def test_message_args_are_checked() -> None:
+    assert message_args({"text": "hi"}) == ("hi", 1, 0.0, False)
+    assert message_args({"text": 42, "repeat_count": 5, "delay_ms": 10, "keyframe_only": True}) == (
+        "42", 5, 10.0, True)
+    for bad, fragment in (({}, "text"), ({"text": "x", "repeat_count": 0}, "repeat_count"),
+                          ({"text": "x", "repeat_count": True}, "repeat_count"),
+                          ({"text": "x", "delay_ms": -1}, "delay_ms"),
+                          ({"text": "x", "keyframe_only": "yes"}, "keyframe_only"),
+                          ({"text": "x", "colour": 1}, "colour"),
+                          ({"text": "x" * 20000}, "bytes")):
+        with pytest.raises(FieldError, match=fragment):
+            message_args(bad)
+
+
+# ---- the actor with a fake network ------------------------------------------------------------------------
+
+class FakeNet:
+    """Scripted connections: `refuse` attempts fail, `fail_mux_after` breaks a connection, `block`
+    makes mux hang until aborted, `stats` is what the socket reports."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.refuse = 0
+        self.refuse_always = False
+        self.fail_mux_after: int | None = None
+        self.block = False
+        self.stats: tuple[int, int] | None = None
+        self.conns: list[FakeConn] = []
+
+    def __call__(self, url: str, params: Mapping[str, dict[str, Any]]) -> FakeConn:
+        conn = FakeConn(self, url, dict(params))
+        self.conns.append(conn)
+        return conn
+
+    def muxed(self) -> list[tuple[str, Packet, int, bytes | None]]:
+        return [m for c in self.conns for m in c.muxed]
+
+
+class FakeConn:
+    def __init__(self, net: FakeNet, url: str, params: dict[str, dict[str, Any]]) -> None:
+        self.net, self.url, self.params = net, url, params
+        self.muxed: list[tuple[str, Packet, int, bytes | None]] = []
+        self.closed = False
+        self.aborted = threading.Event()
+
+    def start(self) -> None:
+        with self.net.lock:
+            if self.net.refuse_always or self.net.refuse > 0:
+                self.net.refuse -= 1
+                raise av.error.ConnectionRefusedError(111, "Connection refused", self.url)
+
+    def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None) -> None:
+        if self.aborted.is_set():
+            raise av.error.BrokenPipeError(32, "Broken pipe", self.url)
+        if self.net.block:
+            self.aborted.wait(10)
+            raise av.error.BrokenPipeError(32, "Broken pipe", self.url)
+        if self.net.fail_mux_after is not None and len(self.muxed) >= self.net.fail_mux_after:
+            self.net.fail_mux_after = None
+            raise av.error.BrokenPipeError(32, "Broken pipe", self.url)
+        self.muxed.append((kind, packet, offset, data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def locate(self, port: int, addresses: set[str]) -> None:
+        return None
+
+    def stats(self) -> tuple[int, int] | None:
+        return self.net.stats
+
+    def abort(self) -> bool:
+        self.aborted.set()
+        return True
+
+
+class Harness:
+    """A RtmpSender with a fake network; `events()` collects what the hooks returned."""
+
+    def __init__(self, sender: RtmpSender, net: FakeNet) -> None:
+        self.sender, self.net = sender, net
+        self.seen: list[Event] = []
+
+    def collect(self, actions: Any) -> None:
+        self.seen += [a for a in actions or [] if isinstance(a, Event)]
+
+    def tick(self) -> None:
+        self.collect(self.sender.on_tick(0))
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.seen]
+
+    def wait_event(self, name: str, count: int = 1, timeout_s: float = 5.0) -> None:
+        def seen() -> bool:
+            self.tick()
+            return self.names().count(name) >= count
+        wait_until(seen, timeout_s, f"event {name} x{count}; got {self.names()}")
+
+    def feed(self, frames: int, start: int = 0) -> None:
+        """`frames` video frames (keyframe every 10, params on keyframes) with audio in between."""
+        for i in range(start, start + frames):
+            self.collect(self.sender.on_frame("video", vpkt(i, key=i % 10 == 0, params=i % 10 == 0)))
+            self.collect(self.sender.on_frame("audio", apkt(i * 3 // 2, params=i == start)))
+
+
+@pytest.fixture
+def make(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def build(**options: Any) -> Harness:
+        net = FakeNet()
+        monkeypatch.setattr(RtmpSender, "connector", net)
+        monkeypatch.setattr(RtmpSender, "prober", None)
+        opts = RtmpSenderOptions(**{"url": URL, "reconnect_interval_ms": 20, **options})
+        sender = RtmpSender(opts, node_id="push", input_formats={"video": H264, "audio": AAC})
+        sender.setup()
+        h = Harness(sender, net)
+        made.append(h)
+        return h
+
+    yield build
+    for h in made:
+        h.net.block = False
+        for c in h.net.conns:
+            c.aborted.set()
+        if h.sender.link is not None:
+            h.sender.link.finish("stop", 2.0)
+            assert h.sender.link.ended.is_set()
+
+
+def test_connects_once_both_inputs_sent_params_and_sends_in_arrival_order(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.feed(30)
+    h.wait_event("connected")
+    wait_until(lambda: len(h.net.muxed()) == 60, 5, "all packets muxed")
+    conn = h.net.conns[0]
+    assert set(conn.params) == {"video", "audio"}
+    muxed = conn.muxed
+    assert muxed[0][0] == "video" and muxed[0][1].keyframe
+    # the first packet muxed is time zero on the wire; audio is moved 40 ms later
+    v0 = muxed[0][1]
+    assert v0.dts - muxed[0][2] == 0
+    a = next(m for m in muxed if m[0] == "audio")
+    assert (a[1].dts - a[2]) * TB_A == pytest.approx(a[1].dts * TB_A - v0.dts * TB_V + Fraction(40, 1000), abs=1e-4)
+    h.collect(h.sender.stop())
+    assert h.names()[-1] == "stream_ended"
+    ended = h.seen[-1].data
+    assert ended["reason"] == "stop" and ended["trailer"] is True and ended["packets"] == 60
+    assert conn.closed
+    m = h.sender.metrics()
+    assert m["state"] == "ended" and m["packets_sent"] == 60 and m["dropped"]["total"] == 0
+    assert "sk_live" not in repr(h.seen) and "sk_live" not in repr(m)
+
+
+def test_lost_connection_reconnects_and_waits_for_a_keyframe(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.net.fail_mux_after = 12
+    h.feed(20)
+    h.wait_event("reconnect_success")
+    names = h.names()
+    assert names.index("connected") < names.index("connection_lost") < names.index("reconnect_start") \
+        < names.index("reconnect_success")
+    lost = h.seen[names.index("connection_lost")].data
+    assert lost["reason"] == "error" and "Broken pipe" in lost["error"] and "sk_live" not in repr(lost)
+    h.feed(20, start=20)
+    wait_until(lambda: any(m[0] == "video" for m in h.net.conns[1].muxed), 5, "video on the new connection")
+    second = h.net.conns[1].muxed
+    first_video = next(m for m in second if m[0] == "video")
+    assert first_video[1].keyframe
+    # timestamps keep going forward across the reconnect
+    last_old = max((m[1].dts - m[2]) * m[1].time_base for m in h.net.conns[0].muxed if m[0] == "video")
+    assert (first_video[1].dts - first_video[2]) * TB_V > last_old
+    assert h.sender.metrics()["reconnects"] == 1 and h.sender.metrics()["connection_losses"] == 1
+
+
+def test_refused_attempts_then_reconnect_fail_and_retry_goes_on(make: Callable[..., Harness]) -> None:
+    h = make(reconnect_count=3)
+    h.net.refuse = 4
+    h.feed(5)
+    h.wait_event("connected")
+    names = h.names()
+    assert names.count("connect_failed") == 4
+    assert names.count("reconnect_fail") == 1
+    fail = h.seen[names.index("reconnect_fail")].data
+    assert fail["attempts"] == 3 and fail["action"] == "retry" and "refused" in fail["error"]
+    assert names.count("reconnect_start") == 4  # attempts 2..5
+    assert names.index("reconnect_fail") < names.index("connected") < names.index("reconnect_success")
+
+
+def test_stop_policy_reports_connect_error_and_the_actor_stops(make: Callable[..., Harness]) -> None:
+    h = make(reconnect_count=2, on_reconnect_fail="stop")
+    h.net.refuse_always = True
+    h.feed(5)
+    h.wait_event("reconnect_fail")
+    assert h.seen[h.names().index("reconnect_fail")].data["action"] == "stop"
+    with pytest.raises(ConnectError, match="after 2 attempts") as info:
+        for _ in range(100):
+            h.tick()
+    assert "sk_live" not in str(info.value) and "rtmp://127.0.0.1:1935/live/***" in str(info.value)
+    assert h.sender.metrics()["state"] == "failed"
+
+
+def test_blocked_mux_is_a_send_timeout_then_a_reconnect(make: Callable[..., Harness]) -> None:
+    h = make(send_timeout_ms=200)
+    h.feed(5)
+    h.wait_event("connected")
+    wait_until(lambda: len(h.net.muxed()) > 0, 5, "first packets")
+    h.net.block = True
+    h.feed(5, start=5)
+    h.wait_event("send_timeout")
+    h.net.block = False
+    h.wait_event("reconnect_success")
+    names = h.names()
+    assert names.index("send_timeout") < names.index("connection_lost") < names.index("reconnect_success")
+    assert h.seen[names.index("send_timeout")].data["cause"] == "mux_blocked"
+    assert h.seen[names.index("connection_lost")].data["reason"] == "send_timeout"
+
+
+def test_no_acknowledgement_while_bytes_wait_is_a_send_timeout(make: Callable[..., Harness]) -> None:
+    h = make(send_timeout_ms=200)
+    h.feed(5)
+    h.wait_event("connected")
+    h.net.stats = (5000, 777)  # 5000 bytes waiting, the server acknowledges nothing more
+    h.wait_event("send_timeout")
+    assert h.seen[h.names().index("send_timeout")].data["cause"] == "no_ack"
+    h.net.stats = None
+    h.wait_event("reconnect_success")
+    assert h.sender.metrics()["send_timeouts"] == 1
+
+
+def test_send_message_goes_into_the_next_video_frames(make: Callable[..., Harness]) -> None:
+    h = make()
+    clock = [0]
+    h.sender.clock = lambda: clock[0]
+    assert h.sender.on_control("send_message", {"text": "q\x00\x00\x01?", "repeat_count": 3}) == {"id": 1, "frames": 3}
+    assert h.sender.on_control("send_message", {"text": "later", "delay_ms": 100}) == {"id": 2, "frames": 1}
+    assert h.sender.on_control("send_message", {"text": "key", "repeat_count": 2, "keyframe_only": True}) == {
+        "id": 3, "frames": 2}
+    h.feed(5)  # frame 0 is a keyframe
+    clock[0] = 100_000_000
+    h.feed(20, start=5)  # frames 10 and 20 are keyframes
+    wait_until(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 25, 5, "video muxed")
+    carried: dict[int, list[bytes]] = {}
+    for kind, pkt, _, _ in h.net.muxed():
+        if kind == "video":
+            carried[pkt.dts // 3000] = [p for u, p in parse_sei_payloads(pkt.data) if u == OUR_UUID]
+    assert carried[0] == [b"q\x00\x00\x01?", b"key"]
+    assert carried[1] == carried[2] == [b"q\x00\x00\x01?"]
+    assert carried[3] == carried[4] == []
+    assert carried[5] == [b"later"]
+    assert carried[10] == [b"key"]
+    assert carried[20] == []
+    h.wait_event("sei_sent", count=3)
+    sent = {e.data["id"]: e.data for e in h.seen if e.name == "sei_sent"}
+    assert sent[1]["frames"] == 3 and sent[2]["frames"] == 1 and sent[3]["frames"] == 2
+    assert h.sender.metrics()["sei_sent"] == 3
+
+
+def test_send_message_needs_video() -> None:
+    sender = RtmpSender(RtmpSenderOptions(url=URL), node_id="push", input_formats={"audio": AAC})
+    with pytest.raises(FieldError, match="video"):
+        sender.on_control("send_message", {"text": "x"})
+
+
+def test_metrics_shape(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.feed(10)
+    h.wait_event("connected")
+    m = h.sender.metrics()
+    for key in ("state", "url", "unsent_bytes", "queued_ms", "backlog_ms", "inflight_ms", "bitrate_kbps",
+                "throughput_kbps", "mux_block_ms", "reconnects", "dropped", "packets_sent"):
+        assert key in m
+    assert set(m["bitrate_kbps"]) == {"video", "audio", "total"}
+    assert set(m["mux_block_ms"]) == {"max", "avg"}
+    assert m["url"] == "rtmp://127.0.0.1:1935/live/***"
+
+
+# ---- the socket helpers on a real loopback connection --------------------------------------------------------
+
+def test_socket_found_measured_and_shut_down() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port))
+    peer, _ = srv.accept()
+    try:
+        found = find_socket(port, {"127.0.0.1"})
+        assert found is not None and found[0] == cli.fileno()
+        assert find_socket(port, {"10.9.9.9"}) is None
+        cli.sendall(b"x" * 1000)
+        wait_until(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
+        assert shutdown_socket(*found)
+        with pytest.raises(OSError):
+            cli.sendall(b"y")
+        assert socket_stats(found[0], found[1] + 1) is None  # another inode: not touched
+    finally:
+        cli.close()
+        peer.close()
+        srv.close()
+
+
+def test_probe_needs_an_rtmp_answer_in_time() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    modes = ["silent", "rtmp", "close"]
+
+    def serve() -> None:
+        for mode in modes:
+            conn, _ = srv.accept()
+            with conn, contextlib.suppress(OSError):  # the client may reset a connection it gave up on
+                if mode == "close":
+                    continue  # answers by closing: alive, FFmpeg gets to try
+                conn.recv(1537)
+                if mode == "rtmp":
+                    conn.sendall(b"\x03" + bytes(1536 * 2))
+                conn.recv(1)  # until the client closes
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(TimeoutError):
+            probe_rtmp("rtmp", "127.0.0.1", port, 0.3)  # accepts, never answers
+        assert "127.0.0.1" in probe_rtmp("rtmp", "127.0.0.1", port, 2.0)
+        assert "127.0.0.1" in probe_rtmp("rtmp", "127.0.0.1", port, 2.0)
+    finally:
+        srv.close()
+        t.join(2)
+    with pytest.raises(ConnectionRefusedError):
+        probe_rtmp("rtmp", "127.0.0.1", port, 1.0)
+
+
+def test_new_sps_pps_go_in_band_on_keyframes(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.feed(10)
+    h.wait_event("connected")
+    extradata = b"\x00\x00\x00\x01gNEWSPS\x00\x00\x00\x01hNEWPPS"
+    new_params = {**VPARAMS, "extradata": extradata}
+    for i in (10, 11, 20):  # two keyframes carrying new params (an encoder reopened)
+        pkt = Packet(SLICE + bytes([i]), i * 3000, i * 3000, TB_V, i % 10 == 0, new_params if i % 10 == 0 else None)
+        h.collect(h.sender.on_frame("video", pkt))
+    wait_until(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 13, 5, "video muxed")
+    sent = {m[1].dts // 3000: m[3] for m in h.net.muxed() if m[0] == "video"}
+    assert sent[0] is None  # the header's own SPS/PPS: nothing added
+    assert sent[10] == extradata + SLICE + bytes([10])
+    assert sent[11] is None
+    assert sent[20] is not None and sent[20].startswith(extradata)
+    h.wait_event("stream_params_changed")
+    assert h.names().count("stream_params_changed") == 1
+
+
+def test_stop_never_blocks_on_a_server_that_stopped_reading(make: Callable[..., Harness]) -> None:
+    h = make(send_timeout_ms=30000)
+    h.feed(5)
+    h.wait_event("connected")
+    h.net.block = True
+    h.feed(5, start=5)
+    link = h.sender.link
+    assert link is not None
+    wait_until(lambda: link._mux_started_ns is not None, 5, "a mux call blocked")
+    started = time.monotonic()
+    h.collect(h.sender.stop())
+    took = time.monotonic() - started
+    assert took < 1.1, f"stop() took {took:.2f}s"
+    assert h.names()[-1] == "stream_ended" and h.seen[-1].data["trailer"] is False
+    assert "connection_lost" not in h.names()

@@ -1,0 +1,144 @@
+"""The fault matrix: every actor of topologies/push_rtmp.yaml x kill | hang | crash | slow, live on RTMP.
+
+One engine per actor pushes to a local nginx-rtmp; the faults are injected one after the other through
+`mediaengine fault` (the engine runs with --allow-faults).  After each, what a viewer gets is checked
+independently of the engine: Debian's `ffmpeg` pulls the stream from the server and decodes it, and the
+burned-in stamp (engine.stamp) of a decoded frame must be newer than the fault, within a bound.  While
+a node other than the sender is restarted, the RTMP connection must stay up (the sender neither
+restarts nor loses its connection); the sender itself must reconnect.
+
+`slow` is `slow 100` for 3 s, then `slow 0`: a node that takes 100 ms per hook call.  Nodes fed by
+block-policy edges (audio, encoded packets) then spend longer than the heartbeat timeout inside one
+drain of their input and are replaced as hung; that counts as a restart here, as it would in production.
+
+The results (restarts, time until a viewer saw fresh video, whether the connection stayed up) are
+printed per case and summarised in docs/fault-matrix.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine import stamp
+from tests.enginekit import ROOT, Engine, wait_for
+from tools.rtmp_server import RtmpServer
+
+pytestmark = [pytest.mark.fault, pytest.mark.rtmp, pytest.mark.timeout(300)]
+
+TOPOLOGY = "topologies/push_rtmp.yaml"
+W, H = 640, 360
+ACTORS = ["src", "tone", "filt", "venc", "aenc", "push"]
+FAULTS = ["kill", "hang", "crash", "slow"]
+SLOW_MS, SLOW_S = 100, 3.0
+RECOVERY_LIMIT_S = 15.0  # fault -> a viewer decodes a frame rendered after the fault
+
+
+def fresh_video(url: str, after_ms: int, timeout_s: float) -> tuple[float, int]:
+    """Pull with ffmpeg until a decoded frame carries a stamp rendered after `after_ms` (Unix ms).
+
+    Returns (seconds it took, that frame's counter).  A viewer that connects while the publisher is
+    away waits for it (nginx-rtmp keeps the play session), so one attempt may span a reconnect.
+    """
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    size = W * H * 3
+    last = "no attempt"
+    while (left := deadline - time.monotonic()) > 0.5:
+        cmd = ["ffmpeg", "-v", "error", "-nostdin", "-rw_timeout", "5000000", "-analyzeduration", "1000000",
+               "-fpsprobesize", "0", "-i", url, "-map", "0:v:0", "-frames:v", "10", "-f", "rawvideo",
+               "-pix_fmt", "rgb24", "pipe:1"]
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=left)
+        except subprocess.TimeoutExpired:
+            last = "ffmpeg got no frames before the deadline"
+            break
+        frames = len(out.stdout) // size
+        last = f"ffmpeg exit {out.returncode}, {frames} frames: {out.stderr.decode(errors='replace')[-300:]}"
+        for i in range(frames - 1, -1, -1):
+            img = np.frombuffer(out.stdout, np.uint8, count=size, offset=i * size).reshape(H, W, 3)
+            st = stamp.read(img)
+            if st is not None and st.wall_ms > after_ms:
+                return time.monotonic() - t0, st.counter
+    raise AssertionError(f"no fresh video within {timeout_s:g}s ({last})")
+
+
+def fault(eng: Engine, node: str, *args: str) -> dict[str, Any]:
+    env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)}
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "fault", node, *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def sender(eng: Engine) -> dict[str, Any]:
+    node = eng.node("push")
+    return {"pid": node["pid"], "restarts": node["restarts"], "state": node["state"],
+            **(node["metrics"].get("actor") or {})}
+
+
+def connected(eng: Engine) -> dict[str, Any] | None:
+    s = sender(eng)
+    return s if s.get("state") == "connected" and eng.node("push")["state"] == "running" else None
+
+
+@pytest.mark.parametrize("victim", ACTORS)
+def test_fault_matrix(victim: str, engine_runner: Callable[..., Engine], rtmp_server: RtmpServer) -> None:
+    url = rtmp_server.url(stream=f"matrix-{victim}")
+    eng = engine_runner(TOPOLOGY, "--allow-faults", "--set", f"src.width={W}", "--set", f"src.height={H}",
+                        env={"PUSH_URL": url})
+    eng.wait_running()
+    wait_for(lambda: connected(eng), 20, "the sender connected")
+    fresh_video(url, int(time.time() * 1000), RECOVERY_LIMIT_S)  # a viewer sees the stream before any fault
+
+    rows = []
+    for name in FAULTS:
+        wait_for(lambda: connected(eng) and all(n["state"] == "running" for n in eng.ps()["nodes"]), 20,
+                 f"everything running before {name}")
+        before, push_before = eng.node(victim), sender(eng)
+        t_fault = time.time()
+        t0 = time.monotonic()
+        if name == "slow":
+            fault(eng, victim, "slow", str(SLOW_MS))
+            time.sleep(SLOW_S)  # the point of the test: let the node be slow for a while
+            slowed = eng.node(victim)
+            if slowed["pid"] == before["pid"]:
+                fault(eng, victim, "slow", "0")
+        else:
+            assert fault(eng, victim, name)["fault"] == name
+
+            def back(restarts: int = before["restarts"]) -> bool:
+                n = eng.node(victim)
+                return bool(n["restarts"] > restarts and n["state"] == "running")
+
+            wait_for(back, 15, f"{victim} back after {name}")
+        waited, _ = fresh_video(url, int(t_fault * 1000), RECOVERY_LIMIT_S)
+        after, push_after = eng.node(victim), sender(eng)
+        row = {"node": victim, "fault": name, "restarts": after["restarts"] - before["restarts"],
+               "fresh_video_s": round(time.monotonic() - t0, 1), "viewer_wait_s": round(waited, 1),
+               "rtmp_connection_kept": push_after["pid"] == push_before["pid"]
+               and push_after.get("connection_losses") == push_before.get("connection_losses"),
+               "sender_reconnects": int(push_after.get("reconnects", 0)) - int(push_before.get("reconnects", 0))
+               if push_after["pid"] == push_before["pid"] else None}
+        rows.append(row)
+        print(f"\nMATRIX {json.dumps(row)}")
+        assert eng.proc.poll() is None, f"the engine died after {name} on {victim}:\n{eng.log}"
+        if name in ("kill", "hang", "crash"):
+            assert row["restarts"] >= 1
+        if victim != "push":
+            assert row["rtmp_connection_kept"], f"{name} on {victim} cost the RTMP connection: {row}"
+
+    # the audio still flows to the server at the end, and the engine stops in order
+    wait_for(lambda: (s := connected(eng)) and s["bitrate_kbps"]["audio"] > 0 and s["bitrate_kbps"]["video"] > 0,
+             15, "audio and video flowing to the server")
+    eng.request("stop")
+    assert eng.wait(30) == 0, eng.log
+    assert [r["fault"] for r in rows] == FAULTS

@@ -162,6 +162,10 @@ class Supervisor:
             sock.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A restarted actor reconnects with its predecessor's identity (a:<node>) within milliseconds,
+        # possibly before the dead connection is torn down: the new connection must take the identity
+        # over, or ROUTER would ignore the newcomer and the restart would look hung.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.pub.setsockopt(zmq.SNDHWM, 10000)
         if self.curve is not None:  # CURVE servers, keys checked by a ZAP thread (engine/_curve.py)
             self.curve.start(self.ctx)
@@ -577,9 +581,9 @@ class Supervisor:
         st.last_hb_ns = now
         if st.stability.heartbeat(now) and st.restarts:
             self._event(nid, "restart_stable", {"restarts": st.restarts})
+        if mtype in ("hello", "heartbeat") and st.state == "starting":
+            st.state = "running"  # a heartbeat also proves the actor is up, should its hello be lost
         if mtype == "hello":
-            if st.state == "starting":
-                st.state = "running"
             if self.run_started_ns is None and all(s.state == "running" for s in self.nodes.values()):
                 self.run_started_ns = now
                 self._event("engine", "running", {})

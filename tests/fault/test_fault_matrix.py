@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +80,61 @@ def fault(eng: Engine, node: str, *args: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+class Viewer:
+    """`mediaengine play --json` pulling the stream for the whole test: the puller that sees every gap."""
+
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "play", url, "--json", "--duration", "900",
+                                      "--timeout", "30"], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.lines: list[tuple[float, dict[str, Any]]] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.lines.append((time.time(), json.loads(line)))
+            except ValueError:
+                continue
+
+    def frames(self) -> int:
+        stats = [ev for _, ev in self.lines if ev.get("type") == "stats"]
+        return int(stats[-1]["frames"]) if stats else 0
+
+    def playing_since(self, t: float) -> bool:
+        """True once the viewer has reported a second of smooth playing (fps > 20) after Unix time t."""
+        return any(ev.get("type") == "stats" and (ev.get("fps") or 0) > 20 for tl, ev in self.lines if tl > t + 1)
+
+    def longest_gap_ms(self, t0: float, t1: float) -> int:
+        """The longest stall the viewer reported between Unix times t0 and t1 (a stall ends when reported)."""
+        gaps = [g for t, ev in self.lines if ev.get("type") == "stall" and t0 <= t - ev["duration_ms"] / 1000 <= t1
+                for g in [int(ev["duration_ms"])]] or [0]
+        return max(gaps)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.thread.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def monitor_once(eng: Engine) -> dict[str, Any]:
+    """What `mediaengine monitor --json --once` shows (every node, recent events)."""
+    env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)}
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "monitor", "--json", "--once"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def sender(eng: Engine) -> dict[str, Any]:
     node = eng.node("push")
     return {"pid": node["pid"], "restarts": node["restarts"], "state": node["state"],
@@ -98,7 +154,25 @@ def test_fault_matrix(victim: str, engine_runner: Callable[..., Engine], rtmp_se
     eng.wait_running()
     wait_for(lambda: connected(eng), 20, "the sender connected")
     fresh_video(url, int(time.time() * 1000), RECOVERY_LIMIT_S)  # a viewer sees the stream before any fault
+    viewer = Viewer(url)
+    try:
+        wait_for(lambda: viewer.frames() > 30, 20, "the continuous viewer playing")
+        rows = _faults(eng, url, victim, viewer)
+        t_last = time.time()
+        wait_for(lambda: viewer.playing_since(t_last), 20, "the continuous viewer still playing after the faults")
+    finally:
+        viewer.close()
+    print("\nMATRIX-GAPS " + json.dumps({r["fault"]: r["longest_gap_ms"] for r in rows}))
 
+    # the audio still flows to the server at the end, and the engine stops in order
+    wait_for(lambda: (s := connected(eng)) and s["bitrate_kbps"]["audio"] > 0 and s["bitrate_kbps"]["video"] > 0,
+             15, "audio and video flowing to the server")
+    eng.request("stop")
+    assert eng.wait(30) == 0, eng.log
+    assert [r["fault"] for r in rows] == FAULTS
+
+
+def _faults(eng: Engine, url: str, victim: str, viewer: Viewer) -> list[dict[str, Any]]:
     rows = []
     for name in FAULTS:
         wait_for(lambda: connected(eng) and all(n["state"] == "running" for n in eng.ps()["nodes"]), 20,
@@ -128,6 +202,16 @@ def test_fault_matrix(victim: str, engine_runner: Callable[..., Engine], rtmp_se
                and push_after.get("connection_losses") == push_before.get("connection_losses"),
                "sender_reconnects": int(push_after.get("reconnects", 0)) - int(push_before.get("reconnects", 0))
                if push_after["pid"] == push_before["pid"] else None}
+        # what `mediaengine monitor --json` shows: the restart count and the events of this fault
+        mon = monitor_once(eng)
+        shown = {n["id"]: n for n in mon["nodes"]}[victim]
+        assert shown["restarts"] == after["restarts"], (shown, after)
+        recent = [e for e in mon["events"] if e["node"] == victim and (e["t"] or 0) >= t_fault]
+        names = {e["name"] for e in recent}
+        assert "fault_injected" in names, names
+        if row["restarts"]:
+            assert {"exited", "restarting", "started"} <= names, names
+        row["longest_gap_ms"] = viewer.longest_gap_ms(t_fault, time.time())
         rows.append(row)
         print(f"\nMATRIX {json.dumps(row)}")
         assert eng.proc.poll() is None, f"the engine died after {name} on {victim}:\n{eng.log}"
@@ -136,9 +220,4 @@ def test_fault_matrix(victim: str, engine_runner: Callable[..., Engine], rtmp_se
         if victim != "push":
             assert row["rtmp_connection_kept"], f"{name} on {victim} cost the RTMP connection: {row}"
 
-    # the audio still flows to the server at the end, and the engine stops in order
-    wait_for(lambda: (s := connected(eng)) and s["bitrate_kbps"]["audio"] > 0 and s["bitrate_kbps"]["video"] > 0,
-             15, "audio and video flowing to the server")
-    eng.request("stop")
-    assert eng.wait(30) == 0, eng.log
-    assert [r["fault"] for r in rows] == FAULTS
+    return rows

@@ -137,8 +137,11 @@ class Overlay(Actor[OverlayOptions]):
         if not isinstance(media, Frame) or media.data.ndim != 3:
             raise FormatError(f"overlay expects rgb24 video frames on `{pad}`, got {type(media).__name__}")
         src = media.data
-        if self._out is None or self._out.shape != src.shape:  # first frame, or a resolution change
-            self._out = np.empty(src.shape, dtype=np.uint8)
+        target = self.output_buffer("out")  # draw straight into the output ring slot: no extra copy
+        if target is None or target.shape != src.shape:
+            if self._out is None or self._out.shape != src.shape:  # first frame, or a resolution change
+                self._out = np.empty(src.shape, dtype=np.uint8)
+            target = self._out
         o = self.options
-        out = draw_overlay(src, self._out, o.text, o.x, o.y, o.scale, self._color, o.box, self._box_color)
+        out = draw_overlay(src, target, o.text, o.x, o.y, o.scale, self._color, o.box, self._box_color)
         return [Emit("out", Frame(out, pts_ns=media.pts_ns, seq=media.seq, meta=dict(media.meta)))]

@@ -176,7 +176,10 @@ class TestPattern(Actor[TestPatternOptions]):
         actions: list[Action] = []
         for i, k in enumerate(video_indices_due(self._next, now_ns, interval)):
             wall_ms = self.wall_clock_ns() // 1_000_000
-            img = render_frame(self._buffer(i), self._background, k, o.fps, wall_ms, o.text, o.pattern)
+            # the first frame of a tick renders straight into the output ring slot when one is lent
+            target = self.output_buffer("out") if i == 0 else None
+            img = render_frame(target if target is not None else self._buffer(i), self._background, k, o.fps,
+                               wall_ms, o.text, o.pattern)
             actions.append(Emit("out", Frame(img, pts_ns=k * interval, seq=k)))
             self._next = k + 1
         return actions

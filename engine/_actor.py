@@ -27,9 +27,11 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+import numpy.typing as npt
 
 from ._errors import UnknownCommandError
 from ._formats import Format, Frame, MediaKind, Packet
@@ -149,6 +151,21 @@ class Actor(Generic[OptionsT]):
             if port.default:
                 return pad
         return next(iter(cls.outputs), None)
+
+    _lend_buffer: Callable[[str], npt.NDArray[Any] | None] | None = None  # set by the runtime
+
+    def output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
+        """A writable array of `pad`'s frame shape that lives in a free slot of the pad's ring.
+
+        Render, decode or copy the output frame into it and `Emit` a `Frame` whose `data` is this very
+        array: the frame then reaches every consumer without the runtime's copy into the ring (one
+        full-frame copy saved per hop).  One buffer per pad until it is emitted; None when there is
+        none to lend (outside an actor process, e.g. in unit tests, or a second call before the
+        first buffer was emitted): then fill an array of your own, as before.  A buffer that is not
+        emitted is simply given back.
+        """
+        lend = self._lend_buffer
+        return lend(pad) if lend is not None else None
 
     # ---- hooks -------------------------------------------------------------------------------
     def setup(self) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
 import zmq
 
 from . import _protocol as proto
@@ -46,7 +47,7 @@ from ._errors import (
 from ._formats import Format, Frame, Packet, format_from_wire
 from ._metrics import ActorMetrics
 from ._registry import get_kind
-from ._ring import FrameRing, RingReader, RingWriter
+from ._ring import FrameRing, Reservation, RingReader, RingWriter
 from ._rundir import pid_alive
 from ._topology import rebuild_options
 from ._wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wire
@@ -91,6 +92,8 @@ class _Output:
     consumers: list[_Consumer]
     ended: bool = False
     stalled: set[int] = field(default_factory=set)  # block-policy consumers that timed out (likely down)
+    reserved: tuple[Reservation, npt.NDArray[Any]] | None = None  # a slot lent out by output_buffer()
+    abandoned: npt.NDArray[Any] | None = None  # a lent slot given back unused (must not be emitted later)
 
 
 @dataclass
@@ -201,6 +204,7 @@ class ActorRuntime:
         )
         self.actor.restart_count = int(self.spec.get("restart_count", 0))  # type: ignore[attr-defined]
         self.actor.epoch_ns = self.epoch_ns  # type: ignore[attr-defined]
+        self.actor._lend_buffer = self._output_buffer
         self._send_ctrl("hello", pid=os.getpid())
         self.actor.setup()
         self._loop()
@@ -464,6 +468,8 @@ class ActorRuntime:
             self.metrics.processing_time(time.perf_counter_ns() - t0)
         if actions:
             self._perform(actions)
+        for out in self.outputs.values():  # lent slots live for one hook call
+            out.reserved = out.abandoned = None
 
     def _perform(self, actions: Iterable[Any]) -> None:
         for action in actions:
@@ -505,7 +511,17 @@ class ActorRuntime:
         # has released something, or every frame would wait the whole block timeout
         if out.stalled and out.ring is not None:
             out.stalled = {i for i in out.stalled if out.ring.held(i) >= out.ring.depth}
-        result = out.writer.write(data, media.pts_ns, exclude=out.stalled)
+        reserved, out.reserved = out.reserved, None
+        if out.abandoned is not None and data is out.abandoned:
+            raise ActorFailedError(f"{self.node_id}.{pad}: a buffer from output_buffer() was emitted after "
+                                   "another frame on the same pad; emit it first (its slot was reused)")
+        if reserved is not None and data is not reserved[1]:
+            out.abandoned = reserved[1]  # the actor chose not to use it: the slot goes back to the ring
+        if reserved is not None and data is reserved[1]:
+            # the actor rendered straight into the slot (output_buffer): publish it, no copy
+            result = out.writer.commit(reserved[0], media.pts_ns, data.nbytes, exclude=out.stalled)
+        else:
+            result = out.writer.write(data, media.pts_ns, exclude=out.stalled)
         for idx in out.stalled:
             self.metrics.drop(f"{pad}->{out.consumers[idx].node}")
         for idx in result.dropped:
@@ -519,6 +535,17 @@ class ActorRuntime:
                 self._send_data(c, msgpack.packb({"p": c.pad, "s": "x", "q": None}))
                 continue
             self._send_data(c, frame_desc(c.pad, result.slot, result.seq, media.pts_ns, media.meta))
+
+    def _output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
+        """Lend the actor a free slot of `pad`'s ring to fill in place (see Actor.output_buffer)."""
+        out = self.outputs.get(pad)
+        if out is None or out.writer is None or out.reserved is not None or out.ended:
+            return None  # one lent slot per pad at a time: a second request gets no buffer
+        fmt = out.fmt
+        res = out.writer.reserve()
+        arr = res.array(tuple(fmt.shape), getattr(fmt, "dtype", "uint8"))  # type: ignore[union-attr]
+        out.reserved = (res, arr)
+        return arr
 
     def _send_data(self, c: _Consumer, raw: bytes) -> None:
         deadline = time.monotonic() + (0.5 if c.policy == "block" else 0.0)

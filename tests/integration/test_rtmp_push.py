@@ -12,6 +12,7 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,12 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
         try:
             connected = events.wait("connected", 20)
             assert connected["data"]["url"] == f"rtmp://127.0.0.1:{rtmp_server.port}/live/***"
+            # a viewer: `mediaengine play --json` for the rest of the push reports the SEI messages it sees
+            play_out = tmp_path / "play.jsonl"
+            with open(play_out, "w") as out:
+                player = subprocess.Popen([sys.executable, "-m", "engine.cli", "play", url, "--json", "--duration",
+                                           "40", "--timeout", "8", "--sei-gap-frames", "90"], cwd=ROOT, stdout=out,
+                                          stderr=subprocess.DEVNULL)
 
             probe = ffprobe_json(url, "-show_streams", timeout_s=20)
             streams = {s["codec_type"]: s for s in probe["streams"]}
@@ -197,6 +204,18 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
             assert eng.wait(60) == 0, eng.log
             events.poll(300)  # the last metrics every node sent when it stopped
             final = dict(events.metrics)
+            try:  # the publisher is gone: the player ends after its --timeout
+                player.wait(30)
+            finally:
+                if player.poll() is None:
+                    player.kill()
+                    player.wait()
+            seen = [json.loads(line) for line in play_out.read_text().splitlines() if line.strip()]
+            ours = [ev for ev in seen if ev.get("type") == "sei" and ev.get("uuid") == str(uuid.UUID(bytes=OUR_UUID))]
+            print("mediaengine play reported:", [(ev["text"][:24], ev.get("frames")) for ev in ours])
+            for text in [*payloads, "on keyframes"]:
+                assert [ev["text"] for ev in ours].count(text) == 1, f"{text[:30]!r} not reported exactly once"
+            assert len(ours) == len(payloads) + 1
         finally:
             events.close()
         assert recorder.wait(30) == 0, rec.with_suffix(".log").read_text()

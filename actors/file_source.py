@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from engine._actor import Action, Actor, Emit, EndOfStream, Finish, OutPort
 from engine._errors import ConnectError, FileError, OptionError
-from engine._formats import NS, AudioFormat, Format, Frame, VideoFormat
+from engine._formats import NS, Format, Frame, checked_audio_format, checked_video_format
 from engine.pacing import audio_frames_due, video_indices_due
 
 __all__ = ["FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
@@ -268,19 +268,10 @@ class FileSource(Actor[FileSourceOptions]):
         o: FileSourceOptions = options
         if not (o.video or o.audio):
             raise OptionError("both `video` and `audio` are false: nothing to play")
-        if not (16 <= o.width <= 7680 and 16 <= o.height <= 4320):
-            raise OptionError(f"size {o.width}x{o.height} is out of range (16..7680 x 16..4320)")
-        if not 0.1 <= o.fps <= 240.0:
-            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
-        if o.channels not in (1, 2):
-            raise OptionError(f"channels must be 1 or 2, got {o.channels}")
-        if not 8000 <= o.rate <= 192000:
-            raise OptionError(f"rate {o.rate} is out of range (8000..192000)")
-        if not 16 <= o.samples_per_frame <= o.rate:
-            raise OptionError(f"samples_per_frame {o.samples_per_frame} is out of range (16..rate)")
+        video = checked_video_format(o.width, o.height, o.fps)
+        audio = checked_audio_format(o.rate, o.channels, o.samples_per_frame)
         # both pads always have a format (the loader links by format); a disabled pad just ends at once
-        return {"video": VideoFormat(o.width, o.height, o.fps),
-                "audio": AudioFormat(o.rate, o.channels, o.samples_per_frame)}
+        return {"video": video, "audio": audio}
 
     def setup(self) -> None:
         o = self.options

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from engine._actor import Action, Actor, Emit, EndOfStream, Event, OutPort
 from engine._errors import ConnectError, OptionError
-from engine._formats import NS, AudioFormat, Format, Frame, VideoFormat
+from engine._formats import NS, Format, Frame, checked_audio_format, checked_video_format
 from engine.player import Connected, Ended, PlaySession, Record, StreamPuller, redact_url
 
 __all__ = ["AudioChunker", "PtsMapper", "RtmpPuller", "RtmpPullerOptions"]
@@ -131,20 +131,11 @@ class RtmpPuller(Actor[RtmpPullerOptions]):
         o: RtmpPullerOptions = options
         if not o.url:
             raise OptionError("`url` is empty: give the stream to pull, e.g. rtmp://host/live/key")
-        if not (16 <= o.width <= 7680 and 16 <= o.height <= 4320):
-            raise OptionError(f"size {o.width}x{o.height} is out of range (16..7680 x 16..4320)")
-        if not 0.1 <= o.fps <= 240.0:
-            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
-        if o.channels not in (1, 2):
-            raise OptionError(f"channels must be 1 or 2, got {o.channels}")
-        if not 8000 <= o.rate <= 192000:
-            raise OptionError(f"rate {o.rate} is out of range (8000..192000)")
-        if not 16 <= o.samples_per_frame <= o.rate:
-            raise OptionError(f"samples_per_frame {o.samples_per_frame} is out of range (16..rate)")
+        video = checked_video_format(o.width, o.height, o.fps)
+        audio = checked_audio_format(o.rate, o.channels, o.samples_per_frame)
         if o.timeout_s <= 0 or o.retry_interval_s < 0 or o.retries < -1:
             raise OptionError("timeout_s must be > 0, retry_interval_s >= 0 and retries >= -1")
-        return {"video": VideoFormat(o.width, o.height, o.fps),
-                "audio": AudioFormat(o.rate, o.channels, o.samples_per_frame)}
+        return {"video": video, "audio": audio}
 
     def setup(self) -> None:
         o = self.options

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from engine._actor import Action, Actor, Emit, OutPort
 from engine._errors import OptionError
-from engine._formats import NS, AudioFormat, Format, Frame
+from engine._formats import NS, Format, Frame, checked_audio_format
 from engine.pacing import audio_frames_due
 
 __all__ = ["Tone", "ToneOptions", "tone_samples"]
@@ -73,17 +73,12 @@ class Tone(Actor[ToneOptions]):
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         o: ToneOptions = options
-        if o.channels not in (1, 2):
-            raise OptionError(f"channels must be 1 or 2, got {o.channels}")
-        if not 8000 <= o.rate <= 192000:
-            raise OptionError(f"rate {o.rate} is out of range (8000..192000)")
-        if not 16 <= o.samples_per_frame <= o.rate:
-            raise OptionError(f"samples_per_frame {o.samples_per_frame} is out of range (16..rate)")
+        audio = checked_audio_format(o.rate, o.channels, o.samples_per_frame)
         if not 0.0 < o.freq_hz < o.rate / 2:
             raise OptionError(f"freq_hz {o.freq_hz:g} must be between 0 and rate/2 ({o.rate / 2:g})")
         if not 0.0 <= o.volume <= 100.0:
             raise OptionError(f"volume {o.volume:g} is out of range (0..100)")
-        return {"out": AudioFormat(o.rate, o.channels, o.samples_per_frame)}
+        return {"out": audio}
 
     def setup(self) -> None:
         o = self.options

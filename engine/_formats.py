@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import numpy.typing as npt
 
+from ._errors import OptionError
+
 MediaKind = Literal["video", "audio", "encoded"]
 
 NS = 1_000_000_000
@@ -87,6 +89,26 @@ class EncodedFormat:
 
 
 Format = VideoFormat | AudioFormat | EncodedFormat
+
+
+def checked_video_format(width: int, height: int, fps: float, pix_fmt: str = "rgb24") -> VideoFormat:
+    """A VideoFormat from actor options, or an OptionError saying which value is out of range."""
+    if not (16 <= width <= 7680 and 16 <= height <= 4320):
+        raise OptionError(f"size {width}x{height} is out of range (16..7680 x 16..4320)")
+    if not 0.1 <= fps <= 240.0:
+        raise OptionError(f"fps {fps:g} is out of range (0.1..240)")
+    return VideoFormat(width, height, fps, pix_fmt)
+
+
+def checked_audio_format(rate: int, channels: int, samples_per_frame: int) -> AudioFormat:
+    """An AudioFormat from actor options, or an OptionError saying which value is out of range."""
+    if channels not in (1, 2):
+        raise OptionError(f"channels must be 1 or 2, got {channels}")
+    if not 8000 <= rate <= 192000:
+        raise OptionError(f"rate {rate} is out of range (8000..192000)")
+    if not 16 <= samples_per_frame <= rate:
+        raise OptionError(f"samples_per_frame {samples_per_frame} is out of range (16..rate)")
+    return AudioFormat(rate, channels, samples_per_frame)
 
 H264 = EncodedFormat("h264", "annexb")
 AAC = EncodedFormat("aac", "raw")

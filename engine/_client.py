@@ -23,6 +23,15 @@ from ._errors import EngineError, ResourceError, TimeoutError_, error_from_wire
 from ._rundir import running_engines
 
 
+def result_of(reply: dict[str, Any]) -> Any:
+    """The `result` of an `ok` reply; an `error` reply raises its typed EngineError."""
+    if reply["type"] == "ok":
+        return reply.get("result")
+    if reply["type"] == "error":
+        raise error_from_wire(reply)
+    raise EngineError(f"unexpected reply type {reply['type']!r}")
+
+
 class ControlClient:
     def __init__(self, endpoint: str, *, timeout_s: float = 5.0,
                  curve_keys: str | os.PathLike[str] | None = None) -> None:
@@ -50,11 +59,7 @@ class ControlClient:
             reply = proto.decode(self.sock.recv())
             if reply.get("id") != rid:
                 continue  # a late reply to an earlier, timed-out request
-            if reply["type"] == "ok":
-                return reply.get("result")
-            if reply["type"] == "error":
-                raise error_from_wire(reply)
-            raise EngineError(f"unexpected reply type {reply['type']!r}")
+            return result_of(reply)
 
     def close(self) -> None:
         self.sock.close(0)

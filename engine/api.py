@@ -58,7 +58,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from . import _protocol as proto
-from ._client import ControlClient
+from ._client import ControlClient, result_of
 from ._curve import client_keys, connectable
 from ._errors import EngineError, FieldError, ResourceError, TimeoutError_, error_from_wire
 from ._monitor import Replay, Subscriber, decode_pub, topic_matches
@@ -494,11 +494,7 @@ class _AsyncClient:
                 reply = proto.decode(await self.sock.recv())
                 if reply.get("id") != rid:
                     continue
-                if reply["type"] == "ok":
-                    return reply.get("result")
-                if reply["type"] == "error":
-                    raise error_from_wire(reply)
-                raise EngineError(f"unexpected reply type {reply['type']!r}")
+                return result_of(reply)
 
     def close(self) -> None:
         self.sock.close(0)

@@ -15,21 +15,15 @@ from typing import Any
 import av
 import pytest
 
+from actors._rtmp_queue import Backlog, Item, RateWindow, StartGate
+from actors._rtmp_socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
 from actors.rtmp_sender import (
-    Backlog,
-    Item,
-    RateWindow,
     RtmpSender,
     RtmpSenderOptions,
-    StartGate,
     describe_error,
-    find_socket,
     message_args,
-    probe_rtmp,
     reconnect_delay_ms,
     redact_url,
-    shutdown_socket,
-    socket_stats,
 )
 from engine._actor import Event
 from engine._errors import ConnectError, FieldError, OptionError

@@ -1,0 +1,147 @@
+"""The socket under FFmpeg's RTMP client: found through /proc, its unsent and acknowledged bytes read
+with ioctls, shut down to break a blocked write, and a Python probe of the server before FFmpeg
+connects (private helper of actors/rtmp_sender.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import ssl
+import struct
+import termios
+import time
+
+
+def _proc_net_inodes(port: int, addresses: set[str]) -> set[int]:
+    """Inodes of TCP sockets (any process) whose remote end is `port` on one of `addresses`."""
+    inodes: set[int] = set()
+    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            with open(path) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            ip_hex, _, port_hex = fields[2].partition(":")
+            if int(port_hex, 16) != port:
+                continue
+            if addresses and _hex_ip(ip_hex, v6) not in addresses:
+                continue
+            inode = int(fields[9])
+            if inode:
+                inodes.add(inode)
+    return inodes
+
+
+def _hex_ip(ip_hex: str, v6: bool) -> str:
+    raw = bytes.fromhex(ip_hex)
+    if not v6:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    if words[:12] == b"\x00" * 10 + b"\xff\xff":  # v4-mapped
+        return socket.inet_ntop(socket.AF_INET, words[12:])
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def find_socket(port: int, addresses: set[str]) -> tuple[int, int] | None:
+    """(fd, inode) of this process's TCP socket connected to `port` on one of `addresses`, or None."""
+    inodes = _proc_net_inodes(port, addresses)
+    if not inodes:
+        return None
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for name in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            return int(name), int(target[8:-1])
+    return None
+
+
+def _same_socket(fd: int, inode: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == f"socket:[{inode}]"
+    except OSError:
+        return False
+
+
+def socket_stats(fd: int, inode: int) -> tuple[int, int] | None:
+    """(unsent bytes (SIOCOUTQ: not yet acknowledged), bytes acknowledged by the peer) or None."""
+    if not _same_socket(fd, inode):
+        return None
+    try:
+        buf = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4)  # TIOCOUTQ == SIOCOUTQ on sockets
+        outq = struct.unpack("i", buf)[0]
+        sock = socket.socket(fileno=fd)
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        finally:
+            sock.detach()  # the fd stays FFmpeg's
+    except OSError:
+        return None
+    acked = struct.unpack_from("<Q", info, 120)[0] if len(info) >= 128 else 0  # tcpi_bytes_acked
+    return outq, acked
+
+
+def shutdown_socket(fd: int, inode: int) -> bool:
+    """Shut FFmpeg's socket down (not close it: the fd stays FFmpeg's), so a blocked send fails now."""
+    if not _same_socket(fd, inode):
+        return False
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return False
+    finally:
+        sock.detach()
+    return True
+
+
+def probe_rtmp(scheme: str, host: str, port: int, timeout_s: float) -> set[str]:
+    """Is the server there and answering?  Connect, do TLS for rtmps, send the RTMP handshake's C0+C1
+    and wait for the first byte of its answer, then close.  Blocking Python I/O (the GIL is free
+    meanwhile, unlike during FFmpeg's connect).  Returns the server's IP addresses.
+
+    Raises OSError when nothing accepts the connection (ConnectionRefusedError, unreachable, DNS) or
+    when the server stays silent past `timeout_s` (TimeoutError): the cases where FFmpeg would hang
+    or fail anyway.  A server that answers in any way -- even by closing the connection or with a TLS
+    alert, as one that insists on another handshake might -- is alive: FFmpeg gets to try it.
+    """
+    deadline = time.monotonic() + timeout_s
+
+    def left() -> float:
+        return max(0.01, deadline - time.monotonic())
+
+    addresses = {str(ai[4][0]) for ai in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    raw = socket.create_connection((host, port), timeout=left())
+    sock: socket.socket = raw
+    try:
+        if scheme == "rtmps":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # FFmpeg's TLS does not verify by default either
+            raw.settimeout(left())
+            sock = ctx.wrap_socket(raw, server_hostname=host)
+        sock.settimeout(left())
+        sock.sendall(b"\x03" + bytes(8) + os.urandom(1528))
+        sock.settimeout(left())
+        sock.recv(1)  # S0, or an EOF: either way the server is answering
+    except TimeoutError:
+        raise
+    except OSError:
+        pass  # reset, TLS alert...: it answered
+    finally:
+        sock.close()
+    return addresses

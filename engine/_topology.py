@@ -28,9 +28,8 @@ import heapq
 import math
 import os
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -40,7 +39,6 @@ from ._errors import (
     CycleError,
     DuplicateIdError,
     EngineError,
-    FileError,
     FormatError,
     FormatMismatchError,
     OptionError,
@@ -53,14 +51,13 @@ from ._errors import (
     UnknownNodeError,
     UnknownPadError,
     UnlinkedInputError,
-    VariableError,
 )
 from ._formats import Format
 from ._registry import ActorClass, did_you_mean, get_kind
+from ._topofile import join_path, read_source, redact, substitute
 
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
-VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESTARTS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 TOP_KEYS = ("version", "name", "supervisor", "nodes", "groups")
@@ -155,133 +152,6 @@ class Topology:
         return redact(text, self.secrets)
 
 
-#: secrets shorter than this are only redacted as whole tokens, so `OUT=x` does not turn "expected"
-#: into "e***pected"; longer ones (stream keys, URLs) are redacted wherever they appear
-SHORT_SECRET = 6
-
-
-def redact(text: str, secrets: frozenset[str] | set[str]) -> str:
-    """`text` with each secret replaced by ``***`` (longest first)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if not secret:
-            continue
-        if len(secret) >= SHORT_SECRET:
-            text = text.replace(secret, "***")
-        else:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
-    return text
-
-
-# ---- reading -----------------------------------------------------------------------------------
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        mark = key_node.start_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}"
-        if not isinstance(key, Hashable):
-            raise TopologySyntaxError("a mapping key must be a plain value", where=where)
-        if key in out:
-            raise TopologySyntaxError(f"duplicate key {key!r}", where=where)
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML text; errors become `TopologySyntaxError` at "line L, column C"."""
-    try:
-        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise TopologySyntaxError(f"not valid YAML: {problem}", where=where) from None
-    except yaml.YAMLError as exc:
-        raise TopologySyntaxError(f"not valid YAML: {exc}") from None
-
-
-def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Any, str, str]:
-    """(document, origin for `Topology.source`, default name)."""
-    if not isinstance(source, str | os.PathLike):  # an already parsed document (checked by the caller)
-        return source, "<dict>", "topology"
-    path = Path(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileError("no such topology file", where=str(path)) from None
-    except IsADirectoryError:
-        raise FileError("is a directory, not a topology file", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FileError(f"cannot read topology file: {exc}", where=str(path)) from None
-    return parse_yaml(text), str(path), path.stem
-
-
-# ---- ${VAR} substitution -----------------------------------------------------------------------
-
-_REF = re.compile(r"\$\$\{|\$\{(?P<body>[^{}]*)(?P<close>\}?)")
-
-
-def _subst_string(text: str, where: str, env: Mapping[str, str], secrets: set[str]) -> tuple[str, bool]:
-    """(text with `${VAR}` replaced, whether the whole string was one reference)."""
-    out: list[str] = []
-    pos = 0
-    whole = False
-    for m in _REF.finditer(text):
-        out.append(text[pos:m.start()])
-        pos = m.end()
-        if m.group(0) == "$${":
-            out.append("${")
-            continue
-        body = m.group("body")
-        if not m.group("close"):
-            raise VariableError(f"unterminated '${{' in {text!r}; write '$${{' for a literal '${{'",
-                                where=where)
-        name, sep, default = body.partition(":-")
-        if not VAR_NAME.fullmatch(name):
-            raise VariableError(f"bad variable name {name!r} in '${{{body}}}' (letters, digits and _; "
-                                "write '$${' for a literal '${')", where=where)
-        if name in env:
-            value = env[name]
-            if value:
-                secrets.add(value)
-        elif sep:
-            value = default
-        else:
-            raise VariableError(f"environment variable {name} is not set; set it (export {name}=...) "
-                                f"or give a default with '${{{name}:-default}}'", where=where)
-        out.append(value)
-        whole = m.start() == 0 and m.end() == len(text)
-    out.append(text[pos:])
-    return "".join(out), whole
-
-
-def _substitute(value: Any, where: str, env: Mapping[str, str], secrets: set[str],
-                whole: set[str]) -> Any:
-    if isinstance(value, str):
-        new, is_whole = _subst_string(value, where or "(top level)", env, secrets)
-        if is_whole:
-            whole.add(where)
-        return new
-    if isinstance(value, Mapping):
-        return {k: _substitute(v, _join(where, k), env, secrets, whole) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_substitute(v, f"{where}[{i}]", env, secrets, whole) for i, v in enumerate(value)]
-    return value
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
 # ---- small checks ------------------------------------------------------------------------------
 
 def _show(value: Any) -> str:
@@ -307,7 +177,7 @@ def _check_keys(mapping: Mapping[str, Any], allowed: Sequence[str], where: str, 
     for key in mapping:
         if key not in allowed:
             raise err(f"unknown {what} key{did_you_mean(key, list(allowed))} "
-                      f"(allowed: {', '.join(allowed)})", where=_join(where, key))
+                      f"(allowed: {', '.join(allowed)})", where=join_path(where, key))
 
 
 def _choice(value: Any, allowed: Sequence[str], where: str, what: str, err: type[TopologyError]) -> str:
@@ -789,7 +659,7 @@ def _redacted(err: TopologyError, secrets: set[str]) -> TopologyError | None:
 def load_topology(source: str | os.PathLike[str] | Mapping[str, Any], *,
                   env: Mapping[str, str] | None = None, overrides: Sequence[str] = ()) -> Topology:
     """Read, substitute, check and order a topology; see the module docstring for the steps."""
-    document, origin, default_name = _read(source)
+    document, origin, default_name = read_source(source)
     if not isinstance(document, Mapping):
         raise TopologySyntaxError(f"the top level must be a mapping (version, nodes, ...), got "
                                   f"{_show(document)}")
@@ -798,7 +668,7 @@ def load_topology(source: str | os.PathLike[str] | Mapping[str, Any], *,
     secrets: set[str] = set()
     whole: set[str] = set()
     try:
-        substituted = _substitute(data, "", os.environ if env is None else env, secrets, whole)
+        substituted = substitute(data, "", os.environ if env is None else env, secrets, whole)
         return _Builder(substituted, origin, default_name, secrets, whole, overrides).build()
     except TopologyError as err:
         clean = _redacted(err, secrets)

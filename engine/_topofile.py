@@ -146,3 +146,20 @@ def substitute(value: Any, where: str, env: Mapping[str, str], secrets: set[str]
 
 def join_path(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
+
+
+def parse_cli_value(text: str) -> Any:
+    """A `key=value` value from the command line (`--set`, `ctl`): numbers, booleans and null as YAML
+    reads them, `[...]` / `{...}` as lists and maps, anything else as the plain string, so that
+    `text=Q1: who wins?` stays a string instead of becoming a YAML mapping."""
+    if not text.strip():
+        return ""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        if text.lstrip().startswith(("[", "{")):
+            raise ValueError(f"cannot read value {text!r}: {exc}") from None
+        return text
+    if isinstance(value, dict | list) and not text.lstrip().startswith(("[", "{")):
+        return text
+    return value

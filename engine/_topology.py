@@ -54,7 +54,7 @@ from ._errors import (
 )
 from ._formats import Format
 from ._registry import ActorClass, did_you_mean, get_kind
-from ._topofile import join_path, read_source, redact, substitute
+from ._topofile import join_path, parse_cli_value, read_source, redact, substitute
 
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
@@ -443,10 +443,9 @@ class _Builder:
                 raise OptionError(f"unknown node {node_id!r}{did_you_mean(node_id, list(self.by_id))}",
                                   where=where)
             try:
-                value = yaml.safe_load(text) if text.strip() else ""
-            except yaml.YAMLError as exc:
-                raise OptionError(f"cannot read value {text!r}: {exc}", where=where) from None
-            node.options_given[option] = value
+                node.options_given[option] = parse_cli_value(text)
+            except ValueError as exc:
+                raise OptionError(str(exc), where=where) from None
             node.overridden.add(option)
 
     def _options(self, node: _Node) -> None:

@@ -27,22 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._errors import EngineError, TopologyError
+from ._topofile import parse_cli_value
 
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="mediaengine %(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -140,7 +132,10 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         if "=" not in item:
             raise EngineError(f"argument {item!r} must be key=value", where="ctl")
         key, _, value = item.partition("=")
-        kv[key] = _parse_value(value)
+        try:
+            kv[key] = parse_cli_value(value)
+        except ValueError as exc:
+            raise EngineError(str(exc), where=f"ctl {key}") from None
     with ControlClient(str(info["control"]), curve_keys=info.get("curve_keys")) as c:
         if args.command == "set":
             result = c.request("set", node=args.node, options=kv)

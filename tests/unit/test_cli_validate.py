@@ -123,3 +123,23 @@ def test_graph_and_kinds_and_schema(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema.get("$schema", "").startswith("https://json-schema.org/")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("800", 800), ("1.5", 1.5), ("true", True), ("hello", "hello"), ("Q1: who wins?", "Q1: who wins?"),
+    ("- a", "- a"), ("[1, 2]", [1, 2]), ("{a: 1}", {"a": 1}), ("", ""), ("null", None),
+])
+def test_command_line_values_keep_plain_text_as_text(text: str, value: object) -> None:
+    from engine._topofile import parse_cli_value
+
+    assert parse_cli_value(text) == value
+
+
+def test_set_override_with_a_colon_stays_a_string(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine._topology import load_topology
+
+    monkeypatch.setenv("OUT_PATH", str(tmp_path / "x.mp4"))
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD.replace("{id: src, kind: test_pattern,", "{id: src, kind: test_pattern,"))
+    topo = load_topology(path, overrides=["src.text=Q1: who wins?"])
+    assert topo.node("src").options.text == "Q1: who wins?"

@@ -150,3 +150,22 @@ def reap_stale() -> list[str]:
 
 def process_start_time(pid: int) -> int | None:
     return _start_time(pid)
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """PIDs of live, non-zombie processes whose environment holds `marker` (e.g. a runtime dir)."""
+    found = []
+    needle = marker.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != "Z":
+            found.append(int(entry))
+    return found

@@ -22,6 +22,7 @@ import pytest
 
 from engine._client import ControlClient
 from engine._ring import list_segments, unlink_segments
+from engine._rundir import processes_with_env as processes_with_marker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,25 +41,6 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + (f" ({last_exc})" if last_exc else ""))
-
-
-def processes_with_marker(marker: str) -> list[int]:
-    """PIDs of live processes whose environment holds `marker` (our runtime dir)."""
-    found = []
-    needle = marker.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != "Z":
-            found.append(int(entry))
-    return found
 
 
 class Engine:

@@ -28,8 +28,9 @@ import zmq
 
 from engine._client import ControlClient
 from engine._ring import list_segments, unlink_segments
+from engine._rundir import processes_with_env
 
-from ._procs import die_with_parent, kill_tree, processes_with_env
+from ._procs import die_with_parent, kill_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 _counter = itertools.count()

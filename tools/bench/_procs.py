@@ -132,22 +132,3 @@ def kill_tree(root: int, *, group: bool = True, timeout_s: float = 5.0) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     psutil.wait_procs(procs, timeout=timeout_s)
-
-
-def processes_with_env(marker: str) -> list[int]:
-    """PIDs of live, non-zombie processes whose environment holds `marker` (e.g. a runtime dir)."""
-    found = []
-    needle = marker.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != "Z":
-            found.append(int(entry))
-    return found

@@ -141,6 +141,19 @@ def iter_nal_units(data: bytes) -> list[bytes]:
     return [data[s:e] for s, e in spans]
 
 
+
+def _read_ff_coded(rbsp: bytes, pos: int) -> tuple[int, int] | None:
+    """An SEI payload type or size (0xFF bytes add 255 each, then one final byte) at `pos`:
+    (value, position after it), or None when the data ends first."""
+    value, n = 0, len(rbsp)
+    while pos < n and rbsp[pos] == 0xFF:
+        value += 255
+        pos += 1
+    if pos >= n:
+        return None
+    return value + rbsp[pos], pos + 1
+
+
 def _sei_messages(rbsp: bytes) -> Iterable[tuple[int, bytes]]:
     """(payloadType, payload) of each SEI message in an SEI RBSP (NAL header already removed)."""
     pos = 0
@@ -148,22 +161,14 @@ def _sei_messages(rbsp: bytes) -> Iterable[tuple[int, bytes]]:
     while pos < n:
         if rbsp[pos:] == b"\x80" or pos + 2 > n:  # rbsp_trailing_bits (or nothing left worth reading)
             return
-        ptype = 0
-        while pos < n and rbsp[pos] == 0xFF:
-            ptype += 255
-            pos += 1
-        if pos >= n:
+        ptype_at = _read_ff_coded(rbsp, pos)
+        if ptype_at is None:
             return
-        ptype += rbsp[pos]
-        pos += 1
-        size = 0
-        while pos < n and rbsp[pos] == 0xFF:
-            size += 255
-            pos += 1
-        if pos >= n:
+        ptype, pos = ptype_at
+        size_at = _read_ff_coded(rbsp, pos)
+        if size_at is None:
             return
-        size += rbsp[pos]
-        pos += 1
+        size, pos = size_at
         if pos + size > n:
             return  # truncated message: stop rather than guess
         yield ptype, rbsp[pos:pos + size]

@@ -1,7 +1,7 @@
 """`python -m tools.bench [NAME ...] [--quick] [--json out.json]`: run the benchmark suite.
 
 Each benchmark prints its tables, its targets (met / MISSED) and, last, one `headline:` line.  A
-summary follows: targets met and missed, benchmarks skipped (a missing piece, e.g. no RTMP sender yet)
+summary follows: targets met and missed, benchmarks skipped
 and benchmarks that failed.  The exit status is 1 only when a benchmark failed (raised); missed
 targets and skips are results, not failures.  `--quick` is the CI smoke run: every benchmark, fewer
 repetitions and shorter durations, under 3 minutes in all.

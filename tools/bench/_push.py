@@ -26,26 +26,6 @@ SENDER = "rtmp_sender"
 WIDTH, HEIGHT, FPS = 1280, 720, 30.0
 
 
-def sender_unavailable() -> str | None:
-    """Why the RTMP benchmarks cannot run, or None when they can."""
-    from engine._errors import EngineError
-    from engine._registry import get_kind, kind_names
-
-    if SENDER not in kind_names():
-        return "rtmp_sender not available (no actors/rtmp_sender.py yet)"
-    try:
-        get_kind(SENDER)
-    except EngineError as exc:
-        return f"rtmp_sender not available: {exc}"
-    if not PUSH_TOPOLOGY.exists():
-        return f"rtmp_sender not available: {PUSH_TOPOLOGY.relative_to(ROOT)} does not exist yet"
-    from tools.rtmp_server import RTMP_MODULE
-
-    if not RTMP_MODULE.exists():
-        return "nginx's RTMP module is not installed (apt-get install nginx libnginx-mod-rtmp)"
-    return None
-
-
 def shipped_push_topology() -> dict[str, Any]:
     data = yaml.safe_load(PUSH_TOPOLOGY.read_text())
     if not isinstance(data, dict):

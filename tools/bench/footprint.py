@@ -21,7 +21,7 @@ from tools.rtmp_server import RtmpServer
 from ._common import Result, Settings, Spread, Table, fmt_mb, fmt_pct, fmt_x
 from ._engine import ROOT, BenchEngine
 from ._procs import TreeSampler
-from ._push import sender_unavailable, set_sender_url, shipped_push_topology
+from ._push import set_sender_url, shipped_push_topology
 
 NAME = "footprint"
 
@@ -76,17 +76,13 @@ def run(settings: Settings) -> Result:
     figs: dict[str, dict[str, Any]] = {}
     figs["demo"] = measure(demo, settings, ["--set", f"rec.path={work / 'demo.mp4'}",
                                             "--set", f"snap.path={work / 'demo.png'}"])
-    why = sender_unavailable()
-    if why:
-        res.notes.append(f"push topology skipped: {why}")
-    else:
-        server = RtmpServer(work / "rtmp-footprint")
-        server.start()
-        try:
-            figs["push"] = measure(set_sender_url(shipped_push_topology(), server.url(stream="footprint")),
-                                   settings, [])
-        finally:
-            server.stop()
+    server = RtmpServer(work / "rtmp-footprint")
+    server.start()
+    try:
+        figs["push"] = measure(set_sender_url(shipped_push_topology(), server.url(stream="footprint")),
+                               settings, [])
+    finally:
+        server.stop()
     for name, fig in figs.items():
         n = len(next(iter(fig["nodes"].values()))["cpu"])
         res.tables.append((f"topologies/{name if name == 'demo' else 'push_rtmp'}.yaml at steady state: median "

@@ -22,7 +22,7 @@ from tools.rtmp_server import RtmpServer
 from ._common import Result, Settings, Spread, Table, Target, fmt_mb, fmt_pct, fmt_s, fmt_x, ratios
 from ._engine import ROOT, BenchEngine
 from ._procs import TreeSampler, die_with_parent, kill_tree
-from ._push import bench_push_topology, describe, push_spec, sender_unavailable
+from ._push import bench_push_topology, describe, push_spec
 
 NAME = "push_cpu"
 
@@ -91,10 +91,6 @@ def measure_ffmpeg(server: RtmpServer, stream: str, spec_json: str, warm_s: floa
 
 def run(settings: Settings) -> Result:
     res = Result(NAME)
-    why = sender_unavailable()
-    if why:
-        res.skipped = why
-        return res
     reps = settings.n(3, 1)
     window = settings.secs(20.0, 5.0)
     warm = settings.secs(3.0, 1.5)

@@ -267,6 +267,34 @@ class Subscription:
             self._thread.join(5)
 
 
+def _prepare_run(topology: str | os.PathLike[str] | Mapping[str, Any], *, duration: float | None,
+                 allow_faults: bool, env: Mapping[str, str] | None, runtime_dir: str | os.PathLike[str] | None,
+                 overrides: Mapping[str, Any] | Sequence[str], args: Sequence[str]) -> tuple[Path, _Process, list[str]]:
+    """What `start` needs before launching: the runtime dir, a work dir owning the log, the command line."""
+    rdir = _resolve_runtime_dir(runtime_dir, env)
+    workdir = Path(tempfile.mkdtemp(prefix="mediaengine-api-"))
+    owned = _Process(workdir, workdir / "engine.log")
+    try:
+        argv = _run_argv(_topology_file(topology, workdir), duration=duration, allow_faults=allow_faults,
+                         overrides=overrides, args=args)
+    except BaseException:
+        owned.cleanup()
+        raise
+    return rdir, owned, argv
+
+
+def _started(rdir: Path, pid: int, returncode: int | None, owned: _Process) -> dict[str, Any] | None:
+    """engine.json of the engine process `pid` once it is up; its typed error if it exited first."""
+    info = _info_of_pid(rdir, pid)
+    if info is not None:
+        return info
+    if returncode is not None:
+        err = error_from_log(owned.log_text(), returncode)
+        owned.cleanup()
+        raise err
+    return None
+
+
 class Engine:
     """A running engine: started here (`start`) or found (`attach`).  Use as a context manager."""
 
@@ -298,12 +326,9 @@ class Engine:
         (e.g. `["--metrics-port", "9100"]`).  Returns once the engine has bound its control socket;
         raises the engine's typed error if it exits first (e.g. a TopologyError for a bad topology).
         """
-        rdir = _resolve_runtime_dir(runtime_dir, env)
-        workdir = Path(tempfile.mkdtemp(prefix="mediaengine-api-"))
-        owned = _Process(workdir, workdir / "engine.log")
+        rdir, owned, argv = _prepare_run(topology, duration=duration, allow_faults=allow_faults, env=env,
+                                         runtime_dir=runtime_dir, overrides=overrides, args=args)
         try:
-            argv = _run_argv(_topology_file(topology, workdir), duration=duration, allow_faults=allow_faults,
-                             overrides=overrides, args=args)
             with open(owned.log_path, "wb") as log_file:
                 proc = subprocess.Popen(argv, env=_child_env(env, rdir), stdout=log_file,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -313,13 +338,9 @@ class Engine:
             raise
         deadline = time.monotonic() + start_timeout
         while True:
-            info = _info_of_pid(rdir, proc.pid)
+            info = _started(rdir, proc.pid, proc.poll(), owned)
             if info is not None:
                 return cls(info, proc=proc, owned=owned)
-            if proc.poll() is not None:
-                err = error_from_log(owned.log_text(), proc.returncode)
-                owned.cleanup()
-                raise err
             if time.monotonic() > deadline:
                 _killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
@@ -592,12 +613,9 @@ class AsyncEngine:
                     overrides: Mapping[str, Any] | Sequence[str] = (), args: Sequence[str] = (),
                     start_timeout: float = 30.0) -> AsyncEngine:
         """As `Engine.start`."""
-        rdir = _resolve_runtime_dir(runtime_dir, env)
-        workdir = Path(tempfile.mkdtemp(prefix="mediaengine-api-"))
-        owned = _Process(workdir, workdir / "engine.log")
+        rdir, owned, argv = _prepare_run(topology, duration=duration, allow_faults=allow_faults, env=env,
+                                         runtime_dir=runtime_dir, overrides=overrides, args=args)
         try:
-            argv = _run_argv(_topology_file(topology, workdir), duration=duration, allow_faults=allow_faults,
-                             overrides=overrides, args=args)
             with open(owned.log_path, "wb") as log_file:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, env=_child_env(env, rdir), stdout=log_file, stderr=subprocess.STDOUT,
@@ -607,13 +625,9 @@ class AsyncEngine:
             raise
         deadline = time.monotonic() + start_timeout
         while True:
-            info = _info_of_pid(rdir, proc.pid)
+            info = _started(rdir, proc.pid, proc.returncode, owned)
             if info is not None:
                 return cls(info, proc=proc, owned=owned)
-            if proc.returncode is not None:
-                err = error_from_log(owned.log_text(), proc.returncode)
-                owned.cleanup()
-                raise err
             if time.monotonic() > deadline:
                 _killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()

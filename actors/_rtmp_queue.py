@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from engine._formats import NS, Packet
+from mediaengine.sdk.formats import NS, Packet
 
 Kind = Literal["video", "audio"]
 MAX_VIDEO_SHIFT_MS = 200  # how far the start gate may shift early video on a new connection

@@ -14,7 +14,7 @@
   so pts always increase).  Packet pts are the encoder's: 1024 samples of priming before the first
   input sample.
 - AAC packets are all keyframes.  The first packet, and one about every second after it, carries the
-  stream `params` (see `engine.codec`) with the AudioSpecificConfig in `extradata`.
+  stream `params` (see `mediaengine.sdk.codec`) with the AudioSpecificConfig in `extradata`.
 - `bitrate_kbps` is live: the AAC encoder reads it for every frame.
 """
 
@@ -27,11 +27,10 @@ from typing import Any
 
 import av
 import numpy as np
-
-from engine._actor import Action, Actions, Actor, Emit, EndOfStream, Event, InPort, OutPort
-from engine._errors import EncoderError, FormatError, FormatMismatchError, OptionError
-from engine._formats import AAC, NS, AudioFormat, Format, Frame, Packet
-from engine.codec import audio_params, default_layout, packet_from_av
+from mediaengine.sdk.actor import Action, Actions, Actor, Emit, EndOfStream, Event, InPort, OutPort
+from mediaengine.sdk.codec import audio_params, default_layout, packet_from_av
+from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
+from mediaengine.sdk.formats import AAC, NS, AudioFormat, Format, Frame, Packet
 
 FRAME_SIZE = 1024  # samples per AAC-LC frame
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)

@@ -30,12 +30,11 @@ from typing import Any
 import av
 import av.error
 import numpy as np
+from mediaengine.sdk.actor import Action, Actor, Emit, EndOfStream, Finish, OutPort
+from mediaengine.sdk.errors import ConnectError, FileError, OptionError
+from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
+from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
 from numpy.typing import NDArray
-
-from engine._actor import Action, Actor, Emit, EndOfStream, Finish, OutPort
-from engine._errors import ConnectError, FileError, OptionError
-from engine._formats import NS, Format, Frame, checked_audio_format, checked_video_format
-from engine.pacing import audio_frames_due, video_indices_due
 
 __all__ = ["FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
 

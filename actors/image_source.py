@@ -22,12 +22,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+from mediaengine.sdk.actor import Action, Actor, Emit, OutPort
+from mediaengine.sdk.errors import FileError, OptionError
+from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat
+from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
-
-from engine._actor import Action, Actor, Emit, OutPort
-from engine._errors import FileError, OptionError
-from engine._formats import NS, Format, Frame, VideoFormat
-from engine.pacing import video_indices_due
 
 __all__ = ["ImageSource", "ImageSourceOptions", "load_image"]
 

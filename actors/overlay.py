@@ -20,11 +20,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+from mediaengine.sdk.actor import Action, Actor, Emit, InPort, OutPort
+from mediaengine.sdk.errors import FormatError, FormatMismatchError, OptionError
+from mediaengine.sdk.formats import Format, Frame, Packet, VideoFormat
 from numpy.typing import NDArray
-
-from engine._actor import Action, Actor, Emit, InPort, OutPort
-from engine._errors import FormatError, FormatMismatchError, OptionError
-from engine._formats import Format, Frame, Packet, VideoFormat
 
 __all__ = ["Overlay", "OverlayOptions", "draw_overlay", "parse_color"]
 

@@ -41,11 +41,10 @@ from typing import Any
 import av
 import av.container
 import av.stream
-
-from engine._actor import Action, Actions, Actor, Event, InPort
-from engine._errors import FileError, FormatError, OptionError, ResourceError
-from engine._formats import Format, Frame, Packet
-from engine.codec import add_stream_from_params, packet_to_av, time_base_of
+from mediaengine.sdk.actor import Action, Actions, Actor, Event, InPort
+from mediaengine.sdk.codec import add_stream_from_params, packet_to_av, time_base_of
+from mediaengine.sdk.errors import FileError, FormatError, OptionError, ResourceError
+from mediaengine.sdk.formats import Format, Frame, Packet
 
 EXTENSIONS = {".mp4": "mp4", ".m4a": "mp4", ".flv": "flv", ".ts": "mpegts", ".m3u8": "hls"}
 FORMATS = ("mp4", "flv", "mpegts", "hls")

@@ -4,7 +4,7 @@ What the remote viewer would see comes out on `video` (rgb24, scaled to `width`x
 (s16, resampled to `rate`/`channels`, in `samples_per_frame` chunks), and what `mediaengine play`
 reports comes out as events: `connected`, `sei` (each user-data-unregistered SEI message once, with
 its first and last frame), `stall_start` / `stall` (no picture for more than `stall_ms`), `latency`
-(once a second: median/p95 glass-to-glass latency when the pictures carry an `engine.stamp`),
+(once a second: median/p95 glass-to-glass latency when the pictures carry an `mediaengine.sdk.stamp`),
 `disconnected` and `reconnecting`.  `metrics()` returns the same per-second stats.
 
     nodes:
@@ -12,7 +12,7 @@ its first and last frame), `stall_start` / `stall` (no picture for more than `st
                                                  height: 720}}
       - {id: rec,  kind: recorder, inputs: {video: venc, audio: aenc}, ...}
 
-The network and the decoders run in a `engine.player.StreamPuller` thread, so no hook blocks: each
+The network and the decoders run in a `mediaengine.sdk.pull.StreamPuller` thread, so no hook blocks: each
 tick drains the decoded pictures (the newest two at most; more means the source is behind, and older
 ones are dropped and counted in `dropped_video`) and the audio.  Timestamps are on the engine clock:
 the first picture or audio of a connection maps stream time to the tick's engine time, later ones
@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from mediaengine.sdk.actor import Action, Actor, Emit, EndOfStream, Event, OutPort
+from mediaengine.sdk.errors import ConnectError, OptionError
+from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
+from mediaengine.sdk.pull import Connected, Ended, PlaySession, Record, StreamPuller, redact_url
 from numpy.typing import NDArray
-
-from engine._actor import Action, Actor, Emit, EndOfStream, Event, OutPort
-from engine._errors import ConnectError, OptionError
-from engine._formats import NS, Format, Frame, checked_audio_format, checked_video_format
-from engine.player import Connected, Ended, PlaySession, Record, StreamPuller, redact_url
 
 __all__ = ["AudioChunker", "PtsMapper", "RtmpPuller", "RtmpPullerOptions"]
 

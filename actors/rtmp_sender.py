@@ -54,7 +54,7 @@ it holds more than `backlog_ms` (the bound while disconnected) the oldest packet
 are, with the frames that depend on a dropped keyframe.  Every drop is counted.
 
 Live Q&A.  Command `send_message text=... [repeat_count=1] [delay_ms=0] [keyframe_only=false]`
-inserts an H.264 SEI user_data_unregistered NAL (`engine.sei`, UUID `engine.sei.OUR_UUID`, the text as
+inserts an H.264 SEI user_data_unregistered NAL (`mediaengine.sdk.sei`, UUID `mediaengine.sdk.sei.OUR_UUID`, the text as
 UTF-8) before the picture of the next `repeat_count` video frames (keyframes only, if asked) once
 `delay_ms` passed; it returns `{"id": n, "frames": repeat_count}` and the event `sei_sent` follows when
 the last of them was muxed (or dropped).
@@ -86,15 +86,13 @@ from urllib.parse import urlsplit
 import av
 import av.container
 import av.stream
-
-from engine._actor import Action, Actions, Actor, Event, InPort
-from engine._errors import ActorFailedError, ConnectError, FieldError, FormatError, OptionError
-from engine._formats import NS, Format, Frame, Packet
-from engine.codec import add_stream_from_params, packet_to_av
-from engine.sei import build_sei_nal, insert_sei
-
-from ._rtmp_queue import Backlog, Item, Kind, RateWindow, StartGate, to_ns
-from ._rtmp_socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
+from mediaengine.actors._rtmp_queue import Backlog, Item, Kind, RateWindow, StartGate, to_ns
+from mediaengine.actors._rtmp_socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
+from mediaengine.sdk.actor import Action, Actions, Actor, Event, InPort
+from mediaengine.sdk.codec import add_stream_from_params, packet_to_av
+from mediaengine.sdk.errors import ActorFailedError, ConnectError, FieldError, FormatError, OptionError
+from mediaengine.sdk.formats import NS, Format, Frame, Packet
+from mediaengine.sdk.sei import build_sei_nal, insert_sei
 
 __all__ = ["RtmpSender", "RtmpSenderOptions", "reconnect_delay_ms", "redact_url"]
 

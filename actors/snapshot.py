@@ -23,11 +23,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+from mediaengine.sdk.actor import Action, Actor, Event, InPort
+from mediaengine.sdk.errors import FieldError, FileError, FormatError, OptionError
+from mediaengine.sdk.formats import NS, Format, Frame, Packet
 from numpy.typing import NDArray
-
-from engine._actor import Action, Actor, Event, InPort
-from engine._errors import FieldError, FileError, FormatError, OptionError
-from engine._formats import NS, Format, Frame, Packet
 
 __all__ = ["Snapshot", "SnapshotOptions", "save_png"]
 

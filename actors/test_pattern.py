@@ -2,7 +2,7 @@
 
 Every frame shows something that moves (the pattern scrolls sideways and a marker sweeps the bottom
 edge once per second), a human-readable frame counter and UTC wall-clock time, an optional caption,
-and a machine-readable stamp (`engine.stamp`: 32-bit counter + wall-clock ms, CRC-checked) in the
+and a machine-readable stamp (`mediaengine.sdk.stamp`: 32-bit counter + wall-clock ms, CRC-checked) in the
 top-left corner that survives H.264 at low bitrates, so tests and monitors can identify every frame
 end to end.
 
@@ -27,13 +27,12 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+from mediaengine.sdk import stamp
+from mediaengine.sdk.actor import Action, Actor, Emit, OutPort
+from mediaengine.sdk.errors import OptionError
+from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat
+from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
-
-from engine import stamp
-from engine._actor import Action, Actor, Emit, OutPort
-from engine._errors import OptionError
-from engine._formats import NS, Format, Frame, VideoFormat
-from engine.pacing import video_indices_due
 
 __all__ = ["TestPattern", "TestPatternOptions", "make_background", "render_frame"]
 

@@ -20,12 +20,11 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+from mediaengine.sdk.actor import Action, Actor, Emit, OutPort
+from mediaengine.sdk.errors import OptionError
+from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format
+from mediaengine.sdk.pacing import audio_frames_due
 from numpy.typing import NDArray
-
-from engine._actor import Action, Actor, Emit, OutPort
-from engine._errors import OptionError
-from engine._formats import NS, Format, Frame, checked_audio_format
-from engine.pacing import audio_frames_due
 
 __all__ = ["Tone", "ToneOptions", "tone_samples"]
 

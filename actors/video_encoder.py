@@ -18,7 +18,7 @@
 - Keepalive: when no frame arrived for `keepalive_ms` of tick time, the last picture is encoded
   again, one repeat per frame interval with pts = previous + 1 interval, so the stream stays alive
   (an RTMP server drops a silent publisher) while an upstream filter restarts.
-- Every keyframe packet carries the stream `params` (see `engine.codec`), with the SPS/PPS in
+- Every keyframe packet carries the stream `params` (see `mediaengine.sdk.codec`), with the SPS/PPS in
   `extradata` (the encoder uses GLOBAL_HEADER, so keyframes do not repeat them in-band); each packet's
   `meta["src_pts_ns"]` is the pts of the frame it encodes.
 - Control command `keyframe` makes the next frame an IDR.
@@ -38,11 +38,10 @@ import av
 import cv2
 import numpy as np
 from av.video.frame import PictureType
-
-from engine._actor import Action, Actions, Actor, Emit, EndOfStream, Event, InPort, OutPort
-from engine._errors import EncoderError, FormatError, FormatMismatchError, OptionError
-from engine._formats import H264, NS, Format, Frame, Packet, VideoFormat
-from engine.codec import packet_from_av, video_params
+from mediaengine.sdk.actor import Action, Actions, Actor, Emit, EndOfStream, Event, InPort, OutPort
+from mediaengine.sdk.codec import packet_from_av, video_params
+from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
+from mediaengine.sdk.formats import H264, NS, Format, Frame, Packet, VideoFormat
 
 TIME_BASE = Fraction(1, 90_000)
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",

@@ -2,13 +2,14 @@
 
 Actors run as OS processes, raw frames travel over shared-memory rings, control, heartbeats, events
 and metrics over ZeroMQ + msgpack, and a supervisor restarts whatever fails.  This package re-exports
-the small public API; internals live in private modules.
+the small public API; the layers live in subpackages: `sdk` (what actors import), `topology`,
+`runtime`, `supervision`, `control` (protocol, client, Python API, event subscriptions) and `cli`.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from ._actor import Actor, Emit, EndOfStream, Event, Finish, InPort, OutPort
-from ._errors import (
+from .sdk.actor import Actor, Emit, EndOfStream, Event, Finish, InPort, OutPort
+from .sdk.errors import (
     EngineError,
     FormatError,
     NotAllowedError,
@@ -20,17 +21,17 @@ from ._errors import (
     UnknownCommandError,
     UnknownTargetError,
 )
-from ._formats import AAC, H264, AudioFormat, EncodedFormat, Frame, Packet, VideoFormat
+from .sdk.formats import AAC, H264, AudioFormat, EncodedFormat, Frame, Packet, VideoFormat
 
 if TYPE_CHECKING:
-    from .api import AsyncEngine, Engine
+    from .control.api import AsyncEngine, Engine
 
 
 def __getattr__(name: str) -> Any:
-    # The Python API (engine.api) pulls in asyncio and zmq.asyncio: loaded on first use, so actor
+    # The Python API (mediaengine.control.api) pulls in asyncio and zmq.asyncio: loaded on first use, so actor
     # processes, which import this package too, do not pay for it.
     if name in ("AsyncEngine", "Engine"):
-        from . import api
+        from .control import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from engine._client import ControlClient
-from engine._ring import list_segments, unlink_segments
-from engine._rundir import processes_with_env as processes_with_marker
+from mediaengine.control.client import ControlClient
+from mediaengine.runtime.ring import list_segments, unlink_segments
+from mediaengine.supervision.rundir import processes_with_env as processes_with_marker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +53,7 @@ class Engine:
         full_env.update(env or {})
         self.log_file = open(log_path, "wb")  # noqa: SIM115 - closed in finish()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", str(topology), *args],
+            [sys.executable, "-m", "mediaengine.cli", "run", str(topology), *args],
             cwd=ROOT, env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.engine_ids: set[str] = set()
@@ -179,8 +178,7 @@ def max_gap(times: list[float]) -> float:
 def decoded_counters(path: Path | str) -> list[int]:
     """The burned-in frame counters of every decoded video frame (None-stamps fail the test)."""
     import av
-
-    from engine.stamp import read
+    from mediaengine.sdk.stamp import read
 
     counters = []
     with av.open(str(path)) as container:

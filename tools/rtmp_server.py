@@ -34,8 +34,7 @@ from types import FrameType, TracebackType
 from typing import NoReturn
 
 import psutil
-
-from engine._errors import ResourceError
+from mediaengine.sdk.errors import ResourceError
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 INSTALL_HINT = "apt-get install nginx libnginx-mod-rtmp"

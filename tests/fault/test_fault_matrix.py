@@ -3,7 +3,7 @@
 One engine per actor pushes to a local nginx-rtmp; the faults are injected one after the other through
 `mediaengine fault` (the engine runs with --allow-faults).  After each, what a viewer gets is checked
 independently of the engine: Debian's `ffmpeg` pulls the stream from the server and decodes it, and the
-burned-in stamp (engine.stamp) of a decoded frame must be newer than the fault, within a bound.  While
+burned-in stamp (mediaengine.sdk.stamp) of a decoded frame must be newer than the fault, within a bound.  While
 a node other than the sender is restarted, the RTMP connection must stay up (the sender neither
 restarts nor loses its connection); the sender itself must reconnect.
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mediaengine.sdk import stamp
 
-from engine import stamp
 from tests.enginekit import ROOT, Engine, wait_for
 from tools.rtmp_server import RtmpServer
 
@@ -74,7 +74,7 @@ def fresh_video(url: str, after_ms: int, timeout_s: float) -> tuple[float, int]:
 
 def fault(eng: Engine, node: str, *args: str) -> dict[str, Any]:
     env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)}
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "fault", node, *args], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "mediaengine.cli", "fault", node, *args], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
@@ -84,8 +84,8 @@ class Viewer:
     """`mediaengine play --json` pulling the stream for the whole test: the puller that sees every gap."""
 
     def __init__(self, url: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "play", url, "--json", "--duration", "900",
-                                      "--timeout", "30"], cwd=ROOT, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "play", url, "--json",
+                                      "--duration", "900", "--timeout", "30"], cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         self.lines: list[tuple[float, dict[str, Any]]] = []
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -129,7 +129,7 @@ class Viewer:
 def monitor_once(eng: Engine) -> dict[str, Any]:
     """What `mediaengine monitor --json --once` shows (every node, recent events)."""
     env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)}
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "monitor", "--json", "--once"], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "mediaengine.cli", "monitor", "--json", "--once"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))

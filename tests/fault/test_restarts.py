@@ -47,7 +47,7 @@ def test_sigkill_of_filter_or_encoder_is_restarted_without_a_gap(
                      10, f"{victim} restarted")
     assert after["pid"] != before["pid"]
     # what a user sees: `mediaengine ps --json`
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "ps", "--json"], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "mediaengine.cli", "ps", "--json"], cwd=ROOT, capture_output=True,
                          text=True, env={**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)},
                          timeout=30)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""The Python API (`engine.api`), sync and asyncio, against real engines.
+"""The Python API (`mediaengine.control.api`), sync and asyncio, against real engines.
 
 Start from a dict, see a `started` event of every node through a subscription (replayed if it came
 before the subscription, and each exactly once), change live options, get the documented error classes
@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 import yaml
-
-from engine._errors import (
+from mediaengine.control.api import AsyncEngine, Engine
+from mediaengine.runtime.ring import list_segments
+from mediaengine.sdk.errors import (
     EngineError,
     NotAllowedError,
     OptionError,
@@ -33,8 +34,7 @@ from engine._errors import (
     UnknownKindError,
     UnknownTargetError,
 )
-from engine._ring import list_segments
-from engine.api import AsyncEngine, Engine
+
 from tests.enginekit import ROOT, decoded_counters, ffprobe, processes_with_marker, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -144,8 +144,8 @@ def test_sync_api_start_events_set_errors_pause_stop(runtime_dir: Path, tmp_path
 
         # the same validation from the command line
         env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(runtime_dir)}
-        ctl = subprocess.run([sys.executable, "-m", "engine.cli", "ctl", "venc", "set", "bitrate_kbps=5"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=30)
+        ctl = subprocess.run([sys.executable, "-m", "mediaengine.cli", "ctl", "venc", "set", "bitrate_kbps=5"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         assert ctl.returncode == 2, ctl.stderr  # an option error is bad input (docs/errors.md)
         assert ctl.stderr.splitlines() == ["error: venc.bitrate_kbps: 5 is out of range 100..20000",
                                            "  (error 1108 OptionError)"]

@@ -20,9 +20,9 @@ import msgpack
 import psutil
 import pytest
 import zmq
+from mediaengine.control import protocol as proto
+from mediaengine.sdk.errors import ERRORS_BY_CODE
 
-from engine import _protocol as proto
-from engine._errors import ERRORS_BY_CODE
 from tests.enginekit import Engine, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import zmq
+from mediaengine.control.api import Engine as ApiEngine
+from mediaengine.control.client import ControlClient
+from mediaengine.control.events import Subscriber
+from mediaengine.sdk.errors import TimeoutError_
+from mediaengine.supervision.curve import client_keys
 
-from engine._client import ControlClient
-from engine._curve import client_keys
-from engine._errors import TimeoutError_
-from engine._monitor import Subscriber
-from engine.api import Engine as ApiEngine
 from tests.enginekit import ROOT, Engine, wait_for
 from tests.integration.test_monitor import free_port
 
@@ -34,7 +34,7 @@ DEMO = "topologies/demo.yaml"
 
 def cli(runtime_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(runtime_dir)}
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mediaengine.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
 
 

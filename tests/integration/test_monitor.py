@@ -47,7 +47,7 @@ def cli_env(eng: Engine) -> dict[str, str]:
 
 
 def cli(eng: Engine, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=cli_env(eng),
+    return subprocess.run([sys.executable, "-m", "mediaengine.cli", *args], cwd=ROOT, env=cli_env(eng),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -55,7 +55,7 @@ class LiveMonitor:
     """A `monitor --json` process whose lines are read on a thread."""
 
     def __init__(self, eng: Engine, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "monitor", "--json", *args], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "monitor", "--json", *args], cwd=ROOT,
                                      env=cli_env(eng), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []

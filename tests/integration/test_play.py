@@ -1,8 +1,8 @@
 """`mediaengine play` and the rtmp_puller actor against a real nginx-rtmp (RTMP and HLS).
 
 A pusher thread in the test process publishes H.264 (libx264 zerolatency) + AAC with PyAV: test
-pictures with `engine.stamp` burned in (counter + wall-clock ms), SEI messages (built with
-`engine.sei`) in some access units, and a 1 s pause on cue.  The player runs as a subprocess and
+pictures with `mediaengine.sdk.stamp` burned in (counter + wall-clock ms), SEI messages (built with
+`mediaengine.sdk.sei`) in some access units, and a 1 s pause on cue.  The player runs as a subprocess and
 what it prints is checked: each SEI message exactly once, the pushed frame rate, a plausible
 glass-to-glass latency, no stall while the stream flows and one stall for the pause, a PNG that
 decodes (and carries a readable stamp).
@@ -28,9 +28,9 @@ import av
 import cv2
 import numpy as np
 import pytest
+from mediaengine.sdk import stamp
+from mediaengine.sdk.sei import OUR_UUID, build_sei_nal, insert_sei
 
-from engine import stamp
-from engine.sei import OUR_UUID, build_sei_nal, insert_sei
 from tests.enginekit import ROOT, Engine, decoded_counters, ffprobe, wait_for
 from tools.rtmp_server import RtmpServer, free_port
 
@@ -139,9 +139,9 @@ def pusher_factory() -> Iterator[Callable[..., Pusher]]:
 
 def play(url: str, *args: str, on_line: Callable[[dict[str, Any]], None] | None = None,
          timeout_s: float = 40.0) -> tuple[int, list[dict[str, Any]], str]:
-    """Run `python -m engine.cli play URL --json ARGS`; returns (status, JSON events, stderr)."""
+    """Run `python -m mediaengine.cli.main play URL --json ARGS`; returns (status, JSON events, stderr)."""
     events: list[dict[str, Any]] = []
-    with subprocess.Popen([sys.executable, "-m", "engine.cli", "play", url, "--json", *args], cwd=ROOT,
+    with subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "play", url, "--json", *args], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None and proc.stderr is not None

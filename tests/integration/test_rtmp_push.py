@@ -21,8 +21,8 @@ import av
 import msgpack
 import pytest
 import zmq
+from mediaengine.sdk.sei import OUR_UUID, parse_sei_payloads
 
-from engine.sei import OUR_UUID, parse_sei_payloads
 from tests.enginekit import ROOT, Engine, decoded_counters, wait_for
 from tests.helpers import ffprobe_json, start_recorder
 from tools.rtmp_server import RtmpServer
@@ -125,7 +125,7 @@ def assert_key_nowhere(engine: Engine, key: str, *extra: str) -> None:
     errors) or any engine process's command line."""
     assert key not in engine.log, "stream key in the engine log"
     env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(engine.runtime_dir)}
-    ps = subprocess.run([sys.executable, "-m", "engine.cli", "ps", "--json"], capture_output=True, text=True,
+    ps = subprocess.run([sys.executable, "-m", "mediaengine.cli", "ps", "--json"], capture_output=True, text=True,
                         cwd=ROOT, env=env, timeout=30, check=False)
     assert ps.returncode == 0, ps.stderr
     assert key not in ps.stdout + ps.stderr, "stream key in `mediaengine ps --json`"
@@ -166,7 +166,7 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
             # a viewer: `mediaengine play --json` for the rest of the push reports the SEI messages it sees
             play_out = tmp_path / "play.jsonl"
             with open(play_out, "w") as out:
-                player = subprocess.Popen([sys.executable, "-m", "engine.cli", "play", url, "--json", "--duration",
+                player = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "play", url, "--json", "--duration",
                                            "40", "--timeout", "8", "--sei-gap-frames", "90"], cwd=ROOT, stdout=out,
                                           stderr=subprocess.DEVNULL)
 

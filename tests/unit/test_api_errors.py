@@ -1,6 +1,6 @@
 """The Python API's error mapping and argument handling, without processes.
 
-Errors the API raises must be the `engine._errors` classes with the same numeric codes as the control
+Errors the API raises must be the `mediaengine.sdk.errors` classes with the same numeric codes as the control
 protocol and the CLI (docs/errors.md is the one table), whichever way they arrive: an `error` reply, or
 the line a CLI process printed before it exited.
 """
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from engine._errors import (
+from mediaengine.control.api import FAULTS, _run_argv, error_from_log, fault_args
+from mediaengine.sdk.errors import (
     ERRORS_BY_CODE,
     EngineError,
     FieldError,
@@ -24,7 +24,6 @@ from engine._errors import (
     UnknownTargetError,
     error_from_wire,
 )
-from engine.api import FAULTS, _run_argv, error_from_log, fault_args
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 
@@ -115,7 +114,7 @@ def test_run_argv_passes_overrides_as_yaml_readable_set_options(tmp_path: Path) 
     argv = _run_argv(tmp_path / "t.yaml", duration=5, allow_faults=True,
                      overrides={"rec.path": "/tmp/a b.mp4", "venc.bitrate_kbps": 1500, "filt.box": False},
                      args=["--metrics-port", "9100"])
-    assert argv[:5] == [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "t.yaml")]
+    assert argv[:5] == [sys.executable, "-m", "mediaengine.cli", "run", str(tmp_path / "t.yaml")]
     assert argv[5:] == ["--duration", "5.0", "--allow-faults",
                         "--set", 'rec.path="/tmp/a b.mp4"', "--set", "venc.bitrate_kbps=1500",
                         "--set", "filt.box=false", "--metrics-port", "9100"]

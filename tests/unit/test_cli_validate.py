@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from engine.cli import main
+from mediaengine.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,7 +99,7 @@ def test_every_shipped_topology_validates(capsys: pytest.CaptureFixture[str],
 
 
 def test_missing_file_is_a_clear_error_from_a_real_process(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(tmp_path / "nope.yaml")],
+    out = subprocess.run([sys.executable, "-m", "mediaengine.cli", "validate", str(tmp_path / "nope.yaml")],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode != 0
     assert "nope.yaml" in out.stderr and "Traceback" not in out.stderr
@@ -130,13 +129,13 @@ def test_graph_and_kinds_and_schema(tmp_path: Path, capsys: pytest.CaptureFixtur
     ("- a", "- a"), ("[1, 2]", [1, 2]), ("{a: 1}", {"a": 1}), ("", ""), ("null", None),
 ])
 def test_command_line_values_keep_plain_text_as_text(text: str, value: object) -> None:
-    from engine._topofile import parse_cli_value
+    from mediaengine.topology.topofile import parse_cli_value
 
     assert parse_cli_value(text) == value
 
 
 def test_set_override_with_a_colon_stays_a_string(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine._topology import load_topology
+    from mediaengine.topology.loader import load_topology
 
     monkeypatch.setenv("OUT_PATH", str(tmp_path / "x.mp4"))
     path = tmp_path / "good.yaml"

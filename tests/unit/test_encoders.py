@@ -1,4 +1,4 @@
-"""VideoEncoder / AudioEncoder hooks driven in-process, and the packet helpers in engine.codec.
+"""VideoEncoder / AudioEncoder hooks driven in-process, and the packet helpers in mediaengine.sdk.codec.
 
 Outputs are checked by decoding them again with FFmpeg's decoders (through PyAV): what a muxer
 or a viewer downstream would get.
@@ -14,13 +14,12 @@ import av
 import msgpack
 import numpy as np
 import pytest
-
-from actors.audio_encoder import AudioEncoder, AudioEncoderOptions, s16_to_planar
-from actors.video_encoder import VideoEncoder, VideoEncoderOptions, ns_to_ticks, rgb_to_i420
-from engine._actor import Emit, EndOfStream, Event
-from engine._errors import EncoderError, FormatError, FormatMismatchError, OptionError
-from engine._formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
-from engine.codec import packet_from_wire, packet_to_wire
+from mediaengine.actors.audio_encoder import AudioEncoder, AudioEncoderOptions, s16_to_planar
+from mediaengine.actors.video_encoder import VideoEncoder, VideoEncoderOptions, ns_to_ticks, rgb_to_i420
+from mediaengine.runtime.wire import packet_from_wire, packet_to_wire
+from mediaengine.sdk.actor import Emit, EndOfStream, Event
+from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
+from mediaengine.sdk.formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
 
 START_NS = 3_200_000_000  # the engine timeline does not start at 0 for an encoder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine._errors import ERRORS_BY_CODE
+from mediaengine.sdk.errors import ERRORS_BY_CODE
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 

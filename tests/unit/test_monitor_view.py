@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import zmq.auth
-
-from engine._curve import (
+from mediaengine.cli.monitor import MonitorState, node_view, render_text
+from mediaengine.sdk.errors import FileError, NotAllowedError, ResourceError
+from mediaengine.supervision.curve import (
     CurveServer,
     check_exposure,
     client_keys,
@@ -20,9 +21,7 @@ from engine._curve import (
     generate_keys,
     is_local_endpoint,
 )
-from engine._errors import FileError, NotAllowedError, ResourceError
-from engine._monitor import MonitorState, node_view, render_text
-from engine._prometheus import CONTENT_TYPE, MetricsServer, metric_name, render
+from mediaengine.supervision.prometheus import CONTENT_TYPE, MetricsServer, metric_name, render
 
 
 def _metrics(fps_out: float = 30.0, **extra: Any) -> dict[str, Any]:

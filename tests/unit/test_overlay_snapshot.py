@@ -11,12 +11,11 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from mediaengine.actors import overlay, snapshot
+from mediaengine.sdk.actor import Emit, Event
+from mediaengine.sdk.errors import FieldError, FileError, FormatMismatchError, OptionError, UnknownCommandError
+from mediaengine.sdk.formats import NS, AudioFormat, Frame, VideoFormat
 from numpy.typing import NDArray
-
-from actors import overlay, snapshot
-from engine._actor import Emit, Event
-from engine._errors import FieldError, FileError, FormatMismatchError, OptionError, UnknownCommandError
-from engine._formats import NS, AudioFormat, Frame, VideoFormat
 
 FMT = VideoFormat(320, 180, 30.0)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.pacing import MAX_CATCHUP_FRAMES, NS, audio_frames_due, video_indices_due
+from mediaengine.sdk.pacing import MAX_CATCHUP_FRAMES, NS, audio_frames_due, video_indices_due
 
 IV = NS // 30
 

@@ -15,19 +15,17 @@ from typing import Any
 
 import av
 import cv2
+import mediaengine.actors.rtmp_puller as puller_mod
 import numpy as np
 import pytest
-from numpy.typing import NDArray
-
-import actors.rtmp_puller as puller_mod
-from actors.rtmp_puller import AudioChunker, PtsMapper, RtmpPuller, RtmpPullerOptions
-from engine import stamp
-from engine._actor import Emit, EndOfStream, Event
-from engine._errors import ConnectError, FileError, OptionError
-from engine._formats import NS
-from engine._play_cli import _printer, format_event
-from engine.cli import build_parser
-from engine.player import (
+from mediaengine.actors.rtmp_puller import AudioChunker, PtsMapper, RtmpPuller, RtmpPullerOptions
+from mediaengine.cli.main import build_parser
+from mediaengine.cli.play import _printer, format_event
+from mediaengine.sdk import stamp
+from mediaengine.sdk.actor import Emit, EndOfStream, Event
+from mediaengine.sdk.errors import ConnectError, FileError, OptionError
+from mediaengine.sdk.formats import NS
+from mediaengine.sdk.pull import (
     AudioInfo,
     Connected,
     CounterGaps,
@@ -43,7 +41,8 @@ from engine.player import (
     redact_url,
     save_png,
 )
-from engine.sei import OUR_UUID, build_sei_nal, insert_sei
+from mediaengine.sdk.sei import OUR_UUID, build_sei_nal, insert_sei
+from numpy.typing import NDArray
 
 OTHER_UUID = bytes(range(16))
 

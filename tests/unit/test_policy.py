@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from engine._policy import (
+from mediaengine.supervision.policy import (
     NS,
     Backoff,
     IntensityTracker,

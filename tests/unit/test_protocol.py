@@ -6,9 +6,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine import _protocol as proto
-from engine._errors import (
+from mediaengine.control import protocol as proto
+from mediaengine.sdk.errors import (
     ERRORS_BY_CODE,
     EngineError,
     FieldError,

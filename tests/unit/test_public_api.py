@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import engine
-from engine import _errors
+import mediaengine as engine
+from mediaengine.sdk import errors as _errors
 
 
 def test_every_exported_name_resolves_and_is_documented() -> None:
@@ -24,6 +24,6 @@ def test_exported_errors_are_the_hierarchy_classes() -> None:
 
 
 def test_engine_api_classes_load_lazily() -> None:
-    from engine.api import AsyncEngine, Engine
+    from mediaengine.control.api import AsyncEngine, Engine
 
     assert engine.Engine is Engine and engine.AsyncEngine is AsyncEngine

@@ -17,14 +17,13 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-
-from actors.audio_encoder import AudioEncoder, AudioEncoderOptions
-from actors.recorder import Recorder, RecorderOptions, choose_path, container_format
-from actors.video_encoder import VideoEncoder, VideoEncoderOptions
-from engine._actor import Emit, Event
-from engine._errors import OptionError
-from engine._formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
-from engine.codec import packet_from_wire, packet_to_wire
+from mediaengine.actors.audio_encoder import AudioEncoder, AudioEncoderOptions
+from mediaengine.actors.recorder import Recorder, RecorderOptions, choose_path, container_format
+from mediaengine.actors.video_encoder import VideoEncoder, VideoEncoderOptions
+from mediaengine.runtime.wire import packet_from_wire, packet_to_wire
+from mediaengine.sdk.actor import Emit, Event
+from mediaengine.sdk.errors import OptionError
+from mediaengine.sdk.formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
 
 ROOT = Path(__file__).resolve().parents[2]
 START_NS = 3_200_000_000
@@ -254,9 +253,9 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
     import msgpack
-    from actors.recorder import Recorder, RecorderOptions
-    from engine._formats import AAC, H264
-    from engine.codec import packet_from_wire
+    from mediaengine.actors.recorder import Recorder, RecorderOptions
+    from mediaengine.sdk.formats import AAC, H264
+    from mediaengine.runtime.wire import packet_from_wire
     rec = Recorder(RecorderOptions(path=sys.argv[2]), input_formats={"video": H264, "audio": AAC})
     rec.setup()
     with open(sys.argv[3], "rb") as f:

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mediaengine.actors as actors
 import pytest
-
-import actors
-from engine import _registry
-from engine._actor import Actor, InPort, OutPort, coerce, option_fields, resolved_hints
-from engine._errors import EngineError, TopologyError, UnknownKindError
-from engine._formats import AudioFormat, EncodedFormat, Format, VideoFormat
+from mediaengine.sdk.actor import Actor, InPort, OutPort, coerce, option_fields, resolved_hints
+from mediaengine.sdk.errors import EngineError, TopologyError, UnknownKindError
+from mediaengine.sdk.formats import AudioFormat, EncodedFormat, Format, VideoFormat
+from mediaengine.topology import registry as _registry
 
 ACTORS_DIR = Path(actors.__file__).parent
 REAL_KINDS = sorted(p.stem for p in ACTORS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -30,8 +29,8 @@ REAL_KINDS = sorted(p.stem for p in ACTORS_DIR.glob("*.py") if not p.name.starts
 # ---- the real actor modules ----------------------------------------------------------------------
 
 def test_kind_names_lists_modules_without_importing_them() -> None:
-    code = ("import sys; from engine._registry import kind_names; names = kind_names(); "
-            "print(sorted(names)); print(sorted(m for m in sys.modules if m.startswith('actors.')))")
+    code = ("import sys; from mediaengine.topology.registry import kind_names; names = kind_names(); "
+            "print(sorted(names)); print(sorted(m for m in sys.modules if m.startswith('mediaengine.actors.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ACTORS_DIR.parent, timeout=60).stdout.splitlines()
     assert out == [repr(REAL_KINDS), "[]"]
@@ -56,7 +55,7 @@ def _sample_format(port: InPort) -> Format:
 @pytest.mark.parametrize("name", REAL_KINDS)
 def test_real_kind_declares_ports_and_options(name: str) -> None:
     cls = _registry.get_kind(name)
-    assert cls.__module__ == f"actors.{name}"
+    assert cls.__module__ == f"mediaengine.actors.{name}"
     assert cls.inputs or cls.outputs, "an actor needs at least one pad"
     assert all(isinstance(p, InPort) for p in cls.inputs.values())
     assert all(isinstance(p, OutPort) for p in cls.outputs.values())
@@ -110,14 +109,14 @@ def extra_actors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         yield tmp_path
     finally:
         for mod in set(sys.modules) - before:
-            if mod.startswith("actors."):
+            if mod.startswith("mediaengine.actors."):
                 del sys.modules[mod]
 
 
 GOOD = '''
 """A fake kind."""
 from dataclasses import dataclass
-from engine._actor import Actor, OutPort
+from mediaengine.sdk.actor import Actor, OutPort
 
 @dataclass(frozen=True)
 class Opts:
@@ -133,9 +132,9 @@ class Zed(Actor[Opts]):
 def test_lazy_import_of_a_module_kind(extra_actors: Path) -> None:
     (extra_actors / "zz_good.py").write_text(GOOD)
     assert "zz_good" in _registry.kind_names()
-    assert "actors.zz_good" not in sys.modules
+    assert "mediaengine.actors.zz_good" not in sys.modules
     cls = _registry.get_kind("zz_good")
-    assert cls.__name__ == "Zed" and "actors.zz_good" in sys.modules
+    assert cls.__name__ == "Zed" and "mediaengine.actors.zz_good" in sys.modules
     assert _registry.describe_kind("zz_good")["options"] == [
         {"name": "rate", "type": "int", "required": False, "default": 5, "live": False,
          "doc": "ticks per second"}]
@@ -146,13 +145,13 @@ def test_module_that_fails_to_import(extra_actors: Path) -> None:
     with pytest.raises(UnknownKindError) as info:
         _registry.get_kind("zz_broken")
     msg = str(info.value)
-    assert "importing actors.zz_broken failed" in msg and "no_such_dependency_xyz" in msg
+    assert "importing mediaengine.actors.zz_broken failed" in msg and "no_such_dependency_xyz" in msg
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
 
 
 def test_module_with_syntax_error(extra_actors: Path) -> None:
     (extra_actors / "zz_syntax.py").write_text("def broken(:\n")
-    with pytest.raises(UnknownKindError, match=r"importing actors\.zz_syntax failed with SyntaxError"):
+    with pytest.raises(UnknownKindError, match=r"importing mediaengine\.actors\.zz_syntax failed with SyntaxError"):
         _registry.get_kind("zz_syntax")
 
 

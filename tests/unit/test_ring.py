@@ -23,9 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-
-from engine._errors import ResourceError
-from engine._ring import (
+from mediaengine.runtime.ring import (
     FrameRing,
     RingReader,
     RingWriter,
@@ -34,6 +32,7 @@ from engine._ring import (
     unlink_segment,
     unlink_segments,
 )
+from mediaengine.sdk.errors import ResourceError
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 720, 1280
@@ -491,7 +490,7 @@ def test_restarted_producer_continues_the_sequence(make_ring: Callable[..., Fram
 
 ATTACHER = textwrap.dedent("""
     import sys
-    from engine._ring import FrameRing, RingReader
+    from mediaengine.runtime.ring import FrameRing, RingReader
     ring = FrameRing.attach(sys.argv[1])
     view = RingReader(ring, 0).view(int(sys.argv[2]), int(sys.argv[3]), (16,), "uint8")
     print("ready", int(view[0]), flush=True)

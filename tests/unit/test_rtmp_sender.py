@@ -14,10 +14,9 @@ from typing import Any
 
 import av
 import pytest
-
-from actors._rtmp_queue import Backlog, Item, RateWindow, StartGate
-from actors._rtmp_socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
-from actors.rtmp_sender import (
+from mediaengine.actors._rtmp_queue import Backlog, Item, RateWindow, StartGate
+from mediaengine.actors._rtmp_socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
+from mediaengine.actors.rtmp_sender import (
     RtmpSender,
     RtmpSenderOptions,
     describe_error,
@@ -25,10 +24,11 @@ from actors.rtmp_sender import (
     reconnect_delay_ms,
     redact_url,
 )
-from engine._actor import Event
-from engine._errors import ConnectError, FieldError, OptionError
-from engine._formats import AAC, H264, Packet
-from engine.sei import OUR_UUID, parse_sei_payloads
+from mediaengine.sdk.actor import Event
+from mediaengine.sdk.errors import ConnectError, FieldError, OptionError
+from mediaengine.sdk.formats import AAC, H264, Packet
+from mediaengine.sdk.sei import OUR_UUID, parse_sei_payloads
+
 from tests.helpers import wait_until
 
 URL = "rtmp://127.0.0.1:1935/live/sk_live_0123456789"

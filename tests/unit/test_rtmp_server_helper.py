@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mediaengine.sdk.errors import ResourceError
 
-from engine._errors import ResourceError
 from tests.helpers import ffprobe_json, open_push, push_synthetic, start_recorder, wait_until
 from tools.rtmp_server import RtmpServer, port_accepts
 

@@ -1,4 +1,4 @@
-"""engine.sei: SEI user_data_unregistered NAL units built, inserted and parsed back byte-exact."""
+"""mediaengine.sdk.sei: SEI user_data_unregistered NAL units built, inserted and parsed back byte-exact."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import av
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from engine.sei import (
+from mediaengine.sdk.sei import (
     OUR_UUID,
     build_sei_nal,
     escape_rbsp,

@@ -20,13 +20,12 @@ import av
 import cv2
 import numpy as np
 import pytest
+from mediaengine.actors import file_source, image_source, test_pattern, tone
+from mediaengine.sdk import stamp
+from mediaengine.sdk.actor import Action, Emit, EndOfStream, Finish
+from mediaengine.sdk.errors import ConnectError, FileError, OptionError
+from mediaengine.sdk.formats import NS, AudioFormat, Frame, VideoFormat
 from numpy.typing import NDArray
-
-from actors import file_source, image_source, test_pattern, tone
-from engine import stamp
-from engine._actor import Action, Emit, EndOfStream, Finish
-from engine._errors import ConnectError, FileError, OptionError
-from engine._formats import NS, AudioFormat, Frame, VideoFormat
 
 WALL_MS = 1_760_000_123_456
 

@@ -1,4 +1,4 @@
-"""engine.stamp: burn and read frame stamps, including through a real libx264 encode/decode."""
+"""mediaengine.sdk.stamp: burn and read frame stamps, including through a real libx264 encode/decode."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import av
 import cv2
 import numpy as np
 import pytest
+from mediaengine.actors import test_pattern
+from mediaengine.sdk import stamp
 from numpy.typing import NDArray
-
-from actors import test_pattern
-from engine import stamp
 
 WALL0 = 1_760_000_000_000  # a plausible wall-clock time in ms
 

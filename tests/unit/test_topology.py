@@ -26,10 +26,8 @@ import jsonschema
 import msgpack
 import pytest
 import yaml
-
-from engine import _graph, _registry
-from engine._actor import Actor, InPort, OutPort
-from engine._errors import (
+from mediaengine.sdk.actor import Actor, InPort, OutPort
+from mediaengine.sdk.errors import (
     CycleError,
     DuplicateIdError,
     EngineError,
@@ -48,9 +46,11 @@ from engine._errors import (
     UnlinkedInputError,
     VariableError,
 )
-from engine._formats import AAC, H264, AudioFormat, Format, VideoFormat
-from engine._schema import topology_schema
-from engine._topology import SupervisorSpec, Topology, load_topology, rebuild_options
+from mediaengine.sdk.formats import AAC, H264, AudioFormat, Format, VideoFormat
+from mediaengine.topology import graph as _graph
+from mediaengine.topology import registry as _registry
+from mediaengine.topology.loader import SupervisorSpec, Topology, load_topology, rebuild_options
+from mediaengine.topology.schema import topology_schema
 
 # ---- fake kinds ----------------------------------------------------------------------------------
 

@@ -25,10 +25,9 @@ from typing import Any
 import msgpack
 import yaml
 import zmq
-
-from engine._client import ControlClient
-from engine._ring import list_segments, unlink_segments
-from engine._rundir import processes_with_env
+from mediaengine.control.client import ControlClient
+from mediaengine.runtime.ring import list_segments, unlink_segments
+from mediaengine.supervision.rundir import processes_with_env
 
 from ._procs import die_with_parent, kill_tree
 

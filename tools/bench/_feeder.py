@@ -101,9 +101,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def feed(spec: PushSpec, url: str, duration_s: float) -> int:
     import numpy as np
-
-    from actors.test_pattern import make_background, render_frame
-    from actors.tone import tone_samples
+    from mediaengine.actors.test_pattern import make_background, render_frame
+    from mediaengine.actors.tone import tone_samples
 
     audio_r, audio_w = os.pipe()
     proc = subprocess.Popen(ffmpeg_command(spec, url, audio_r), stdin=subprocess.PIPE, pass_fds=(audio_r,),

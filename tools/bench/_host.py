@@ -5,22 +5,21 @@ it to the supervisor's fork-server preload list, so the actor processes forked f
 know the kinds too.  `MEDIAENGINE_BENCH_PRELOAD` (comma-separated module names) adds more such
 modules, e.g. a plugin's kinds under trial.  Everything else is the unchanged engine.
 
-Keep the module body to `from engine.cli import main`: multiprocessing re-runs the main module (as
+Keep the module body to `from mediaengine.cli.main import main`: multiprocessing re-runs the main module (as
 `__mp_main__`) in every process the fork server starts, so whatever this body imports is paid at
 every actor (re)start.  With only that import, an actor started through this host pays what one
-started by `python -m engine.cli` pays (which re-runs engine/cli.py); the rest is under the guard.
+started by `python -m mediaengine.cli.main` pays (which re-runs engine/cli.py); the rest is under the guard.
 """
 
 from __future__ import annotations
 
-from engine.cli import main
+from mediaengine.cli.main import main
+from mediaengine.supervision import supervisor as _supervisor
 
 if __name__ == "__main__":
     import importlib
     import os
     import sys
-
-    from engine import _supervisor
 
     from . import _kinds  # noqa: F401  (registers the kinds)
 

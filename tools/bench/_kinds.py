@@ -1,4 +1,4 @@
-"""Benchmark-only actor kinds, registered on import (`engine._registry.register`).
+"""Benchmark-only actor kinds, registered on import (`mediaengine.topology.registry.register`).
 
 They run inside the real engine (supervisor, fork server, runtime, rings) when it is started through
 `python -m tools.bench._host`, which also adds this module to the fork server's preload list so the
@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from actors.overlay import Overlay
-from engine._actor import Action, Actions, Actor, Emit, Event, InPort, OutPort
-from engine._formats import NS, Format, Frame, Packet, VideoFormat
-from engine._registry import register
+from mediaengine.actors.overlay import Overlay
+from mediaengine.sdk.actor import Action, Actions, Actor, Emit, Event, InPort, OutPort
+from mediaengine.sdk.formats import NS, Format, Frame, Packet, VideoFormat
+from mediaengine.topology.registry import register
 
 from ._common import percentile
 

@@ -2,7 +2,7 @@
 
     python -m tools.bench._puller URL --out FILE [--duration S]
 
-It uses the project's player (`engine.player.StreamPuller`: PyAV, low-delay decoder, slice threads,
+It uses the project's player (`mediaengine.sdk.pull.StreamPuller`: PyAV, low-delay decoder, slice threads,
 stamp read from the luma plane) when it is there, else (or with `--own`) a PyAV loop of its own
 (`fflags=nobuffer`, `flags=low_delay`, one decoder thread).  Per decoded frame it records the
 burned-in counter, the source's wall-clock ms, and the wall-clock ms and CLOCK_MONOTONIC time at
@@ -44,14 +44,14 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _pull_with_player(url: str, doc: dict[str, Any], deadline: float, open_timeout_s: float) -> bool:
-    """Pull with `engine.player.StreamPuller` (the project's player); False if it is not available."""
+    """Pull with `mediaengine.sdk.pull.StreamPuller` (the project's player); False if it is not available."""
     try:
-        from engine.player import Ended, StreamPuller, VideoFrameInfo
+        from mediaengine.sdk.pull import Ended, StreamPuller, VideoFrameInfo
     except ImportError:
         return False
     import queue
 
-    doc["puller"] = "engine.player.StreamPuller"
+    doc["puller"] = "mediaengine.sdk.pull.StreamPuller"
     records: list[list[float]] = doc["frames"]
     puller = StreamPuller(url, timeout_s=open_timeout_s)
     puller.start()
@@ -81,8 +81,7 @@ def _pull_with_pyav(url: str, doc: dict[str, Any], deadline: float, open_timeout
     """Fallback: a PyAV loop (fflags=nobuffer, flags=low_delay, one decoder thread)."""
     import av
     import numpy as np
-
-    from engine.stamp import read
+    from mediaengine.sdk.stamp import read
 
     doc["puller"] = "PyAV loop (tools.bench._puller)"
     records: list[list[float]] = doc["frames"]
@@ -180,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--duration", type=float, default=600.0)
     p.add_argument("--open-timeout", type=float, default=10.0)
-    p.add_argument("--own", action="store_true", help="use the PyAV loop here, not engine.player")
+    p.add_argument("--own", action="store_true", help="use the PyAV loop here, not mediaengine.sdk.pull")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -52,7 +52,7 @@ def set_sender_url(topo: dict[str, Any], url: str) -> dict[str, Any]:
 
 def _sender_pads() -> tuple[str, str]:
     """The sender's video and audio input pads, read from its class (so renames do not break us)."""
-    from engine._registry import get_kind
+    from mediaengine.topology.registry import get_kind
 
     cls = get_kind(SENDER)
     video = audio = ""
@@ -100,10 +100,10 @@ def bench_push_topology(url: str, *, with_filter: bool) -> dict[str, Any]:
 
 def push_spec(topo: dict[str, Any]) -> PushSpec:
     """The ffmpeg comparison's settings: the same picture, tone and encoder options as `topo`."""
-    from actors.audio_encoder import AudioEncoderOptions
-    from actors.test_pattern import TestPatternOptions
-    from actors.tone import ToneOptions
-    from actors.video_encoder import VideoEncoderOptions
+    from mediaengine.actors.audio_encoder import AudioEncoderOptions
+    from mediaengine.actors.test_pattern import TestPatternOptions
+    from mediaengine.actors.tone import ToneOptions
+    from mediaengine.actors.video_encoder import VideoEncoderOptions
 
     tp = TestPatternOptions(**_options(topo, "test_pattern"))
     tn = ToneOptions(**_options(topo, "tone"))
@@ -121,8 +121,8 @@ def push_spec(topo: dict[str, Any]) -> PushSpec:
 
 def _sender_default(option: str, fallback: float) -> float:
     """A default of the rtmp_sender's options (fallback when the kind is not there)."""
-    from engine._errors import EngineError
-    from engine._registry import get_kind
+    from mediaengine.sdk.errors import EngineError
+    from mediaengine.topology.registry import get_kind
 
     try:
         fields = {f.name: f for f in dataclasses.fields(get_kind(SENDER).Options)}

@@ -1,10 +1,10 @@
 """Benchmark `latency`: glass to glass through nginx-rtmp, the engine's 4-actor chain vs the ffmpeg CLI.
 
-The source burns a machine stamp (`engine.stamp`: frame counter + wall-clock ms at render time) into
+The source burns a machine stamp (`mediaengine.sdk.stamp`: frame counter + wall-clock ms at render time) into
 every picture.  Engine: `src (test_pattern 720p30) -> filt (overlay) -> venc -> push (rtmp_sender)`
 plus `tone -> aenc -> push`.  ffmpeg: the same frames and tone rendered by `_feeder.py` into the
 ffmpeg CLI with the same encoder settings.  Two pullers watch each stream at once, the project's
-player (`engine.player.StreamPuller`) and a bare PyAV loop (`fflags=nobuffer`, `flags=low_delay`,
+player (`mediaengine.sdk.pull.StreamPuller`) and a bare PyAV loop (`fflags=nobuffer`, `flags=low_delay`,
 one decoder thread); each computes, per decoded frame, receive wall-clock ms - stamp ms.  The first
 seconds (connection, first GOP) are not measured.
 """
@@ -39,7 +39,7 @@ def summarise(lat: list[float], expected: int) -> dict[str, float]:
             "max_s": max(lat, default=float("nan")), "frames": len(lat), "expected": expected}
 
 
-PULLERS = {"player": "engine.player.StreamPuller", "own": "PyAV loop, fflags=nobuffer, 1 decoder thread"}
+PULLERS = {"player": "mediaengine.sdk.pull.StreamPuller", "own": "PyAV loop, fflags=nobuffer, 1 decoder thread"}
 
 
 def measure(server: RtmpServer, stream: str, settings: Settings, warm_s: float, window_s: float,

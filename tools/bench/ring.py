@@ -2,7 +2,7 @@
 
 1. **ring**: what the runtime does (`engine/_runtime.py` `_emit` / `_deliver`): the producer copies the
    frame once into a slot of a `FrameRing` (`RingWriter.write`, consumer policy `block`, depth 4) and
-   sends a msgpack descriptor (`engine._wire.frame_desc`) over a ZeroMQ ipc PUSH/PULL pair; the
+   sends a msgpack descriptor (`mediaengine.runtime.wire.frame_desc`) over a ZeroMQ ipc PUSH/PULL pair; the
    consumer decodes it, maps the slot (`RingReader.view`, zero copy) and releases it.
 2. **zmq**: the pixels themselves as a ZeroMQ ipc message (`copy=False`), high-water marks of 2 on
    both ends (4 frames in flight, like the ring's depth).
@@ -142,9 +142,8 @@ def _ring_producer(plan: Plan, ready: Any, in_place: bool) -> None:
     die_with_parent(signal.SIGKILL)
     import msgpack
     import zmq
-
-    from engine._ring import FrameRing, RingWriter
-    from engine._wire import eos_desc, frame_desc
+    from mediaengine.runtime.ring import FrameRing, RingWriter
+    from mediaengine.runtime.wire import eos_desc, frame_desc
 
     ring = FrameRing.attach(plan.ring_name)
     writer = RingWriter(ring, ["block"], block_timeout_s=5.0)
@@ -180,9 +179,8 @@ def _ring_producer(plan: Plan, ready: Any, in_place: bool) -> None:
 def _ring_consumer(plan: Plan, ready: Any, conn: Connection) -> None:
     die_with_parent(signal.SIGKILL)
     import zmq
-
-    from engine._ring import FrameRing, RingReader
-    from engine._wire import decode_desc
+    from mediaengine.runtime.ring import FrameRing, RingReader
+    from mediaengine.runtime.wire import decode_desc
 
     ring = FrameRing.attach(plan.ring_name)
     reader = RingReader(ring, 0)
@@ -317,7 +315,7 @@ def _reap(procs: list[Any]) -> None:
 
 def run_pair(transport: str, plan: Plan, timeout_s: float) -> list[dict[str, Any]]:
     """Run one producer/consumer pair for `plan`; the consumer's per-repetition figures."""
-    from engine._ring import FrameRing
+    from mediaengine.runtime.ring import FrameRing
 
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
@@ -360,7 +358,7 @@ def run_pair(transport: str, plan: Plan, timeout_s: float) -> list[dict[str, Any
 
 def copy_cost(shape: tuple[int, int, int], n: int) -> float:
     """Median seconds of one numpy copy of a frame into a shared-memory slot (the ring's one write)."""
-    from engine._ring import FrameRing
+    from mediaengine.runtime.ring import FrameRing
 
     ring = FrameRing.create(f"/me-bench{os.getpid()}-copy", slot_bytes=int(np.prod(shape)), consumers=1)
     try:
@@ -389,8 +387,8 @@ LABELS = {
 
 def remove_stale_segments() -> list[str]:
     """Unlink ring segments an earlier, killed benchmark left ("/me-bench<pid>-...", pid gone)."""
-    from engine._ring import list_segments, unlink_segment
-    from engine._rundir import pid_alive
+    from mediaengine.runtime.ring import list_segments, unlink_segment
+    from mediaengine.supervision.rundir import pid_alive
 
     removed = []
     for name in list_segments():

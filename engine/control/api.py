@@ -1,6 +1,6 @@
 """Drive engines from Python: start a topology, watch its events, change it live, stop it.
 
-    from engine.api import Engine
+    from mediaengine import Engine
 
     with Engine.start("topologies/demo.yaml", overrides={"rec.path": "/tmp/demo.mp4"}) as eng:
         eng.wait_running()
@@ -15,9 +15,9 @@
         async for topic, ev in eng.events():
             ...
 
-An engine is a `python -m engine.cli run` subprocess (for a dict, a temporary YAML file), found through
+An engine is a `python -m mediaengine.cli run` subprocess (for a dict, a temporary YAML file), found through
 its runtime directory once it has bound its sockets; `attach()` talks to one that is already running.
-Every call is a control request (docs/protocol.md); failures raise the `engine._errors` class that
+Every call is a control request (docs/protocol.md); failures raise the `mediaengine.sdk.errors` class that
 carries the protocol's numeric code (docs/errors.md): e.g. `set` of an unknown option raises
 `OptionError` (1108), a command to an unknown node `UnknownTargetError` (1404).  An engine that exits
 during `start`/`wait_running` raises the error it printed, with its code.
@@ -57,12 +57,12 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from . import _protocol as proto
-from ._client import ControlClient, result_of
-from ._curve import client_keys, connectable
-from ._errors import EngineError, FieldError, ResourceError, TimeoutError_, error_from_wire
-from ._monitor import Replay, Subscriber, decode_pub, topic_matches
-from ._rundir import base_dir, engine_alive, read_info
+from ..sdk.errors import EngineError, FieldError, ResourceError, TimeoutError_, error_from_wire
+from ..supervision.curve import client_keys, connectable
+from ..supervision.rundir import base_dir, engine_alive, read_info
+from . import protocol as proto
+from .client import ControlClient, result_of
+from .events import Replay, Subscriber, decode_pub, topic_matches
 
 __all__ = ["FAULTS", "AsyncEngine", "AsyncSubscription", "Engine", "Subscription", "fault_args"]
 
@@ -126,7 +126,7 @@ def _topology_file(topology: str | os.PathLike[str] | Mapping[str, Any], workdir
 
 def _run_argv(path: Path, *, duration: float | None, allow_faults: bool,
               overrides: Mapping[str, Any] | Sequence[str], args: Sequence[str]) -> list[str]:
-    argv = [sys.executable, "-m", "engine.cli", "run", str(path)]
+    argv = [sys.executable, "-m", "mediaengine.cli", "run", str(path)]
     if duration is not None:
         argv += ["--duration", repr(float(duration))]
     if allow_faults:

@@ -15,7 +15,8 @@ from typing import Any
 
 import msgpack
 
-from ._formats import Packet
+from ..sdk.errors import FormatError
+from ..sdk.formats import Packet
 
 
 def frame_desc(pad: str, slot: int, seq: int, pts_ns: int, meta: dict[str, Any]) -> bytes:
@@ -50,13 +51,27 @@ def packet_to_wire(p: Packet) -> dict[str, Any]:
 
 
 def packet_from_wire(d: dict[str, Any]) -> Packet:
-    num, den = d["tb"]
-    return Packet(
-        data=bytes(d["d"]),
-        pts=int(d["pts"]),
-        dts=int(d["dts"]),
-        time_base=Fraction(int(num), int(den)),
-        keyframe=bool(d["key"]),
-        params=d.get("par"),
-        meta=dict(d.get("m") or {}),
-    )
+    """Inverse of `packet_to_wire`, checking every field's type: a malformed dict raises FormatError,
+    never a bare TypeError in the consumer."""
+    try:
+        data, params, meta = d["d"], d.get("par"), d.get("m")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data is {type(data).__name__}, not bytes")
+        if params is not None and not isinstance(params, dict):
+            raise TypeError("params must be a map")
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError("meta must be a map")
+        ints = (d["pts"], d["dts"], *d["tb"])
+        if len(ints) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+            raise TypeError("pts, dts and tb [num, den] must be integers")
+        return Packet(
+            data=bytes(data),
+            pts=int(d["pts"]),
+            dts=int(d["dts"]),
+            time_base=Fraction(int(ints[2]), int(ints[3])),
+            keyframe=bool(d["key"]),
+            params=params,
+            meta=dict(meta or {}),
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise FormatError(f"malformed packet on the wire: {e}") from e

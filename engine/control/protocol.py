@@ -2,7 +2,7 @@
 
 Every message is a msgpack map ``{"v": 1, "type": <str>, ...}``.  Requests carry an integer ``id``
 that the reply echoes.  Replies are ``{"type": "ok", "id", "result"}`` or
-``{"type": "error", "id", "code", "name", "message"}`` with a code from `engine._errors`.
+``{"type": "error", "id", "code", "name", "message"}`` with a code from `mediaengine.sdk.errors`.
 
 Unknown fields are ignored; unknown types, wrong field types, oversized or malformed messages raise a
 `ProtocolError` subclass from `decode`, which the receiver turns into an error reply (it never
@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from ._errors import EngineError, FieldError, MalformedMessageError, UnknownTypeError
+from ..sdk.errors import EngineError, FieldError, MalformedMessageError, UnknownTypeError
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20  # control messages are small; media never travels here

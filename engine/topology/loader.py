@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from ._actor import POLICIES, InPort, coerce, option_fields, resolved_hints, type_name
-from ._errors import (
+from ..sdk.actor import POLICIES, InPort, coerce, option_fields, resolved_hints, type_name
+from ..sdk.errors import (
     CycleError,
     DuplicateIdError,
     EngineError,
@@ -52,9 +52,9 @@ from ._errors import (
     UnknownPadError,
     UnlinkedInputError,
 )
-from ._formats import Format
-from ._registry import ActorClass, did_you_mean, get_kind
-from ._topofile import join_path, parse_cli_value, read_source, redact, substitute
+from ..sdk.formats import Format
+from .registry import ActorClass, did_you_mean, get_kind
+from .topofile import join_path, parse_cli_value, read_source, redact, substitute
 
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")

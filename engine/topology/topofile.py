@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ._errors import FileError, TopologySyntaxError, VariableError
+from ..sdk.errors import FileError, TopologySyntaxError, VariableError
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -39,7 +39,7 @@ from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ._errors import ResourceError
+from ..sdk.errors import ResourceError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")

@@ -3,7 +3,7 @@
     mediaengine play URL [--duration S] [--json] [--snapshot out.png] [--timeout S] [--stall-ms MS]
                          [--sei-gap-frames N] [--input-option KEY=VALUE ...]
 
-With `--json`, one JSON object per line: every event of `engine.player` (`connected`, `sei`,
+With `--json`, one JSON object per line: every event of `mediaengine.sdk.pull` (`connected`, `sei`,
 `stall_start`, `stall`, `snapshot`, `ended`, `summary`) and a `stats` object once a second.  Without
 it, a human line per second and per event, then a summary.  Exit status 0 when it played the
 duration or the stream ended; 1 with a one-line error (the stream key redacted) when it could not
@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from ._errors import EngineError
+from ..sdk.errors import EngineError
 
 __all__ = ["add_play_parser", "cmd_play", "format_event"]
 
@@ -97,7 +97,7 @@ def _positive(kind: type[float] | type[int]) -> Any:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from .player import Player
+    from ..sdk.pull import Player
 
     player = Player(args.url, snapshot=Path(args.snapshot) if args.snapshot else None,
                     on_event=_printer(args.json, sys.stdout), timeout_s=args.timeout,

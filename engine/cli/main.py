@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import EngineError, TopologyError
-from ._topofile import parse_cli_value
+from ..sdk.errors import EngineError, TopologyError
+from ..topology.topofile import parse_cli_value
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -38,8 +38,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ._supervisor import Supervisor
-    from ._topology import load_topology
+    from ..supervision.supervisor import Supervisor
+    from ..topology.loader import load_topology
 
     topo = load_topology(args.file, overrides=args.set or ())
     sup = Supervisor(topo, duration_s=args.duration, allow_faults=args.allow_faults,
@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ._topology import load_topology
+    from ..topology.loader import load_topology
 
     topo = load_topology(args.file, overrides=args.set or ())
     edges = len(topo.edges)
@@ -59,8 +59,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from ._graph import render
-    from ._topology import load_topology
+    from ..topology.graph import render
+    from ..topology.loader import load_topology
 
     topo = load_topology(args.file, overrides=args.set or ())
     out = Path(args.output)
@@ -70,8 +70,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from ._client import ControlClient
-    from ._rundir import running_engines
+    from ..control.client import ControlClient
+    from ..supervision.rundir import running_engines
 
     engines = []
     for info in running_engines():
@@ -104,7 +104,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_kinds(args: argparse.Namespace) -> int:
-    from ._registry import describe_kind, kind_names
+    from ..topology.registry import describe_kind, kind_names
 
     kinds = {name: describe_kind(name) for name in kind_names()}
     if args.json:
@@ -124,7 +124,7 @@ def cmd_kinds(args: argparse.Namespace) -> int:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    from ._client import ControlClient, find_engine
+    from ..control.client import ControlClient, find_engine
 
     info = find_engine(args.engine)
     kv: dict[str, Any] = {}
@@ -149,7 +149,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from ._monitor import run_monitor
+    from .monitor import run_monitor
 
     return run_monitor(endpoint=args.endpoint, engine_id=args.engine, events=args.events,
                        curve_keys=args.curve_keys, as_json=args.json, once=args.once, interval_s=args.interval,
@@ -157,8 +157,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    from ._client import ControlClient, find_engine
-    from .api import fault_args
+    from ..control.api import fault_args
+    from ..control.client import ControlClient, find_engine
 
     fargs = fault_args(args.fault, args.value)
     info = find_engine(args.engine)
@@ -169,7 +169,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from ._curve import generate_keys
+    from ..supervision.curve import generate_keys
 
     paths = generate_keys(args.output, force=args.force)
     for what, path in paths.items():
@@ -180,7 +180,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from ._schema import topology_schema
+    from ..topology.schema import topology_schema
 
     text = json.dumps(topology_schema(), indent=1)
     if args.output:
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("-o", "--output", default=None)
     sc.set_defaults(func=cmd_schema)
 
-    from ._play_cli import add_play_parser  # `play URL`: pull a stream and report on it (engine/player.py)
+    from .play import add_play_parser  # `play URL`: pull a stream and report on it (engine/player.py)
 
     add_play_parser(sub)
     return p

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy.typing as npt
 
-from ._errors import OptionError
+from .errors import OptionError
 
 MediaKind = Literal["video", "audio", "encoded"]
 

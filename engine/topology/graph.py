@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ._errors import ResourceError
-from ._topology import NodeSpec, Topology
+from ..sdk.errors import ResourceError
+from .loader import NodeSpec, Topology
 
 #: suffix -> `dot -T` format; `.dot` / `.gv` are written directly
 RENDERED = {".svg": "svg", ".png": "png", ".pdf": "pdf"}

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._errors import ResourceError
+from ..sdk.errors import ResourceError
 
 __all__ = [
     "FORMAT_INFO_MAX",

@@ -33,8 +33,8 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy.typing as npt
 
-from ._errors import UnknownCommandError
-from ._formats import Format, Frame, MediaKind, Packet
+from .errors import UnknownCommandError
+from .formats import Format, Frame, MediaKind, Packet
 
 Policy = Literal["block", "drop_oldest", "drop_newest"]
 POLICIES: tuple[str, ...] = ("block", "drop_oldest", "drop_newest")

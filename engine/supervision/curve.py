@@ -35,7 +35,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from ._errors import FileError, NotAllowedError
+from ..sdk.errors import FileError, NotAllowedError
 
 SERVER = "server"
 CLIENT = "client"

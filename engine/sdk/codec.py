@@ -14,8 +14,7 @@ with `add_stream` when the header is written (an H.264 encoder would then replac
 own), and `add_mux_stream` streams cannot take extradata; a stream made from a template is neither
 opened nor left without a context, so that is the route taken here.
 
-`packet_to_wire` / `packet_from_wire` give the form a packet takes inside a msgpack message (the
-runtime's own, from `engine._wire`; `packet_from_wire` here also checks the types).
+The form a packet takes inside a msgpack descriptor is the runtime's (`mediaengine.runtime.wire`).
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ import av
 import av.container
 import av.stream
 
-from . import _wire
-from ._errors import FormatError
-from ._formats import Packet
+from .errors import FormatError
+from .formats import Packet
 
 VIDEO_CODECS = ("h264",)
 AUDIO_CODECS = ("aac",)
@@ -166,27 +164,3 @@ def packet_from_av(pkt: av.Packet[Any], *, params: dict[str, Any] | None = None,
     dts = pkt.dts if pkt.dts is not None else pkt.pts
     return Packet(bytes(pkt), pkt.pts, dts, Fraction(pkt.time_base), pkt.is_keyframe, params,
                   dict(meta or {}))
-
-
-def packet_to_wire(p: Packet) -> dict[str, Any]:
-    """The msgpack-able form of a packet inside a data descriptor (the runtime's, `engine._wire`):
-    bytes stay bytes, the time base becomes [num, den]."""
-    return _wire.packet_to_wire(p)
-
-
-def packet_from_wire(d: dict[str, Any]) -> Packet:
-    """Inverse of `packet_to_wire`, checking types; raises FormatError on a malformed dict."""
-    try:
-        data, params, meta = d["d"], d.get("par"), d.get("m")
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data is {type(data).__name__}, not bytes")
-        if params is not None and not isinstance(params, dict):
-            raise TypeError("params must be a map")
-        if meta is not None and not isinstance(meta, dict):
-            raise TypeError("meta must be a map")
-        ints = (d["pts"], d["dts"], *d["tb"])
-        if len(ints) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
-            raise TypeError("pts, dts and tb [num, den] must be integers")
-        return _wire.packet_from_wire(d)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-        raise FormatError(f"malformed packet on the wire: {e}") from e

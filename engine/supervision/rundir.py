@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._ring import unlink_segments
+from ..runtime.ring import unlink_segments
 
 
 def base_dir() -> Path:

@@ -15,11 +15,11 @@ Every event has `t`: seconds since `run()` started.  Definitions:
 - a *stall* is a gap of more than `stall_s` (0.5 s) between two decoded video frames; it lasts the
   whole gap.  `stall_start` is published when the gap passes the threshold, `stall` when the next
   frame arrives (or the run ends) with the full duration;
-- *latency* (glass to glass) is `wall clock at decode - wall_ms` of the `engine.stamp` burned into the
+- *latency* (glass to glass) is `wall clock at decode - wall_ms` of the `mediaengine.sdk.stamp` burned into the
   picture, when the picture carries one (read from the luma plane: no RGB conversion per frame);
   `missing` counts gaps in the stamp's frame counter;
 - *SEI*: every user-data-unregistered SEI message (parsed from the demuxed packets with
-  `engine.sei`, AVCC or Annex B, independent of decoder side-data support) becomes one event, however
+  `mediaengine.sdk.sei`, AVCC or Annex B, independent of decoder side-data support) becomes one event, however
   many access units repeat it: repeats of the same uuid+payload at most `sei_gap_frames` apart are
   one message, with its first and last frame (video access-unit indices since connect); after a longer
   gap the same payload is a new message.  The event is published when the message ends (more than
@@ -67,7 +67,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import stamp
-from ._errors import ConnectError, EngineError, FileError, FormatError
+from .errors import ConnectError, EngineError, FileError, FormatError
 from .sei import parse_sei_payloads
 
 __all__ = [

@@ -17,10 +17,10 @@ from typing import Any
 
 import zmq
 
-from . import _protocol as proto
-from ._curve import configure_client
-from ._errors import EngineError, ResourceError, TimeoutError_, error_from_wire
-from ._rundir import running_engines
+from ..sdk.errors import EngineError, ResourceError, TimeoutError_, error_from_wire
+from ..supervision.curve import configure_client
+from ..supervision.rundir import running_engines
+from . import protocol as proto
 
 
 def result_of(reply: dict[str, Any]) -> Any:
@@ -40,7 +40,7 @@ class ControlClient:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        # an engine exposed with CURVE answers only clients with an authorized key (see engine._curve)
+        # an engine exposed with CURVE answers only clients with an authorized key (see mediaengine.supervision.curve)
         try:
             configure_client(self.sock, curve_keys)
         except EngineError:

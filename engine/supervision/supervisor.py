@@ -27,9 +27,9 @@ from typing import Any
 import msgpack
 import zmq
 
-from . import _protocol as proto
-from ._curve import CurveServer, check_exposure
-from ._errors import (
+from ..control import protocol as proto
+from ..runtime.ring import FrameRing, segment_name
+from ..sdk.errors import (
     EngineError,
     FieldError,
     IntensityExceededError,
@@ -39,19 +39,19 @@ from ._errors import (
     TimeoutError_,
     UnknownTargetError,
 )
-from ._formats import format_to_wire
-from ._policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
-from ._prometheus import MetricsServer
-from ._ring import FrameRing, segment_name
-from ._rundir import RunDir, process_start_time, reap_stale
-from ._topology import NodeSpec, Topology
+from ..sdk.formats import format_to_wire
+from ..topology.loader import NodeSpec, Topology
+from .curve import CurveServer, check_exposure
+from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
+from .prometheus import MetricsServer
+from .rundir import RunDir, process_start_time, reap_stale
 
 log = logging.getLogger("mediaengine")
 
 NS = 1_000_000_000
 STARTUP_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 5.0
-PRELOAD = ["engine._preload"]
+PRELOAD = ["mediaengine.runtime.preload"]
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
 
 
@@ -250,7 +250,7 @@ class Supervisor:
         return self.mp_ctx
 
     def _start(self, st: NodeState) -> None:
-        from ._runtime import actor_main
+        from ..runtime.actor_runtime import actor_main
 
         proc = self._mp().Process(target=actor_main, args=(self._spec(st),), name=f"me-{st.spec.id}",
                                   daemon=False)

@@ -28,13 +28,13 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from ._actor import Actor, InPort, OutPort, option_fields, resolved_hints, type_name
-from ._errors import UnknownKindError
+from ..sdk.actor import Actor, InPort, OutPort, option_fields, resolved_hints, type_name
+from ..sdk.errors import UnknownKindError
 
 ActorClass = type[Actor[Any]]
 
 #: the package that holds one module per kind
-PACKAGE = "actors"
+PACKAGE = "mediaengine.actors"
 #: what a kind name looks like (a Python module name)
 KIND_NAME = re.compile(r"[a-z][a-z0-9_]*")
 

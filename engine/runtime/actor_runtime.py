@@ -33,10 +33,9 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from . import _protocol as proto
-from ._actor import Actor, Emit, EndOfStream, Event, Finish, coerce, resolved_hints
-from ._curve import apply_client_keys
-from ._errors import (
+from ..control import protocol as proto
+from ..sdk.actor import Actor, Emit, EndOfStream, Event, Finish, coerce, resolved_hints
+from ..sdk.errors import (
     ActorFailedError,
     EngineError,
     FieldError,
@@ -44,13 +43,14 @@ from ._errors import (
     OptionError,
     UnknownCommandError,
 )
-from ._formats import Format, Frame, Packet, format_from_wire
-from ._metrics import ActorMetrics
-from ._registry import get_kind
-from ._ring import FrameRing, Reservation, RingReader, RingWriter
-from ._rundir import pid_alive
-from ._topology import rebuild_options
-from ._wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wire
+from ..sdk.formats import Format, Frame, Packet, format_from_wire
+from ..supervision.curve import apply_client_keys
+from ..supervision.rundir import pid_alive
+from ..topology.loader import rebuild_options
+from ..topology.registry import get_kind
+from .metrics import ActorMetrics
+from .ring import FrameRing, Reservation, RingReader, RingWriter
+from .wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wire
 
 PR_SET_PDEATHSIG = 1
 MAX_DRAIN = 512  # descriptors taken from the data socket per loop turn

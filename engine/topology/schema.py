@@ -19,10 +19,9 @@ import types
 import typing
 from typing import Any, Literal
 
-from ._actor import POLICIES
-from ._errors import UnknownKindError
-from ._registry import get_kind, kind_names, kind_summary, option_table
-from ._topology import (
+from ..sdk.actor import POLICIES
+from ..sdk.errors import UnknownKindError
+from .loader import (
     ID_PATTERN,
     RESTARTS,
     STRATEGIES,
@@ -31,6 +30,7 @@ from ._topology import (
     is_template,
     template_regex,
 )
+from .registry import get_kind, kind_names, kind_summary, option_table
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _VAR_STRING = {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^{}]*)?\}$"}
@@ -38,7 +38,7 @@ _ID = {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"}
 
 
 def json_type(hint: Any) -> dict[str, Any]:
-    """The JSON Schema for values of Python type `hint` as `engine._actor.coerce` accepts them."""
+    """The JSON Schema for values of Python type `hint` as `mediaengine.sdk.actor.coerce` accepts them."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:

@@ -7,7 +7,7 @@
         eng.subscribe(lambda topic, ev: print(ev["node"], ev["name"]))  # `started` of every node included
         eng.set("venc", bitrate_kbps=1500)
         eng.command("venc", "keyframe")
-        print(eng.stats()["nodes"])
+        print(eng.ps()["nodes"])
     # leaving the block stops the engine in order (sources first, then drain)
 
     async with await AsyncEngine.start(topology_dict) as eng:      # the same, with asyncio
@@ -402,14 +402,15 @@ class Engine:
             if self.proc is not None and self.proc.poll() is not None:
                 raise self._exited_error()
             with contextlib.suppress(TimeoutError_):
-                status = self.stats()
+                status = self.ps()
                 if status.get("nodes") and not _not_running(status):
                     return status
             time.sleep(0.05)
         raise TimeoutError_(f"not every node runs after {timeout:g}s: {', '.join(_not_running(status)) or '?'}")
 
-    def stats(self) -> dict[str, Any]:
-        """`ps`: every node's state, pid, restarts, fps and metrics."""
+    def ps(self) -> dict[str, Any]:
+        """`ps` (as `mediaengine ps`): every node's state, pid, restarts, fps and metrics.  A node's own
+        figures, the actor command `stats`, are `command(node, "stats")`."""
         return dict(self.request("ps"))
 
     def snapshot(self) -> dict[str, Any]:
@@ -686,13 +687,13 @@ class AsyncEngine:
             if not self.alive():
                 raise error_from_log(self.log, self.returncode)
             with contextlib.suppress(TimeoutError_):
-                status = await self.stats()
+                status = await self.ps()
                 if status.get("nodes") and not _not_running(status):
                     return status
             await asyncio.sleep(0.05)
         raise TimeoutError_(f"not every node runs after {timeout:g}s: {', '.join(_not_running(status)) or '?'}")
 
-    async def stats(self) -> dict[str, Any]:
+    async def ps(self) -> dict[str, Any]:
         return dict(await self.request("ps"))
 
     async def snapshot(self) -> dict[str, Any]:

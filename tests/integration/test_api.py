@@ -115,7 +115,7 @@ def test_sync_api_start_events_set_errors_pause_stop(runtime_dir: Path, tmp_path
         assert eng.set("venc", bitrate_kbps=1500) == {"bitrate_kbps": 1500}
         wait_for(lambda: named("bitrate_changed", "venc"), 10, "bitrate_changed through the subscription")
         assert named("bitrate_changed", "venc")[0]["data"]["bitrate_kbps"] == 1500
-        wait_for(lambda: eng.stats()["nodes"][3]["metrics"]["actor"]["bitrate_kbps"] == 1500, 5, "the new bitrate")
+        wait_for(lambda: eng.ps()["nodes"][3]["metrics"]["actor"]["bitrate_kbps"] == 1500, 5, "the new bitrate")
 
         # errors: the documented class and code, a message naming the option and the allowed range
         with pytest.raises(OptionError) as e1:
@@ -152,7 +152,7 @@ def test_sync_api_start_events_set_errors_pause_stop(runtime_dir: Path, tmp_path
 
         # pause the video source: video freezes (the encoder repeats the last picture), audio goes on
         def venc_actor() -> dict[str, Any]:
-            return dict(next(n for n in eng.stats()["nodes"] if n["id"] == "venc")["metrics"]["actor"])
+            return dict(next(n for n in eng.ps()["nodes"] if n["id"] == "venc")["metrics"]["actor"])
 
         repeated_before = venc_actor()["repeated_frames"]
         assert eng.command("src", "pause") == {"paused": True}
@@ -160,13 +160,13 @@ def test_sync_api_start_events_set_errors_pause_stop(runtime_dir: Path, tmp_path
         wait_for(lambda: named("paused", "src"), 5, "the paused event")
         wait_for(lambda: time.monotonic() - t_paused > 2.0 and venc_actor()["repeated_frames"] - repeated_before > 30,
                  10, "the encoder repeating the last picture")
-        nodes = {n["id"]: n for n in eng.stats()["nodes"]}
+        nodes = {n["id"]: n for n in eng.ps()["nodes"]}
         assert nodes["src"]["metrics"]["paused"] is True and nodes["src"]["fps_out"] == 0
         assert nodes["filt"]["fps_in"] == 0
         assert nodes["aenc"]["fps_out"] > 40 and nodes["rec"]["metrics"]["fps_in"]["audio"] > 40
         assert nodes["venc"]["fps_out"] > 20  # the stream keeps its frame rate
         assert eng.command("src", "resume") == {"paused": False}
-        wait_for(lambda: next(n for n in eng.stats()["nodes"] if n["id"] == "filt")["fps_in"] > 20, 5,
+        wait_for(lambda: next(n for n in eng.ps()["nodes"] if n["id"] == "filt")["fps_in"] > 20, 5,
                  "frames flowing again after resume")
         time.sleep(1.0)  # some moving video after the freeze, in the recording
 

@@ -166,7 +166,7 @@ def test_with_keys_only_authorized_clients_get_answers(engine_runner: Callable[.
     assert refused.returncode == 1 and "needs --curve-keys" in refused.stderr, refused.stderr
     with ApiEngine.attach(control=control, curve_keys=keys) as api:
         assert api.events == events
-        assert api.stats()["engine_id"] == status["engine_id"]
+        assert api.ps()["engine_id"] == status["engine_id"]
 
     with ControlClient(control, curve_keys=keys) as c:
         c.request("stop")

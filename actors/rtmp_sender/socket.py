@@ -1,6 +1,6 @@
 """The socket under FFmpeg's RTMP client: found through /proc, its unsent and acknowledged bytes read
 with ioctls, shut down to break a blocked write, and a Python probe of the server before FFmpeg
-connects (private helper of actors/rtmp_sender.py).
+connects (part of the rtmp_sender kind).
 """
 
 from __future__ import annotations

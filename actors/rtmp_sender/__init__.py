@@ -19,6 +19,8 @@ window), `socket` (the socket under FFmpeg and the probe).
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,10 +32,18 @@ from mediaengine.sdk.formats import Format, Frame, Packet
 from mediaengine.sdk.sei import build_sei_nal, insert_sei
 
 from .connection import Connector, FlvConnection, Prober
-from .options import RtmpSenderOptions, check_options, describe_error, reconnect_delay_ms, redact_url
+from .options import (
+    RtmpSenderOptions,
+    check_options,
+    describe_error,
+    reconnect_delay_ms,
+    redact_url,
+    server_address,
+)
 from .publisher import Clock, Link
 from .queue import Item, Kind, to_ns
 from .socket import probe_rtmp
+from .tls import client_context, ffmpeg_options
 
 __all__ = ["RtmpSender", "RtmpSenderOptions", "describe_error", "message_args", "reconnect_delay_ms",
            "redact_url"]
@@ -41,6 +51,8 @@ __all__ = ["RtmpSender", "RtmpSenderOptions", "describe_error", "message_args", 
 TICK_NS = 50_000_000  # how often on_tick drains the threads' events
 MAX_MESSAGE_BYTES = 16 * 1024  # longest send_message text (UTF-8)
 MAX_REPEAT = 10_000
+
+log = logging.getLogger("mediaengine.actors.rtmp_sender")
 
 
 @dataclass
@@ -107,8 +119,20 @@ class RtmpSender(Actor[RtmpSenderOptions]):
 
     def setup(self) -> None:
         check_options(self.options, self.input_formats)
-        prober = type(self).prober if self.options.probe else None
-        self.link = Link(self.options, self.kinds, connector=type(self).connector, prober=prober, clock=self.clock)
+        o = self.options
+        prober = type(self).prober if o.probe else None
+        connector = type(self).connector
+        tls_context = None
+        if server_address(o.url)[0] == "rtmps":
+            tls_context = client_context(o.tls_verify, o.ca_file)
+            if connector is FlvConnection:  # FFmpeg verifies too (tests' fake connections take no options)
+                connector = functools.partial(FlvConnection, io_options=ffmpeg_options(o.tls_verify, o.ca_file))
+        self.link = Link(o, self.kinds, connector=connector, prober=prober, clock=self.clock,
+                         tls_context=tls_context)
+        if tls_context is not None and not o.tls_verify:
+            note = "tls_verify is false: the server's certificate and host name are NOT checked (test servers only)"
+            log.warning("%s: %s (%s)", self.node_id or "rtmp_sender", note, redact_url(o.url))
+            self.link.emit("tls_unverified", level="warning", url=redact_url(o.url), note=note)
         self.link.start()
 
     # ---- hooks -------------------------------------------------------------------------------

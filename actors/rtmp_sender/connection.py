@@ -3,6 +3,7 @@ protocol the publisher needs from a connection (so the unit tests can drive it w
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ from mediaengine.sdk.codec import add_stream_from_params, packet_to_av
 from mediaengine.sdk.formats import Packet
 
 from .socket import find_socket, shutdown_socket, socket_stats
+from .tls import close_output_io, open_output_io
 
 MUX_OPTIONS = {"flush_packets": "1", "max_interleave_delta": "1"}
 
@@ -21,7 +23,10 @@ class FlvConnection:
     """One RTMP publishing session: an FLV output container with one stream per track, and the TCP
     socket FFmpeg opened for it (found through /proc once connected)."""
 
-    def __init__(self, url: str, params: Mapping[str, dict[str, Any]]) -> None:
+    def __init__(self, url: str, params: Mapping[str, dict[str, Any]], *,
+                 io_options: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.io_options = dict(io_options) if io_options is not None else None  # rtmps: see tls.py
         self.container: av.container.OutputContainer = av.open(
             url, "w", format="flv", container_options=dict(MUX_OPTIONS))
         self.streams: dict[str, av.stream.Stream] = {}
@@ -34,8 +39,18 @@ class FlvConnection:
             raise
 
     def start(self) -> None:
-        """Connect and publish (FFmpeg holds the GIL meanwhile), then write the FLV header."""
-        self.container.start_encoding()
+        """Connect and publish, then write the FLV header.  With `io_options` (rtmps) the connection
+        is opened first with those protocol options (TLS verification; the GIL is free meanwhile);
+        otherwise PyAV connects inside `start_encoding` (FFmpeg holds the GIL)."""
+        if self.io_options is None:
+            self.container.start_encoding()
+            return
+        open_output_io(self.container, self.url, self.io_options)
+        try:
+            self.container.start_encoding()
+        except BaseException:
+            close_output_io(self.container)  # PyAV closes it only after a written header
+            raise
 
     def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None) -> None:
         """Send one packet, timestamps shifted back by `offset` (in the packet's time base)."""
@@ -70,4 +85,4 @@ class Connection(Protocol):
 
 
 Connector = Callable[[str, Mapping[str, dict[str, Any]]], Connection]
-Prober = Callable[[str, str, int, float], set[str]]
+Prober = Callable[[str, str, int, float, ssl.SSLContext | None], set[str]]

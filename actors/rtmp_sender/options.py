@@ -3,6 +3,7 @@ the load-time option checks (no I/O)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -32,6 +33,8 @@ class RtmpSenderOptions:
     video_drop_ms: int = 1000  # beyond this much queued media, drop non-keyframe video (0 = only at backlog_ms)
     audio_offset_ms: float = 40.0  # audio timestamps moved later by this much so video is never held (0..500)
     probe: bool = True  # check from Python that the server answers before FFmpeg connects (see "Connecting")
+    tls_verify: bool = True  # rtmps: verify the server certificate and host name (false: test servers only)
+    ca_file: str = ""  # rtmps: PEM file of the CA that signed the server certificate (default: system CAs)
 
 
 
@@ -98,6 +101,10 @@ def check_options(options: RtmpSenderOptions, input_formats: Mapping[str, Format
         raise OptionError("need 0 <= video_drop_ms <= backlog_ms")
     if not 0 <= options.audio_offset_ms <= 500:
         raise OptionError(f"audio_offset_ms must be within 0..500, got {options.audio_offset_ms}")
+    if options.ca_file and not os.path.isfile(options.ca_file):
+        raise OptionError(f"ca_file {options.ca_file!r} is not a file; give the PEM file of the server's CA")
+    if options.ca_file and not options.tls_verify:
+        raise OptionError("ca_file is given but tls_verify is false: the CA would not be used")
 
 
 def describe_error(exc: BaseException) -> str:

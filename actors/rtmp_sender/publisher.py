@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import ssl
 import threading
 import time
 from collections import deque
@@ -16,7 +17,7 @@ from typing import Any
 
 import av
 from mediaengine.sdk.actor import Action, Event
-from mediaengine.sdk.errors import ConnectError
+from mediaengine.sdk.errors import ConnectError, TlsError
 from mediaengine.sdk.formats import NS
 from mediaengine.sdk.sei import insert_sei
 
@@ -58,12 +59,14 @@ class Link:
     actor's main thread: the backlog, stream params, events and counters, all under one lock."""
 
     def __init__(self, options: RtmpSenderOptions, kinds: tuple[Kind, ...], *, connector: Connector,
-                 prober: Prober | None, clock: Clock = time.monotonic_ns) -> None:
+                 prober: Prober | None, clock: Clock = time.monotonic_ns,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.o = options
         self.kinds = kinds
         self.scheme, self.host, self.port = server_address(options.url)
         self.connector = connector
         self.prober = prober
+        self.tls_context = tls_context  # the probe's, for rtmps (certificate and host name checked)
         self.clock = clock
         self.lock = threading.Condition()
         self.backlog = Backlog(options.backlog_ms * 1_000_000, options.video_drop_ms * 1_000_000)
@@ -231,6 +234,10 @@ class Link:
             t0 = self.clock()
             try:
                 conn = self._open(tracks)
+            except TlsError as exc:  # not verified: retrying cannot help, and must not connect anyway
+                self.emit("connect_failed", attempt=attempt, error=exc.message, retry_in_ms=None)
+                self._set_state("failed")
+                raise
             except (OSError, av.FFmpegError, ConnectionError, TimeoutError) as exc:
                 last_error = describe_error(exc)
                 give_up = attempt >= o.reconnect_count and not reported_fail
@@ -266,7 +273,7 @@ class Link:
     def _open(self, tracks: Mapping[str, dict[str, Any]]) -> Connection:
         timeout_s = self.o.connect_timeout_ms / 1000
         if self.prober is not None:
-            self._addresses = self.prober(self.scheme, self.host, self.port, timeout_s)
+            self._addresses = self.prober(self.scheme, self.host, self.port, timeout_s, self.tls_context)
         conn = self.connector(self.o.url, tracks)
         try:
             conn.start()

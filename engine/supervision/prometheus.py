@@ -162,8 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout_s  # applied to the socket by StreamRequestHandler
         super().setup()
+        self.connection.settimeout(self.server.request_timeout_s)
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/metrics":

@@ -48,7 +48,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             mark = event.start_mark
             raise TopologySyntaxError(
                 f"YAML aliases are not allowed in a topology (*{event.anchor}); write the value out",

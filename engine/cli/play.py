@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ..sdk.errors import EngineError
+from .terminal import safe_text
 
 __all__ = ["add_play_parser", "cmd_play", "format_event"]
 
@@ -41,13 +42,14 @@ def format_event(event: dict[str, Any]) -> str:
                 f"{_fmt_ms(event['latency_ms_median'])}/{_fmt_ms(event['latency_ms_p95'])} ms (median/p95)  "
                 f"stalls {event['stalls']} ({event['stall_ms']} ms)  missing {event['missing']}  {size}{audio_text}")
     if kind == "sei":
-        return (f"{t}  SEI {event['uuid']}: {event['text']!r} (frames {event['first_frame']}-"
+        return (f"{t}  SEI {safe_text(event['uuid'])}: '{safe_text(event['text'])}' (frames {event['first_frame']}-"
                 f"{event['last_frame']}, in {event['frames']})")
     if kind == "connected":
         video, audio = event.get("video"), event.get("audio")
         v = f"{video['codec']} {video['width']}x{video['height']}" if video else "no video"
         a = f"{audio['codec']} {audio['rate']} Hz {audio['channels']}ch" if audio else "no audio"
-        return f"{t}  connected to {event['url']} in {event['connect_ms']} ms: {v}, {a}"
+        return (f"{t}  connected to {safe_text(event['url'])} in {event['connect_ms']} ms: "
+                f"{safe_text(v)}, {safe_text(a)}")
     if kind == "stall_start":
         return f"{t}  stalled after frame {event['after_frame']}"
     if kind == "stall":
@@ -55,14 +57,15 @@ def format_event(event: dict[str, Any]) -> str:
     if kind == "snapshot":
         return f"{t}  snapshot saved to {event['path']}"
     if kind == "ended":
-        return f"{t}  ended: {event['reason']}"
+        return f"{t}  ended: {safe_text(event['reason'])}"
     if kind == "summary":
         fps = "-" if event.get("fps") is None else f"{event['fps']:.1f}"
         return (f"summary: {event['duration_s']:.1f} s, {event['frames']} frames ({fps} fps), latency median "
                 f"{_fmt_ms(event['latency_ms_median'])} ms p95 {_fmt_ms(event['latency_ms_p95'])} ms, "
                 f"{event['stalls']} stalls ({event['stall_ms']:.0f} ms), {event['missing']} counters missing, "
-                f"{event['sei_messages']} SEI messages, {event['audio_frames']} audio frames ({event['reason']})")
-    return f"{t}  {json.dumps(event)}"
+                f"{event['sei_messages']} SEI messages, {event['audio_frames']} audio frames "
+                f"({safe_text(event['reason'])})")
+    return f"{t}  {json.dumps(event)}"  # JSON escapes every control character
 
 
 def _printer(as_json: bool, out: TextIO) -> Any:

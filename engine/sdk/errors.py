@@ -51,6 +51,9 @@ class EngineError(Exception):
     """Base of every error the engine raises; carries a stable numeric `code`."""
 
     code: ClassVar[int] = 1000
+    #: False for errors that a restart cannot cure (bad input: malformed media, a frame too large, an
+    #: untrusted TLS server): the supervisor then stops the node instead of restarting it in a loop
+    restartable: ClassVar[bool] = True
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
         self.where = where
@@ -154,12 +157,14 @@ class MalformedMediaError(FormatError):
     """A file or stream is not valid media: truncated, corrupt, empty or of another format."""
 
     code = 1210
+    restartable = False
 
 
 class FrameSizeError(FormatError):
     """A source declares a frame larger than the engine accepts (width x height cap)."""
 
     code = 1211
+    restartable = False
 
 
 class ResourceError(EngineError):
@@ -184,6 +189,7 @@ class TlsError(ConnectError):
     """A TLS server's certificate or host name could not be verified (rtmps)."""
 
     code = 1313
+    restartable = False
 
 
 class ServerProtocolError(ConnectError):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediaengine.sdk.actor import Action, Actions, Actor, InPort
-from mediaengine.sdk.errors import ActorFailedError, ConnectError, FieldError, FormatError
+from mediaengine.sdk.errors import ActorFailedError, ConnectError, FieldError, FormatError, QueueFullError
 from mediaengine.sdk.formats import Format, Frame, Packet
 from mediaengine.sdk.sei import build_sei_nal, insert_sei
 
@@ -51,6 +51,7 @@ __all__ = ["RtmpSender", "RtmpSenderOptions", "describe_error", "message_args", 
 TICK_NS = 50_000_000  # how often on_tick drains the threads' events
 MAX_MESSAGE_BYTES = 16 * 1024  # longest send_message text (UTF-8)
 MAX_REPEAT = 10_000
+MAX_PENDING_MESSAGES = 64  # send_message requests not yet (fully) sent
 
 log = logging.getLogger("mediaengine.actors.rtmp_sender")
 
@@ -160,6 +161,9 @@ class RtmpSender(Actor[RtmpSenderOptions]):
         if "video" not in self.kinds:
             raise FieldError("send_message needs a linked video input (SEI travels in H.264)")
         text, repeat, delay_ms, key_only = message_args(args)
+        if len(self._messages) >= MAX_PENDING_MESSAGES:
+            raise QueueFullError(f"send_message: {MAX_PENDING_MESSAGES} messages are already waiting to go out; "
+                                 "retry after a sei_sent event")
         msg = _Message(self._next_message, build_sei_nal(text.encode()), repeat,
                        self.clock() + round(delay_ms * 1_000_000), key_only)
         self._next_message += 1

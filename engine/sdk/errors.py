@@ -20,8 +20,7 @@
     ├── ResourceError                1300  a device, file or network endpoint failed
     │   ├── FileError                1301  a file is missing or unreadable
     │   ├── ConnectError             1302  a server cannot be reached
-    │   │   ├── TlsError                 1313  a TLS server's certificate or host name is not verified
-    │   │   └── ServerProtocolError      1314  a server answered with something that is not its protocol
+    │   │   └── TlsError                 1313  a TLS server's certificate or host name is not verified
     │   └── EncoderError             1303  a codec failed to open or encode
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
@@ -190,12 +189,6 @@ class TlsError(ConnectError):
 
     code = 1313
     restartable = False
-
-
-class ServerProtocolError(ConnectError):
-    """A server answered with something that is not its protocol (e.g. garbage after the RTMP handshake)."""
-
-    code = 1314
 
 
 class EncoderError(ResourceError):

@@ -22,6 +22,7 @@ decoder rejects as invalid are skipped and counted in `decode_errors`.  A pad sw
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import av
 import av.error
 import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Emit, EndOfStream, Finish, OutPort
-from mediaengine.sdk.errors import ConnectError, FileError, OptionError
+from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
 from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
 from numpy.typing import NDArray
@@ -122,9 +123,14 @@ class SampleFifo:
 
 # ---- decoding -------------------------------------------------------------------------------------
 
-def _input_error(url: str, doing: str, e: BaseException) -> FileError | ConnectError:
+def _input_error(url: str, doing: str, e: BaseException) -> FileError | ConnectError | MalformedMediaError:
     if isinstance(e, ConnectionError):
         return ConnectError(f"cannot {doing} {url!r}: {e}; is the server up and the URL right?")
+    if isinstance(e, av.error.InvalidDataError | av.error.EOFError | av.error.PatchWelcomeError):
+        empty = doing == "open" and os.path.isfile(url) and os.path.getsize(url) == 0
+        what = "is empty (0 bytes)" if empty else f"is not valid media ({e.strerror or type(e).__name__})"
+        return MalformedMediaError(f"cannot {doing} {url!r}: it {what}; check that the file is complete and "
+                                   "of the format its name says")
     return FileError(f"cannot {doing} {url!r}: {e}")
 
 
@@ -163,7 +169,7 @@ class _Reader:
         if o.video:
             if not container.streams.video:
                 container.close()
-                raise FileError(f"{o.url!r} has no video stream; set `video: false`")
+                raise MalformedMediaError(f"{o.url!r} has no video stream; set `video: false`")
             self._vstream = container.streams.video[0]
             self._vstream.thread_type = "AUTO"
             rate = self._vstream.average_rate or self._vstream.guessed_rate or 30
@@ -172,7 +178,7 @@ class _Reader:
         if o.audio:
             if not container.streams.audio:
                 container.close()
-                raise FileError(f"{o.url!r} has no audio stream; set `audio: false`")
+                raise MalformedMediaError(f"{o.url!r} has no audio stream; set `audio: false`")
             self._astream = container.streams.audio[0]
             streams.append(self._astream)
         self._container = container

@@ -16,6 +16,7 @@ A missing or undecodable file raises `FileError` naming the path.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Emit, OutPort
 from mediaengine.sdk.errors import FileError, OptionError
-from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat
+from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat, check_frame_size
 from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
 
@@ -41,19 +42,56 @@ class ImageSourceOptions:
 
 # ---- pure-ish function (file in, array out) -------------------------------------------------------
 
+def header_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding the picture, None if the
+    header is not one of those (the decoder then judges)."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", head[16:24])
+            return int(w), int(h)
+        if head.startswith(b"BM") and len(head) >= 26:
+            w, h = struct.unpack("<ii", head[18:26])
+            return abs(int(w)), abs(int(h))
+        if head.startswith(b"\xff\xd8"):
+            f.seek(2)
+            while True:  # walk the JPEG segments to the first start-of-frame
+                marker = f.read(2)
+                if len(marker) < 2 or marker[0] != 0xFF:
+                    return None
+                if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
+                    continue
+                length = f.read(2)
+                if len(length) < 2:
+                    return None
+                if marker[1] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                    sof = f.read(5)
+                    if len(sof) < 5:
+                        return None
+                    h, w = struct.unpack(">HH", sof[1:5])
+                    return int(w), int(h)
+                f.seek(struct.unpack(">H", length)[0] - 2, os.SEEK_CUR)
+    return None
+
+
 def load_image(path: str, width: int = 0, height: int = 0) -> NDArray[np.uint8]:
     """Decode `path` to a C-contiguous HxWx3 rgb24 array, resized to width x height if not 0.
 
-    If only one of width/height is 0 it is derived from the aspect ratio.  Raises FileError.
+    If only one of width/height is 0 it is derived from the aspect ratio.  Raises FileError, and
+    FrameSizeError (before decoding, from the file header) for a picture over MAX_FRAME_PIXELS.
     """
     if not os.path.isfile(path):
         raise FileError(f"image file not found: {path!r} (cwd {os.getcwd()!r}); "
                         "fix the `path` option or create the file")
+    size = header_size(path)
+    if size is not None:
+        check_frame_size(*size, what=f"image {path!r}")
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise FileError(f"cannot decode image {path!r}: not an image format OpenCV reads "
                         "(use PNG, JPEG, BMP, WebP or TIFF)")
     ih, iw = bgr.shape[:2]
+    check_frame_size(iw, ih, what=f"image {path!r}")
     w, h = width, height
     if w == 0 and h == 0:
         w, h = iw, ih

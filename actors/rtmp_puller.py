@@ -180,7 +180,8 @@ class RtmpPuller(Actor[RtmpPullerOptions]):
             raise type(error)(f"{error.message}; gave up after {self._failures} attempts")
         self._next_attempt = now + o.retry_interval_s
         actions.append(Event("reconnecting", {"attempt": self._failures, "in_s": o.retry_interval_s,
-                                              "reason": str(rec.error) if rec.error else rec.reason}))
+                                              "reason": str(rec.error) if rec.error else rec.reason,
+                                              "code": rec.error.code if rec.error else None}))
         return actions
 
     # -- hooks --------------------------------------------------------------------------------------

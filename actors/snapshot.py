@@ -24,11 +24,15 @@ from typing import Any
 import cv2
 import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Event, InPort
-from mediaengine.sdk.errors import FieldError, FileError, FormatError, OptionError
+from mediaengine.sdk.errors import FieldError, FileError, FormatError, OptionError, QueueFullError
 from mediaengine.sdk.formats import NS, Format, Frame, Packet
 from numpy.typing import NDArray
 
 __all__ = ["Snapshot", "SnapshotOptions", "save_png"]
+
+
+#: distinct snapshot paths that may wait for the next frame (each costs a PNG write in one hook)
+MAX_PENDING = 16
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,11 @@ class Snapshot(Actor[SnapshotOptions]):
         path = args.get("path", self.options.path)
         if not isinstance(path, str) or not path:
             raise FieldError(f"snapshot: `path` must be a non-empty string, got {path!r}")
-        self._pending.append(path)
+        if path not in self._pending:
+            if len(self._pending) >= MAX_PENDING:  # no frame comes (a paused source): do not pile them up
+                raise QueueFullError(f"snapshot: {MAX_PENDING} snapshots already wait for the next frame; "
+                                     "retry once one is saved (event snapshot_saved)")
+            self._pending.append(path)
         return {"path": os.path.abspath(path)}
 
     def _due(self, pts_ns: int) -> bool:

@@ -12,7 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp graphviz xvfb)
+APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp graphviz xvfb openssl)
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 STAMP="$VENV/.bootstrap-stamp"

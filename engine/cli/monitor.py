@@ -37,6 +37,7 @@ from ..control.events import TOPICS, Replay, Subscriber, event_key
 from ..sdk.errors import EngineError, ResourceError, TimeoutError_
 from ..supervision.curve import connectable
 from ..supervision.rundir import engine_alive
+from .terminal import safe_text
 
 EVENTS_SHOWN = 12  # recent events in the terminal view
 OUTPUT_KINDS = ("recorder",)  # besides every `*_sender`: nodes shown in the outputs section
@@ -183,11 +184,12 @@ def _dur(s: float) -> str:
 
 
 def _short(value: Any) -> str:
+    """A figure or event field for the dashboard; text is escaped (it may come from the network)."""
     if isinstance(value, float):
         return f"{value:.1f}"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
-    return str(value)
+        return "{" + ", ".join(f"{safe_text(k)}: {_short(v)}" for k, v in value.items()) + "}"
+    return safe_text(value)
 
 
 def _clock(t: Any) -> str:
@@ -224,7 +226,7 @@ def render_text(view: Mapping[str, Any], *, color: bool = False, events: Sequenc
             f"{n['restarts']:>9}{n['fps_in']:>8.1f}{n['fps_out']:>8.1f}{dropped:>13}{proc:>17}"
             f"{n['cpu_pct']:>7.1f}{_mb(n['rss_bytes']):>8}  {queues}")
         if n.get("last_error") and n["state"] != "running":
-            lines.append(f"{'':<10}last error: {n['last_error']}")
+            lines.append(f"{'':<10}last error: {safe_text(n['last_error'])}")
     if view["outputs"]:
         lines += ["", "OUTPUTS"]
         for o in view["outputs"]:
@@ -235,8 +237,8 @@ def render_text(view: Mapping[str, Any], *, color: bool = False, events: Sequenc
                                    break_long_words=False) or [head]
     lines += ["", "RECENT EVENTS"]
     for e in list(events)[-EVENTS_SHOWN:]:
-        data = " ".join(f"{k}={_short(v)}" for k, v in (e.get("data") or {}).items())
-        lines.append(f"{_clock(e.get('t'))}  {str(e.get('node'))[:9]:<10}{e.get('name')!s:<18}{data}")
+        data = " ".join(f"{safe_text(k)}={_short(v)}" for k, v in (e.get("data") or {}).items())
+        lines.append(f"{_clock(e.get('t'))}  {safe_text(e.get('node'))[:9]:<10}{safe_text(e.get('name')):<18}{data}")
     return "\n".join(lines)
 
 

@@ -1,10 +1,10 @@
 """`mediaengine play URL`: pull a stream and report fps, stalls, latency and SEI messages.
 
     mediaengine play URL [--duration S] [--json] [--snapshot out.png] [--timeout S] [--stall-ms MS]
-                         [--sei-gap-frames N] [--input-option KEY=VALUE ...]
+                         [--sei-gap-frames N] [--all-sei] [--input-option KEY=VALUE ...]
 
 With `--json`, one JSON object per line: every event of `mediaengine.sdk.pull` (`connected`, `sei`,
-`stall_start`, `stall`, `snapshot`, `ended`, `summary`) and a `stats` object once a second.  Without
+`sei_other`, `stall_start`, `stall`, `snapshot`, `ended`, `summary`) and a `stats` object once a second.  Without
 it, a human line per second and per event, then a summary.  Exit status 0 when it played the
 duration or the stream ended; 1 with a one-line error (the stream key redacted) when it could not
 connect (ConnectError, 1302).  Ctrl-C ends the run early, with the summary.
@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ..sdk.errors import EngineError
+from .terminal import safe_text
 
 __all__ = ["add_play_parser", "cmd_play", "format_event"]
 
@@ -41,13 +42,18 @@ def format_event(event: dict[str, Any]) -> str:
                 f"{_fmt_ms(event['latency_ms_median'])}/{_fmt_ms(event['latency_ms_p95'])} ms (median/p95)  "
                 f"stalls {event['stalls']} ({event['stall_ms']} ms)  missing {event['missing']}  {size}{audio_text}")
     if kind == "sei":
-        return (f"{t}  SEI {event['uuid']}: {event['text']!r} (frames {event['first_frame']}-"
+        return (f"{t}  SEI {safe_text(event['uuid'])}: '{safe_text(event['text'])}' (frames {event['first_frame']}-"
                 f"{event['last_frame']}, in {event['frames']})")
+    if kind == "sei_other":
+        source = f" ({safe_text(event['source'])})" if event.get("source") else ""
+        return (f"{t}  other SEI {safe_text(event['uuid'])}{source}: {event['bytes']} bytes (frames "
+                f"{event['first_frame']}-{event['last_frame']}, in {event['frames']})")
     if kind == "connected":
         video, audio = event.get("video"), event.get("audio")
         v = f"{video['codec']} {video['width']}x{video['height']}" if video else "no video"
         a = f"{audio['codec']} {audio['rate']} Hz {audio['channels']}ch" if audio else "no audio"
-        return f"{t}  connected to {event['url']} in {event['connect_ms']} ms: {v}, {a}"
+        return (f"{t}  connected to {safe_text(event['url'])} in {event['connect_ms']} ms: "
+                f"{safe_text(v)}, {safe_text(a)}")
     if kind == "stall_start":
         return f"{t}  stalled after frame {event['after_frame']}"
     if kind == "stall":
@@ -55,14 +61,16 @@ def format_event(event: dict[str, Any]) -> str:
     if kind == "snapshot":
         return f"{t}  snapshot saved to {event['path']}"
     if kind == "ended":
-        return f"{t}  ended: {event['reason']}"
+        return f"{t}  ended: {safe_text(event['reason'])}"
     if kind == "summary":
         fps = "-" if event.get("fps") is None else f"{event['fps']:.1f}"
         return (f"summary: {event['duration_s']:.1f} s, {event['frames']} frames ({fps} fps), latency median "
                 f"{_fmt_ms(event['latency_ms_median'])} ms p95 {_fmt_ms(event['latency_ms_p95'])} ms, "
                 f"{event['stalls']} stalls ({event['stall_ms']:.0f} ms), {event['missing']} counters missing, "
-                f"{event['sei_messages']} SEI messages, {event['audio_frames']} audio frames ({event['reason']})")
-    return f"{t}  {json.dumps(event)}"
+                f"{event['sei_messages']} SEI messages ({event.get('sei_other', 0)} other), "
+                f"{event['audio_frames']} audio frames "
+                f"({safe_text(event['reason'])})")
+    return f"{t}  {json.dumps(event)}"  # JSON escapes every control character
 
 
 def _printer(as_json: bool, out: TextIO) -> Any:
@@ -101,7 +109,7 @@ def cmd_play(args: argparse.Namespace) -> int:
 
     player = Player(args.url, snapshot=Path(args.snapshot) if args.snapshot else None,
                     on_event=_printer(args.json, sys.stdout), timeout_s=args.timeout,
-                    stall_s=args.stall_ms / 1000.0, sei_gap_frames=args.sei_gap_frames,
+                    stall_s=args.stall_ms / 1000.0, sei_gap_frames=args.sei_gap_frames, all_sei=args.all_sei,
                     input_options=_input_options(args.input_option))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -130,6 +138,9 @@ def add_play_parser(sub: Any) -> None:
                    help="give up connecting, or end, after S seconds without data (default 5)")
     p.add_argument("--stall-ms", type=_positive(float), default=500.0, metavar="MS",
                    help="a gap between frames longer than this is a stall (default 500)")
+    p.add_argument("--all-sei", action="store_true",
+                   help="report SEI messages under every UUID as messages (default: only mediaengine's; "
+                        "others, such as x264's encoder information, are counted as sei_other)")
     p.add_argument("--sei-gap-frames", type=_positive(int), default=30, metavar="N",
                    help="a repeated SEI message absent this many frames ends (default 30)")
     p.add_argument("--input-option", action="append", metavar="KEY=VALUE",

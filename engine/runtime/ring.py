@@ -28,7 +28,10 @@ Sequence numbers start at 1 (0 = never written / being rewritten).  A slot is FR
 consumer c in its deliver_mask has release[c][slot] == seq[slot] (or the mask is 0).  Every field has
 exactly one writer, so no cross-process atomics are needed; this relies on x86-64's total store order
 (stores become visible in program order) - the producer rewrites a slot as seq=0, mask=0, data,
-pts/nbytes/mask, seq, and consumers only ever compare seqs for equality.
+pts/nbytes/mask, seq, and consumers only ever compare seqs for equality.  numpy stores are plain
+stores with no barriers, so on a weakly ordered CPU (ARM, POWER, RISC-V) a consumer could see the
+new seq before the data; `create` and `attach` therefore refuse to run on anything but x86-64
+(`SUPPORTED_MACHINES`) with a ResourceError, rather than hand out torn frames.
 
 Overflow policies, per consumer, applied when a consumer already holds `depth` undelivered slots:
 
@@ -57,6 +60,7 @@ import hashlib
 import math
 import mmap
 import os
+import platform
 import re
 import struct
 import time
@@ -214,6 +218,20 @@ def _map(mm: mmap.mmap, dtype: type[Any], offset: int, shape: tuple[int, ...]) -
     return np.frombuffer(mm, dtype, count, offset).reshape(shape)
 
 
+#: CPUs whose store order the ring's lock-free protocol relies on (see the module doc)
+SUPPORTED_MACHINES = frozenset({"x86_64", "amd64"})
+
+
+def check_machine() -> None:
+    """Raise ResourceError unless this CPU orders stores the way the ring needs (x86-64)."""
+    machine = platform.machine()
+    if machine.lower() not in SUPPORTED_MACHINES:
+        raise ResourceError(
+            f"frame rings need x86-64's total store order and this CPU is {machine or 'unknown'}: "
+            "the lock-free slot protocol has no memory barriers; run the engine on x86-64",
+            where="ring")
+
+
 class FrameRing:
     """N fixed-size frame slots in one POSIX shared-memory segment (see the module docstring).
 
@@ -247,6 +265,7 @@ class FrameRing:
                nslots: int | None = None, format_info: bytes = b"") -> FrameRing:
         """Create a new segment (O_CREAT|O_EXCL, mode 0600).  Raises ResourceError if it exists."""
         name = _normalise(name)
+        check_machine()
         if slot_bytes <= 0:
             raise ValueError(f"slot_bytes must be > 0, got {slot_bytes}")
         if not 0 <= consumers <= MAX_CONSUMERS:
@@ -287,6 +306,7 @@ class FrameRing:
     def attach(cls, name: str) -> FrameRing:
         """Map an existing segment; raises ResourceError naming it if missing or not a ring."""
         name = _normalise(name)
+        check_machine()
         try:
             fd = _posixshmem.shm_open(name, os.O_RDWR, 0)
         except FileNotFoundError:

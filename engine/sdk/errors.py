@@ -15,9 +15,12 @@
     │   ├── SupervisionError         1111  bad restart / group / supervisor settings
     │   └── UnlinkedInputError       1112  a required input pad is not linked
     ├── FormatError                  1200  a frame does not match its port (stream time)
+    │   ├── MalformedMediaError      1210  a file or stream is not valid media (truncated, corrupt)
+    │   └── FrameSizeError           1211  a source declares a frame larger than the engine accepts
     ├── ResourceError                1300  a device, file or network endpoint failed
     │   ├── FileError                1301  a file is missing or unreadable
     │   ├── ConnectError             1302  a server cannot be reached
+    │   │   └── TlsError                 1313  a TLS server's certificate or host name is not verified
     │   └── EncoderError             1303  a codec failed to open or encode
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
@@ -27,6 +30,7 @@
     │   ├── UnknownCommandError      1405  the node has no such command
     │   ├── CommandFailedError       1406  the command was refused by the node
     │   ├── NotAllowedError          1407  e.g. fault injection without --allow-faults
+    │   │   (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
     │   └── TimeoutError_            1408  the node did not answer in time
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
@@ -46,6 +50,9 @@ class EngineError(Exception):
     """Base of every error the engine raises; carries a stable numeric `code`."""
 
     code: ClassVar[int] = 1000
+    #: False for errors that a restart cannot cure (bad input: malformed media, a frame too large, an
+    #: untrusted TLS server): the supervisor then stops the node instead of restarting it in a loop
+    restartable: ClassVar[bool] = True
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
         self.where = where
@@ -145,6 +152,20 @@ class FormatError(EngineError):
     code = 1200
 
 
+class MalformedMediaError(FormatError):
+    """A file or stream is not valid media: truncated, corrupt, empty or of another format."""
+
+    code = 1210
+    restartable = False
+
+
+class FrameSizeError(FormatError):
+    """A source declares a frame larger than the engine accepts (width x height cap)."""
+
+    code = 1211
+    restartable = False
+
+
 class ResourceError(EngineError):
     """A device, file or network endpoint failed."""
 
@@ -161,6 +182,13 @@ class ConnectError(ResourceError, ConnectionError):
     """A server cannot be reached."""
 
     code = 1302
+
+
+class TlsError(ConnectError):
+    """A TLS server's certificate or host name could not be verified (rtmps)."""
+
+    code = 1313
+    restartable = False
 
 
 class EncoderError(ResourceError):
@@ -209,6 +237,12 @@ class CommandFailedError(ProtocolError):
     """The node refused the command."""
 
     code = 1406
+
+
+class QueueFullError(CommandFailedError):
+    """A node's bounded queue of pending commands is full (snapshot, send_message): retry later."""
+
+    code = 1420
 
 
 class NotAllowedError(ProtocolError, PermissionError):

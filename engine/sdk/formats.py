@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy.typing as npt
 
-from .errors import OptionError
+from .errors import FrameSizeError, OptionError
 
 MediaKind = Literal["video", "audio", "encoded"]
 
@@ -89,6 +89,19 @@ class EncodedFormat:
 
 
 Format = VideoFormat | AudioFormat | EncodedFormat
+
+
+#: the largest frame the engine accepts (width x height): 8K UHD.  A source that declares more (a
+#: 16k x 16k image, a crafted stream header) fails at load with FrameSizeError instead of allocating
+#: rings and buffers of gigabytes.
+MAX_FRAME_PIXELS = 7680 * 4320
+
+
+def check_frame_size(width: int, height: int, what: str) -> None:
+    """Raise FrameSizeError unless 1 <= width, height and width x height <= MAX_FRAME_PIXELS."""
+    if width < 1 or height < 1 or width * height > MAX_FRAME_PIXELS:
+        raise FrameSizeError(f"{what} is {width}x{height} ({width * height:,} pixels); at most "
+                             f"{MAX_FRAME_PIXELS:,} pixels (7680x4320) are accepted: scale it down")
 
 
 def checked_video_format(width: int, height: int, fps: float, pix_fmt: str = "rgb24") -> VideoFormat:

@@ -12,18 +12,25 @@ dicts (`mediaengine play --json` prints them one per line):
 
 Every event has `t`: seconds since `run()` started.  Definitions:
 
-- a *stall* is a gap of more than `stall_s` (0.5 s) between two decoded video frames; it lasts the
-  whole gap.  `stall_start` is published when the gap passes the threshold, `stall` when the next
-  frame arrives (or the run ends) with the full duration;
+- a *stall* is what a viewer's player shows as a frozen picture: frames play at their timestamps
+  from a playout buffer of `stall_s` (0.5 s; the first frame plays that long after it arrived, and
+  again after each stall); a frame that arrives after its play time ran the buffer dry, and the
+  stall lasts until playback resumes.  So HLS, whose segments arrive in bursts, stalls only when a
+  segment comes too late, not between bursts (`StallDetector`).  `stall_start` is published when the
+  buffer runs dry, `stall` when playback resumes (or the run ends) with the full duration;
 - *latency* (glass to glass) is `wall clock at decode - wall_ms` of the `mediaengine.sdk.stamp` burned into the
   picture, when the picture carries one (read from the luma plane: no RGB conversion per frame);
   `missing` counts gaps in the stamp's frame counter;
-- *SEI*: every user-data-unregistered SEI message (parsed from the demuxed packets with
-  `mediaengine.sdk.sei`, AVCC or Annex B, independent of decoder side-data support) becomes one event, however
-  many access units repeat it: repeats of the same uuid+payload at most `sei_gap_frames` apart are
-  one message, with its first and last frame (video access-unit indices since connect); after a longer
-  gap the same payload is a new message.  The event is published when the message ends (more than
-  `sei_gap_frames` access units without it) or at the end of the run.
+- *SEI*: every user-data-unregistered SEI message under our UUID (`sei.OUR_UUID`; every UUID with
+  `all_sei`) is a `sei` event; others (x264 writes its encoder information, "x264 - core ...
+  options: ...", into the first keyframe of every encoder start) are `sei_other` events with their
+  UUID and size, counted apart (`sei_other` in the summary).  Messages are parsed from the demuxed
+  packets with `mediaengine.sdk.sei` (AVCC or Annex B, independent of decoder side-data support); one
+  message is one event, however many access units repeat it: repeats of the same uuid+payload at
+  most `sei_gap_frames` apart are one message, with its first and last frame (video access-unit
+  indices since connect); after a longer gap the same payload is a new message.  The event is
+  published when the message ends (more than `sei_gap_frames` access units without it) or at the
+  end of the run.
 
 Input options (`INPUT_OPTIONS`), measured against nginx-rtmp: `fpsprobesize=0` ends probing as soon as
 both streams are known (the first keyframe), `analyzeduration` caps it (a video-only RTMP stream waits
@@ -68,7 +75,7 @@ from numpy.typing import NDArray
 
 from . import stamp
 from .errors import ConnectError, EngineError, FileError, FormatError
-from .sei import parse_sei_payloads
+from .sei import OUR_UUID, X264_UUID, parse_sei_payloads
 
 __all__ = [
     "INPUT_OPTIONS",
@@ -155,24 +162,71 @@ def save_png(rgb: NDArray[np.uint8], path: Path) -> Path:
 
 
 class StallDetector:
-    """Counts gaps of more than `threshold_s` between video frames (times from any monotonic clock)."""
+    """Stalls as a viewer's player sees them: a playout buffer that runs dry.
+
+    With timestamps (`frame(t, pts)`), frames play at their presentation time: the first one
+    `buffer_s` after it arrived (a player buffers before it starts), each later one its pts distance
+    after that.  A frame that arrives after its play time means the buffer ran dry: a stall from
+    that play time until playback resumes, `buffer_s` after the late frame (a player rebuffers).
+    So a stream that arrives in bursts (HLS segments) has no stall as long as every burst comes
+    before the previous one has played out, however long the gaps between bursts are.  A jump in
+    timestamps (more than `MAX_PTS_JUMP_S`, or backwards) starts the schedule again, uncounted.
+
+    Without timestamps (`pts` None) a stall is a gap of more than `buffer_s` between two frames,
+    lasting the whole gap.  Times are from any monotonic clock.
+    """
+
+    MAX_PTS_JUMP_S = 10.0
 
     def __init__(self, threshold_s: float = 0.5) -> None:
-        self.threshold_s = threshold_s
+        self.threshold_s = threshold_s  # the playout buffer (with pts) or the gap threshold (without)
         self.count = 0
         self.stalled = False  # a stall is going on (detected by `poll`, not ended yet)
         self._total_s = 0.0
-        self._last: float | None = None
+        self._last: float | None = None  # arrival of the last frame
+        self._base: float | None = None  # clock time at which pts 0 plays
+        self._last_pts: float | None = None
+        self._frame_s = 1 / 30  # duration of one frame (the last pts step)
+        self._dry_at: float | None = None  # when the buffer runs out if no frame comes (or ran out)
 
-    def frame(self, t: float) -> float | None:
-        """A frame arrived at `t`.  Returns the length of the stall it ends (the whole gap), if any."""
-        ended = self._end(t)
-        self._last = t
+    def frame(self, t: float, pts: float | None = None) -> float | None:
+        """A frame arrived at `t` (with presentation time `pts` in seconds, if known).  Returns the
+        length of the stall it ends, if any."""
+        ended: float | None = None
+        if pts is None:
+            ended = self._end_gap(t)
+            self._last = t
+            self._dry_at = t + self.threshold_s
+            return ended
+        if self._base is None or self._last_pts is None or not (
+                -1e-3 <= pts - self._last_pts <= self.MAX_PTS_JUMP_S):
+            if self._base is not None and self._last_pts is not None and pts < self._last_pts - 1e-3:
+                ended = self._close_poll_stall(t)  # a timestamp reset: start the schedule again
+            elif self.stalled:
+                ended = self._close_poll_stall(t)
+            self._base = t + self.threshold_s - pts
+        else:
+            if pts > self._last_pts:
+                self._frame_s = min(pts - self._last_pts, 1.0)
+            due = self._base + pts
+            if t > due:  # late: the buffer ran dry at `due` (or earlier, when poll saw it)
+                began = min(due, self._dry_at) if self.stalled and self._dry_at is not None else due
+                if not self.stalled:
+                    self.count += 1
+                self.stalled = False
+                resume = t + self.threshold_s
+                self._base = resume - pts
+                ended = resume - began
+                self._total_s += ended
+            elif self.stalled:  # poll guessed the frame duration too short: it was not late after all
+                ended = self._close_poll_stall(t)
+        self._last, self._last_pts = t, pts
+        self._dry_at = self._base + pts + self._frame_s
         return ended
 
     def poll(self, now: float) -> bool:
-        """True once, when a stall begins (no frame for more than the threshold)."""
-        if self._last is None or self.stalled or now - self._last <= self.threshold_s:
+        """True once, when a stall begins (the buffer ran dry: nothing more to play)."""
+        if self._dry_at is None or self.stalled or now <= self._dry_at:
             return False
         self.stalled = True
         self.count += 1
@@ -180,21 +234,30 @@ class StallDetector:
 
     def finish(self, now: float) -> float | None:
         """The run ends at `now`: close a stall in progress and return its length so far."""
-        ended = self._end(now)
-        self._last = None
+        ended = self._close_poll_stall(now) if self._last_pts is not None else self._end_gap(now)
+        self.reset()
         return ended
 
     def reset(self) -> None:
-        """A new connection: the gap before its first frame is not a stall."""
-        self._last = None
+        """A new connection: the wait for its first frame is not a stall."""
+        self._last = self._base = self._last_pts = self._dry_at = None
         self.stalled = False
 
     def total_s(self, now: float) -> float:
         """Stalled time so far, including a stall in progress."""
-        ongoing = now - self._last if self.stalled and self._last is not None else 0.0
-        return self._total_s + ongoing
+        began = self._last if self._last_pts is None else self._dry_at  # a gap counts whole without pts
+        ongoing = now - began if self.stalled and began is not None else 0.0
+        return self._total_s + max(0.0, ongoing)
 
-    def _end(self, t: float) -> float | None:
+    def _close_poll_stall(self, t: float) -> float | None:
+        if not self.stalled or self._dry_at is None:
+            return None
+        self.stalled = False
+        ended = max(0.0, t - self._dry_at)
+        self._total_s += ended
+        return ended
+
+    def _end_gap(self, t: float) -> float | None:
         if self._last is None:
             return None
         gap = t - self._last
@@ -229,6 +292,15 @@ class SeiMessage:
         return event
 
 
+#: distinct SEI messages the deduper keeps open at once (each access unit carries at most
+#: `sei.MAX_MESSAGES_PER_ACCESS_UNIT`)
+MAX_OPEN_SEI = 256
+#: records the pulling thread may queue ahead of the session; beyond, it waits (reads slow down)
+MAX_RECORDS = 2048
+#: SEI messages kept in a PlayReport (events still report every one; the count stays exact)
+MAX_REPORTED_SEI = 1000
+
+
 class SeiDeduper:
     """Merges a message repeated over many access units into one `SeiMessage`.
 
@@ -237,10 +309,11 @@ class SeiDeduper:
     so messages close on time; it returns the messages that closed, oldest first.
     """
 
-    def __init__(self, gap_frames: int = 30) -> None:
+    def __init__(self, gap_frames: int = 30, max_open: int = MAX_OPEN_SEI) -> None:
         if gap_frames < 1:
             raise ValueError("gap_frames must be at least 1")
         self.gap_frames = gap_frames
+        self.max_open = max_open  # distinct messages tracked at once; beyond, the stalest closes early
         self._open: dict[tuple[bytes, bytes], SeiMessage] = {}
 
     def feed(self, index: int, messages: Iterable[tuple[bytes, bytes]]) -> list[SeiMessage]:
@@ -253,7 +326,10 @@ class SeiDeduper:
                     msg.frames += 1
                 continue
             if msg is not None:
-                closed.append(msg)
+                closed.append(self._open.pop(key))
+            elif len(self._open) >= self.max_open:  # a stream sending many distinct payloads: stay bounded
+                stalest = min(self._open, key=lambda k: self._open[k].last_frame)
+                closed.append(self._open.pop(stalest))
             self._open[key] = SeiMessage(key[0], key[1], index, index)
         for key, msg in list(self._open.items()):
             if index - msg.last_frame > self.gap_frames:
@@ -347,6 +423,7 @@ class VideoFrameInfo:
     stamp: stamp.Stamp | None
     latency_ms: float | None  # wall clock at decode - the stamp's wall_ms
     frame: av.VideoFrame | None = None  # attached for the first frame when a snapshot is wanted
+    pts_s: float | None = None  # presentation time in seconds (None: the stream has none)
 
 
 @dataclass(frozen=True)
@@ -397,7 +474,7 @@ class StreamPuller:
         self.url = url
         self.timeout_s = timeout_s
         self.input_options = {**INPUT_OPTIONS, **(input_options or {})}
-        self.records: queue.SimpleQueue[Record] = queue.SimpleQueue()
+        self.records: queue.Queue[Record] = queue.Queue(maxsize=MAX_RECORDS)
         self.decode_errors = 0
         self.dropped_video = 0
         self._snapshot = snapshot
@@ -414,6 +491,23 @@ class StreamPuller:
 
     def start(self) -> None:
         self._thread.start()
+
+    def _put(self, rec: Record) -> None:
+        """Queue a record; when the session is MAX_RECORDS behind, wait for it (reading slows down)
+        rather than hold an unbounded backlog.  `Ended` always gets in: it is the last record."""
+        while True:
+            try:
+                if self._stop.is_set() and not isinstance(rec, Ended):
+                    self.records.put_nowait(rec)  # stopping: keep it only if there is room
+                else:
+                    self.records.put(rec, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set() and not isinstance(rec, Ended):
+                    return  # nobody will read it
+                if isinstance(rec, Ended):
+                    with contextlib.suppress(queue.Empty):
+                        self.records.get_nowait()  # make room for the end
 
     def stop(self, wait_s: float = 1.0) -> bool:
         """Ask the thread to end; True if it did within `wait_s`."""
@@ -448,16 +542,16 @@ class StreamPuller:
                                 timeout=(self.timeout_s, self.timeout_s))
         except (av.error.FFmpegError, OSError) as e:
             error = _open_error(self.url, e, self.timeout_s, self._clock() - t0)
-            self.records.put(Ended(self._clock(), "connect failed", error))
+            self._put(Ended(self._clock(), "connect failed", error))
             return
         try:
             reason = self._pump(container)
         except EngineError as e:  # before connecting: the stream is unusable
-            self.records.put(Ended(self._clock(), "unusable stream", e))
+            self._put(Ended(self._clock(), "unusable stream", e))
             return
         finally:
             container.close()
-        self.records.put(Ended(self._clock(), reason))
+        self._put(Ended(self._clock(), reason))
 
     def _pump(self, container: Any) -> str:
         vstream = container.streams.video[0] if container.streams.video else None
@@ -481,7 +575,7 @@ class StreamPuller:
                 rate_out, channels_out = self._audio_format
                 resampler = av.AudioResampler(format="s16", layout="mono" if channels_out == 1 else "stereo",
                                               rate=rate_out)
-        self.records.put(Connected(self._clock(), video_info, audio_info))
+        self._put(Connected(self._clock(), video_info, audio_info))
         streams = [s for s in (vstream, astream) if s is not None]
         index = 0
         last_data = self._clock()
@@ -516,14 +610,15 @@ class StreamPuller:
 
     def _video_packet(self, packet: Any, index: int) -> None:
         sei = tuple(parse_sei_payloads(bytes(packet))) if self._h264 else ()
-        self.records.put(VideoPacketInfo(index, self._clock(), bool(packet.is_keyframe), sei))
+        self._put(VideoPacketInfo(index, self._clock(), bool(packet.is_keyframe), sei))
         for frame in self._decode(packet):
             t, wall_ms = self._clock(), self._wall_clock() * 1000.0
             st = stamp.read(luma(frame))
             latency = wall_ms - st.wall_ms if st is not None else None
             attach = frame if self._snapshot else None
             self._snapshot = False
-            self.records.put(VideoFrameInfo(t, frame.width, frame.height, st, latency, attach))
+            pts_s = float(frame.time) if frame.time is not None else None
+            self._put(VideoFrameInfo(t, frame.width, frame.height, st, latency, attach, pts_s))
             if self._keep_video:
                 with self._lock:
                     self._video.append((frame, float(frame.time or 0.0)))
@@ -533,7 +628,7 @@ class StreamPuller:
 
     def _audio_packet(self, packet: Any, resampler: Any) -> None:
         for frame in self._decode(packet):
-            self.records.put(AudioInfo(self._clock(), frame.samples, frame.sample_rate, frame.layout.nb_channels))
+            self._put(AudioInfo(self._clock(), frame.samples, frame.sample_rate, frame.layout.nb_channels))
             if resampler is None:
                 continue
             t0 = float(frame.time or 0.0)
@@ -571,7 +666,9 @@ class PlayReport:
     height: int | None = None
     audio_frames: int = 0
     decode_errors: int = 0
-    sei: list[dict[str, Any]] = field(default_factory=list)
+    sei: list[dict[str, Any]] = field(default_factory=list)  # our messages (the first MAX_REPORTED_SEI)
+    sei_messages: int = 0  # our messages (or every UUID's with all_sei)
+    sei_other: int = 0  # messages under other UUIDs (x264's encoder information, ...)
     snapshot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -587,8 +684,9 @@ class PlaySession:
     """
 
     def __init__(self, url: str, start: float, *, stall_s: float = 0.5, sei_gap_frames: int = 30,
-                 stats_interval_s: float = 1.0) -> None:
+                 stats_interval_s: float = 1.0, all_sei: bool = False) -> None:
         self.report = PlayReport(redact_url(url))
+        self.all_sei = all_sei  # report every SEI UUID as a message, not only ours
         self.start = start
         self.stats_interval_s = stats_interval_s
         self.stalls = StallDetector(stall_s)
@@ -643,7 +741,7 @@ class PlaySession:
 
     def _frame(self, rec: VideoFrameInfo) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
-        gap = self.stalls.frame(rec.t)
+        gap = self.stalls.frame(rec.t, rec.pts_s)
         if gap is not None:
             events.append(self._stall_event(rec.t, gap))
         r = self.report
@@ -659,8 +757,24 @@ class PlaySession:
         return events
 
     def _sei_events(self, messages: list[SeiMessage], t: float) -> list[dict[str, Any]]:
-        events = [{**m.to_event(), "t": round(t - self.start, 3)} for m in messages]
-        self.report.sei.extend(events)
+        """`sei` events for our UUID (live Q&A); other UUIDs (x264's encoder information, other
+        tools') are `sei_other`, counted apart and without their text, unless `all_sei`."""
+        events = []
+        r = self.report
+        for m in messages:
+            if m.uuid == OUR_UUID or self.all_sei:
+                event = {**m.to_event(), "t": round(t - self.start, 3)}
+                r.sei_messages += 1
+                if len(r.sei) < MAX_REPORTED_SEI:
+                    r.sei.append(event)
+            else:
+                event = {"type": "sei_other", "t": round(t - self.start, 3), "uuid": str(uuidlib.UUID(bytes=m.uuid)),
+                         "bytes": len(m.payload), "first_frame": m.first_frame, "last_frame": m.last_frame,
+                         "frames": m.frames}
+                if m.uuid == X264_UUID:
+                    event["source"] = "x264 encoder information"
+                r.sei_other += 1
+            events.append(event)
         return events
 
     def _end_connection(self, now: float) -> list[dict[str, Any]]:
@@ -709,7 +823,7 @@ class PlaySession:
         median, p95, n = self.latency.overall()
         r.latency_ms_median, r.latency_ms_p95, r.latency_samples = _r(median), _r(p95), n
         r.missing = self.counters.missing
-        summary = {k: v for k, v in r.to_dict().items() if k != "sei"} | {"sei_messages": len(r.sei)}
+        summary = {k: v for k, v in r.to_dict().items() if k != "sei"}
         return [*events, self._event("ended", now, reason=reason), self._event("summary", now, **summary)]
 
 
@@ -726,8 +840,9 @@ class Player:
     def __init__(self, url: str, *, snapshot: Path | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None, timeout_s: float = 5.0,
                  stall_s: float = 0.5, sei_gap_frames: int = 30, input_options: dict[str, str] | None = None,
-                 clock: Clock = time.monotonic, wall_clock: Clock = time.time) -> None:
+                 clock: Clock = time.monotonic, wall_clock: Clock = time.time, all_sei: bool = False) -> None:
         self.url = url
+        self.all_sei = all_sei
         self.snapshot = snapshot
         self.on_event = on_event
         self.timeout_s = timeout_s
@@ -750,7 +865,8 @@ class Player:
         """Play until `duration_s` seconds after the start (None: until the stream ends or `stop()`)."""
         start = self._clock()
         deadline = None if duration_s is None else start + duration_s
-        session = PlaySession(self.url, start, stall_s=self.stall_s, sei_gap_frames=self.sei_gap_frames)
+        session = PlaySession(self.url, start, stall_s=self.stall_s, sei_gap_frames=self.sei_gap_frames,
+                              all_sei=self.all_sei)
         puller = StreamPuller(self.url, timeout_s=self.timeout_s, input_options=self.input_options,
                               snapshot=self.snapshot is not None, clock=self._clock, wall_clock=self._wall_clock)
         puller.start()

@@ -29,11 +29,13 @@ inserted into an encoder packet reaches RTMP viewers as a normal AVCC NAL unit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 __all__ = [
     "OUR_UUID",
     "USER_DATA_UNREGISTERED",
+    "X264_UUID",
     "build_sei_nal",
     "escape_rbsp",
     "insert_sei",
@@ -44,36 +46,29 @@ __all__ = [
 
 #: mediaengine's own UUID for live Q&A messages (uuid5 of "mediaengine:sei:live-qa" in the URL namespace)
 OUR_UUID = bytes.fromhex("ba1c3e09a64a5765bf19d9e939d9bdf0")
+#: x264's encoder-information SEI ("x264 - core ... options: ..."), in the first keyframe of each encoder
+X264_UUID = bytes.fromhex("dc45e9bde6d948b7962cd820d923eeef")
 USER_DATA_UNREGISTERED = 5
 NAL_SEI = 6
 START_CODE = b"\x00\x00\x00\x01"
 VCL_TYPES = frozenset(range(1, 6))  # coded slices (non-IDR, partitions A-C, IDR)
 
 
+_NEEDS_ESCAPE = re.compile(rb"\x00\x00(?=[\x00-\x03])")
+_FF_RUN = re.compile(rb"\xff*")
+#: at most this many SEI messages are read from one access unit (the rest is network noise)
+MAX_MESSAGES_PER_ACCESS_UNIT = 64
+
+
 def escape_rbsp(rbsp: bytes) -> bytes:
-    """Insert emulation-prevention bytes: `00 00 0x` (x <= 3) becomes `00 00 03 0x`."""
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
+    """Insert emulation-prevention bytes: `00 00 0x` (x <= 3) becomes `00 00 03 0x` (one regex pass in C:
+    these functions see network data, a per-byte Python loop would let one large NAL stall a reader)."""
+    return _NEEDS_ESCAPE.sub(b"\x00\x00\x03", bytes(rbsp))
 
 
 def unescape_rbsp(ebsp: bytes) -> bytes:
     """Remove emulation-prevention bytes: every 0x03 that follows `00 00`."""
-    out = bytearray()
-    zeros = 0
-    for b in ebsp:
-        if zeros >= 2 and b == 3:
-            zeros = 0
-            continue
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
+    return bytes(ebsp).replace(b"\x00\x00\x03", b"\x00\x00")  # left to right, non-overlapping: as H.264 reads it
 
 
 def _ff_coded(value: int) -> bytes:
@@ -100,8 +95,8 @@ def _annexb_units(data: bytes) -> list[tuple[int, int]]:
     units = []
     for k, s in enumerate(starts):
         end = starts[k + 1] - 3 if k + 1 < len(starts) else len(data)
-        while end > s and data[end - 1] == 0:  # the zero byte of a 4-byte start code / trailing_zero_8bits
-            end -= 1
+        if data[end - 1:end] == b"\x00":  # the zero byte of a 4-byte start code / trailing_zero_8bits
+            end = s + len(data[s:end].rstrip(b"\x00"))
         if end > s:
             units.append((s, end))
     return units
@@ -145,11 +140,10 @@ def iter_nal_units(data: bytes) -> list[bytes]:
 def _read_ff_coded(rbsp: bytes, pos: int) -> tuple[int, int] | None:
     """An SEI payload type or size (0xFF bytes add 255 each, then one final byte) at `pos`:
     (value, position after it), or None when the data ends first."""
-    value, n = 0, len(rbsp)
-    while pos < n and rbsp[pos] == 0xFF:
-        value += 255
-        pos += 1
-    if pos >= n:
+    run = _FF_RUN.match(rbsp, pos)
+    assert run is not None  # `\xff*` matches the empty string too
+    value, pos = 255 * (run.end() - pos), run.end()
+    if pos >= len(rbsp):
         return None
     return value + rbsp[pos], pos + 1
 
@@ -159,7 +153,7 @@ def _sei_messages(rbsp: bytes) -> Iterable[tuple[int, bytes]]:
     pos = 0
     n = len(rbsp)
     while pos < n:
-        if rbsp[pos:] == b"\x80" or pos + 2 > n:  # rbsp_trailing_bits (or nothing left worth reading)
+        if pos + 2 > n:  # rbsp_trailing_bits (or nothing left worth reading)
             return
         ptype_at = _read_ff_coded(rbsp, pos)
         if ptype_at is None:
@@ -182,10 +176,14 @@ def parse_sei_payloads(data: bytes) -> list[tuple[bytes, bytes]]:
     Emulation-prevention bytes are removed, so payloads come back exactly as they were built.
     """
     found: list[tuple[bytes, bytes]] = []
+    seen = 0
     for nal in iter_nal_units(data):
         if not nal or nal[0] & 0x1F != NAL_SEI:
             continue
         for ptype, body in _sei_messages(unescape_rbsp(nal[1:])):
+            seen += 1
+            if seen > MAX_MESSAGES_PER_ACCESS_UNIT:
+                return found
             if ptype == USER_DATA_UNREGISTERED and len(body) >= 16:
                 found.append((body[:16], body[16:]))
     return found

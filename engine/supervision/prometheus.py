@@ -151,8 +151,19 @@ def render(status: Mapping[str, Any]) -> str:
     return "\n".join(f.lines()) + "\n"
 
 
+#: a client has this long per request (socket timeout): one that connects and sends nothing, or
+#: trickles its request, is dropped instead of holding a thread and a socket for good
+REQUEST_TIMEOUT_S = 5.0
+#: at most this many connections are served at once; more are closed at once
+MAX_CONNECTIONS = 32
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout_s)
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/metrics":
@@ -173,6 +184,23 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     status: Mapping[str, Any] = {}
+    request_timeout_s = REQUEST_TIMEOUT_S
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: drop this one, keep serving the others
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Server6(_Server):
@@ -182,10 +210,11 @@ class _Server6(_Server):
 class MetricsServer:
     """`/metrics` over HTTP on a thread; `update()` hands it the latest status dict."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         server_cls = _Server6 if ":" in host else _Server  # an IPv6 literal such as ::1
         try:
             self._server = server_cls((host, port), _Handler)
+            self._server.request_timeout_s = request_timeout_s
         except OSError as exc:
             raise ResourceError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
                                 where="--metrics-port") from None

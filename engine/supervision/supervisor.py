@@ -30,6 +30,7 @@ import zmq
 from ..control import protocol as proto
 from ..runtime.ring import FrameRing, segment_name
 from ..sdk.errors import (
+    ERRORS_BY_CODE,
     EngineError,
     FieldError,
     IntensityExceededError,
@@ -71,6 +72,7 @@ class NodeState:
     killed_for_hang: bool = False
     done_reason: str | None = None
     last_error: str | None = None
+    last_code: int | None = None  # code of last_error
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -256,6 +258,7 @@ class Supervisor:
                                   daemon=False)
         proc.start()
         st.proc, st.pid = proc, int(proc.pid)
+        st.last_code = None  # a new run: judge its own failure
         st.state = "starting"
         st.told_shutdown = False
         st.killed_for_hang = False
@@ -352,9 +355,11 @@ class Supervisor:
             self._handle_signals()
             if self.router in events:
                 self._handle_router()
-            for fd, nid in registered.items():
-                if fd in events:
-                    self._handle_exit(self.nodes[nid])
+            exited = [nid for fd, nid in registered.items() if fd in events]
+            if exited and self.router.poll(50):  # its `failed` message may still be on the way: it says
+                self._handle_router()                 # whether a restart can help (see _handle_exit)
+            for nid in exited:
+                self._handle_exit(self.nodes[nid])
             self._timers()
             self._export_metrics()
 
@@ -469,6 +474,13 @@ class Supervisor:
         detail = f": {st.last_error}" if st.last_error else ""
         self._say(logging.WARNING, f"node {nid} died ({how}){detail}")
         abnormal = code != 0 or st.killed_for_hang
+        cls = ERRORS_BY_CODE.get(st.last_code) if st.last_code is not None else None
+        if cls is not None and not cls.restartable and not st.killed_for_hang:
+            st.state = "failed"  # bad input: restarting would fail the same way, in a loop
+            self._event(nid, "gave_up", {"code": st.last_code, "reason": f"{cls.__name__}: a restart cannot cure it"})
+            self._say(logging.WARNING, f"node {nid} is not restarted: {cls.__name__} ({st.last_code}) is not "
+                      "cured by a restart; the rest of the engine keeps running")
+            return
         if not should_restart(st.spec.restart, abnormal):
             st.state = "stopped"
             self._say(logging.INFO, f"node {nid} is {st.spec.restart}: not restarted")
@@ -594,6 +606,7 @@ class Supervisor:
             self._event(nid, msg["name"], msg["data"])
         elif mtype == "failed":
             st.last_error = msg["message"]
+            st.last_code = msg["code"] if isinstance(msg.get("code"), int) else None
             self._event(nid, "error", {"code": msg["code"], "message": msg["message"]})
         elif mtype == "done":
             st.done_reason = msg["reason"]

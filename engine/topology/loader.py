@@ -41,6 +41,7 @@ from ..sdk.errors import (
     EngineError,
     FormatError,
     FormatMismatchError,
+    FrameSizeError,
     OptionError,
     ResourceError,
     SupervisionError,
@@ -52,7 +53,7 @@ from ..sdk.errors import (
     UnknownPadError,
     UnlinkedInputError,
 )
-from ..sdk.formats import Format
+from ..sdk.formats import Format, VideoFormat, check_frame_size
 from .registry import ActorClass, did_you_mean, get_kind
 from .topofile import join_path, parse_cli_value, read_source, redact, substitute
 
@@ -609,6 +610,8 @@ class _Builder:
             if exc.where:
                 raise
             raise type(exc)(exc.message, where=node.where) from exc
+        except FrameSizeError as exc:  # a source declaring a huge picture: keep the code, name the node
+            raise FrameSizeError(f"kind {node.kind}: {exc.message}", where=node.where) from exc
         except FormatError as exc:
             raise FormatMismatchError(f"kind {node.kind}: {exc.message}",
                                       where=f"{node.where}.inputs") from exc
@@ -631,6 +634,11 @@ class _Builder:
             if fmt.kind != port.kind:
                 raise FormatMismatchError(f"kind {node.kind} declares output pad {pad!r} as {port.kind} but "
                                           f"computed {fmt.describe()}", where=node.where)
+            if isinstance(fmt, VideoFormat):
+                try:
+                    check_frame_size(fmt.width, fmt.height, f"output {pad!r} of kind {node.kind}")
+                except FrameSizeError as exc:
+                    raise FrameSizeError(exc.message, where=node.where) from None
         return formats
 
 

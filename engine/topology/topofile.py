@@ -41,7 +41,19 @@ def redact(text: str, secrets: frozenset[str] | set[str]) -> str:
 # ---- reading -----------------------------------------------------------------------------------
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of keeping the last one."""
+    """SafeLoader that rejects duplicate keys instead of keeping the last one, and refuses YAML
+    aliases (`*name`, also in `<<: *name` merges): an alias shares a subtree, so a few nested ones
+    ("billion laughs") expand into a structure too large to walk, and `${VAR}` substitution, the
+    loader and `validate` walk every value."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            mark = event.start_mark
+            raise TopologySyntaxError(
+                f"YAML aliases are not allowed in a topology (*{event.anchor}); write the value out",
+                where=f"line {mark.line + 1}, column {mark.column + 1}")
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:

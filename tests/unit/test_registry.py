@@ -23,7 +23,8 @@ from mediaengine.sdk.formats import AudioFormat, EncodedFormat, Format, VideoFor
 from mediaengine.topology import registry as _registry
 
 ACTORS_DIR = Path(actors.__file__).parent
-REAL_KINDS = sorted(p.stem for p in ACTORS_DIR.glob("*.py") if not p.name.startswith("_"))
+REAL_KINDS = sorted([p.stem for p in ACTORS_DIR.glob("*.py") if not p.name.startswith("_")]
+                    + [p.parent.name for p in ACTORS_DIR.glob("*/__init__.py") if not p.parent.name.startswith("_")])
 
 
 # ---- the real actor modules ----------------------------------------------------------------------

@@ -14,8 +14,6 @@ from typing import Any
 
 import av
 import pytest
-from mediaengine.actors._rtmp_queue import Backlog, Item, RateWindow, StartGate
-from mediaengine.actors._rtmp_socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
 from mediaengine.actors.rtmp_sender import (
     RtmpSender,
     RtmpSenderOptions,
@@ -24,6 +22,8 @@ from mediaengine.actors.rtmp_sender import (
     reconnect_delay_ms,
     redact_url,
 )
+from mediaengine.actors.rtmp_sender.queue import Backlog, Item, RateWindow, StartGate
+from mediaengine.actors.rtmp_sender.socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
 from mediaengine.sdk.actor import Event
 from mediaengine.sdk.errors import ConnectError, FieldError, OptionError
 from mediaengine.sdk.formats import AAC, H264, Packet

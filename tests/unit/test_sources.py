@@ -23,7 +23,7 @@ import pytest
 from mediaengine.actors import file_source, image_source, test_pattern, tone
 from mediaengine.sdk import stamp
 from mediaengine.sdk.actor import Action, Emit, EndOfStream, Finish
-from mediaengine.sdk.errors import ConnectError, FileError, OptionError
+from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
 from mediaengine.sdk.formats import NS, AudioFormat, Frame, VideoFormat
 from numpy.typing import NDArray
 
@@ -524,10 +524,10 @@ def test_file_source_unreachable_server_is_a_connect_error() -> None:
         src.setup()
 
 
-def test_file_source_garbage_file_is_a_file_error(tmp_path: Path) -> None:
+def test_file_source_garbage_file_is_a_malformed_media_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00garbage" * 1000)
-    with pytest.raises(FileError, match=re.escape("junk.mp4")):
+    with pytest.raises(MalformedMediaError, match=re.escape("junk.mp4") + ".*not valid media"):
         file_source.FileSource(file_source.FileSourceOptions(url=str(junk))).setup()
 
 
@@ -543,7 +543,7 @@ def test_file_source_without_the_asked_stream_says_how_to_fix(tmp_path: Path) ->
                 c.mux(p)
         for p in vs.encode(None):
             c.mux(p)
-    with pytest.raises(FileError, match="audio: false"):
+    with pytest.raises(MalformedMediaError, match="audio: false"):
         file_source.FileSource(file_source.FileSourceOptions(url=str(path))).setup()
 
 

@@ -1,6 +1,6 @@
 """The socket under FFmpeg's RTMP client: found through /proc, its unsent and acknowledged bytes read
 with ioctls, shut down to break a blocked write, and a Python probe of the server before FFmpeg
-connects (private helper of actors/rtmp_sender.py).
+connects (part of the rtmp_sender kind).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import ssl
 import struct
 import termios
 import time
+
+from mediaengine.sdk.errors import TlsError
 
 
 def _proc_net_inodes(port: int, addresses: set[str]) -> set[int]:
@@ -109,10 +111,14 @@ def shutdown_socket(fd: int, inode: int) -> bool:
     return True
 
 
-def probe_rtmp(scheme: str, host: str, port: int, timeout_s: float) -> set[str]:
+def probe_rtmp(scheme: str, host: str, port: int, timeout_s: float,
+               tls_context: ssl.SSLContext | None = None) -> set[str]:
     """Is the server there and answering?  Connect, do TLS for rtmps, send the RTMP handshake's C0+C1
     and wait for the first byte of its answer, then close.  Blocking Python I/O (the GIL is free
     meanwhile, unlike during FFmpeg's connect).  Returns the server's IP addresses.
+
+    For rtmps the server's certificate and host name are verified with `tls_context` (default: the
+    system CAs): a server that fails raises `TlsError`, which is not retried.
 
     Raises OSError when nothing accepts the connection (ConnectionRefusedError, unreachable, DNS) or
     when the server stays silent past `timeout_s` (TimeoutError): the cases where FFmpeg would hang
@@ -129,16 +135,20 @@ def probe_rtmp(scheme: str, host: str, port: int, timeout_s: float) -> set[str]:
     sock: socket.socket = raw
     try:
         if scheme == "rtmps":
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE  # FFmpeg's TLS does not verify by default either
+            ctx = tls_context if tls_context is not None else ssl.create_default_context()
             raw.settimeout(left())
-            sock = ctx.wrap_socket(raw, server_hostname=host)
+            try:
+                sock = ctx.wrap_socket(raw, server_hostname=host)
+            except ssl.SSLCertVerificationError as e:
+                raise TlsError(
+                    f"rtmps server {host}:{port} is not trusted: {e.verify_message or e.reason}; give the "
+                    "PEM file of its CA as ca_file, or set tls_verify: false for a self-signed test "
+                    "server") from None
         sock.settimeout(left())
         sock.sendall(b"\x03" + bytes(8) + os.urandom(1528))
         sock.settimeout(left())
         sock.recv(1)  # S0, or an EOF: either way the server is answering
-    except TimeoutError:
+    except (TimeoutError, TlsError):
         raise
     except OSError:
         pass  # reset, TLS alert...: it answered

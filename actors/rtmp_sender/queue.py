@@ -1,5 +1,5 @@
 """The RTMP sender's send queue: a bounded backlog that drops non-key video first, the per-connection
-start gate, and a sliding rate window.  Pure logic, no I/O (private helper of actors/rtmp_sender.py).
+start gate, and a sliding rate window.  Pure logic, no I/O (part of the rtmp_sender kind).
 """
 
 from __future__ import annotations

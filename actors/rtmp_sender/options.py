@@ -1,0 +1,119 @@
+"""The RTMP sender's options and pure helpers: URL checks and redaction, the reconnect schedule and
+the load-time option checks (no I/O)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+import av
+from mediaengine.sdk.errors import OptionError
+from mediaengine.sdk.formats import Format
+
+OnFail = Literal["retry", "stop"]
+
+SCHEMES = {"rtmp": 1935, "rtmps": 443}
+PADS = ("video", "audio")  # the sender's input pads
+
+
+@dataclass(frozen=True)
+class RtmpSenderOptions:
+    url: str  # rtmp:// or rtmps:// URL with the stream key; use "${PUSH_URL}" to keep the key out of files
+    connect_timeout_ms: int = 5000  # one connection attempt (TCP, TLS, RTMP handshake) may take this long
+    reconnect_count: int = 5  # failed attempts in a row before `reconnect_fail` (then on_reconnect_fail)
+    reconnect_interval_ms: int = 1000  # wait before attempt 2 (attempt 1 is immediate)
+    reconnect_backoff: float = 1.0  # factor on the wait per further attempt (1.0 = constant, e.g. 1.5)
+    reconnect_max_interval_ms: int = 30000  # cap on the wait between attempts
+    on_reconnect_fail: OnFail = "retry"  # retry: keep trying (capped backoff); stop: ConnectError, actor stops
+    send_timeout_ms: int = 3000  # no progress (blocked mux, or no TCP ack while bytes wait) this long = lost
+    backlog_ms: int = 3000  # most media kept queued (while disconnected or congested); oldest dropped beyond
+    video_drop_ms: int = 1000  # beyond this much queued media, drop non-keyframe video (0 = only at backlog_ms)
+    audio_offset_ms: float = 40.0  # audio timestamps moved later by this much so video is never held (0..500)
+    probe: bool = True  # check from Python that the server answers before FFmpeg connects (see "Connecting")
+    tls_verify: bool = True  # rtmps: verify the server certificate and host name (false: test servers only)
+    ca_file: str = ""  # rtmps: PEM file of the CA that signed the server certificate (default: system CAs)
+
+
+
+def redact_url(url: str) -> str:
+    """`url` without secrets: scheme, host, port and the first path segment (the RTMP application);
+    the stream key, any further path, query, fragment and user info become ``***``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "***"
+    if not parts.scheme or not host:
+        return "***"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = ("***@" if parts.username or parts.password else "") + host + (f":{port}" if port else "")
+    segments = [s for s in parts.path.split("/") if s]
+    path = f"/{segments[0]}" if segments else ""
+    hidden = len(segments) > 1 or parts.query or parts.fragment
+    return f"{parts.scheme}://{netloc}{path}" + ("/***" if hidden else "")
+
+
+def server_address(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an rtmp/rtmps URL; OptionError (with the URL redacted) otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise OptionError(f"url {redact_url(url)} is not a valid URL: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise OptionError(f"url {redact_url(url)} must start with rtmp:// or rtmps://")
+    if not parts.hostname:
+        raise OptionError(f"url {redact_url(url)} has no host")
+    return scheme, parts.hostname, port or SCHEMES[scheme]
+
+
+def reconnect_delay_ms(attempt: int, options: RtmpSenderOptions) -> int:
+    """Wait before connection attempt `attempt` (1-based) of an outage: 0 for the first, then the
+    interval times backoff ** (attempt - 2), capped."""
+    if attempt <= 1:
+        return 0
+    delay = options.reconnect_interval_ms * options.reconnect_backoff ** (attempt - 2)
+    return int(min(delay, options.reconnect_max_interval_ms))
+
+
+def check_options(options: RtmpSenderOptions, input_formats: Mapping[str, Format]) -> None:
+    """Load-time checks (the loader calls them through `output_formats`)."""
+    server_address(options.url)
+    if not any(pad in input_formats for pad in PADS):
+        raise OptionError("rtmp_sender needs at least one linked input: video and/or audio")
+    if options.connect_timeout_ms <= 0 or options.send_timeout_ms <= 0:
+        raise OptionError("connect_timeout_ms and send_timeout_ms must be > 0")
+    if options.reconnect_count < 1:
+        raise OptionError(f"reconnect_count must be >= 1, got {options.reconnect_count}")
+    if options.reconnect_interval_ms < 0 or options.reconnect_max_interval_ms < options.reconnect_interval_ms:
+        raise OptionError("need 0 <= reconnect_interval_ms <= reconnect_max_interval_ms")
+    if options.reconnect_backoff < 1.0:
+        raise OptionError(f"reconnect_backoff must be >= 1.0, got {options.reconnect_backoff}")
+    if options.backlog_ms < 200:
+        raise OptionError(f"backlog_ms must be >= 200, got {options.backlog_ms}")
+    if not 0 <= options.video_drop_ms <= options.backlog_ms:
+        raise OptionError("need 0 <= video_drop_ms <= backlog_ms")
+    if not 0 <= options.audio_offset_ms <= 500:
+        raise OptionError(f"audio_offset_ms must be within 0..500, got {options.audio_offset_ms}")
+    if options.ca_file and not os.path.isfile(options.ca_file):
+        raise OptionError(f"ca_file {options.ca_file!r} is not a file; give the PEM file of the server's CA")
+    if options.ca_file and not options.tls_verify:
+        raise OptionError("ca_file is given but tls_verify is false: the CA would not be used")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short description of a network error that never includes the URL (PyAV puts it in str())."""
+    if isinstance(exc, av.FFmpegError):
+        return f"{type(exc).__name__}: {exc.strerror or 'error'} (errno {exc.errno})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror} (errno {exc.errno})"
+    if isinstance(exc, OSError | TimeoutError):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+

@@ -88,7 +88,7 @@ import av.container
 import av.stream
 from mediaengine.actors._rtmp_queue import Backlog, Item, Kind, RateWindow, StartGate, to_ns
 from mediaengine.actors._rtmp_socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
-from mediaengine.sdk.actor import Action, Actions, Actor, Event, InPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, Event, InPort, Reply, option
 from mediaengine.sdk.codec import add_stream_from_params, packet_to_av
 from mediaengine.sdk.errors import ActorFailedError, ConnectError, FieldError, FormatError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, Packet
@@ -115,18 +115,28 @@ STATES = ("waiting", "connecting", "connected", "reconnecting", "failed", "ended
 
 @dataclass(frozen=True)
 class RtmpSenderOptions:
-    url: str  # rtmp:// or rtmps:// URL with the stream key; use "${PUSH_URL}" to keep the key out of files
-    connect_timeout_ms: int = 5000  # one connection attempt (TCP, TLS, RTMP handshake) may take this long
-    reconnect_count: int = 5  # failed attempts in a row before `reconnect_fail` (then on_reconnect_fail)
-    reconnect_interval_ms: int = 1000  # wait before attempt 2 (attempt 1 is immediate)
-    reconnect_backoff: float = 1.0  # factor on the wait per further attempt (1.0 = constant, e.g. 1.5)
-    reconnect_max_interval_ms: int = 30000  # cap on the wait between attempts
-    on_reconnect_fail: OnFail = "retry"  # retry: keep trying (capped backoff); stop: ConnectError, actor stops
-    send_timeout_ms: int = 3000  # no progress (blocked mux, or no TCP ack while bytes wait) this long = lost
-    backlog_ms: int = 3000  # most media kept queued (while disconnected or congested); oldest dropped beyond
-    video_drop_ms: int = 1000  # beyond this much queued media, drop non-keyframe video (0 = only at backlog_ms)
-    audio_offset_ms: float = 40.0  # audio timestamps moved later by this much so video is never held (0..500)
-    probe: bool = True  # check from Python that the server answers before FFmpeg connects (see "Connecting")
+    url: str = option(doc='rtmp:// or rtmps:// URL with the stream key; use "${PUSH_URL}" to keep the key out of files')
+    connect_timeout_ms: int = option(
+        5000, range=(1, None), doc="one connection attempt (TCP, TLS, RTMP handshake) may take this long")
+    reconnect_count: int = option(
+        5, range=(1, None), doc="failed attempts in a row before `reconnect_fail` (then on_reconnect_fail)")
+    reconnect_interval_ms: int = option(
+        1000, range=(0, None), doc="wait before attempt 2 (attempt 1 is immediate)")
+    reconnect_backoff: float = option(
+        1.0, range=(1.0, None), doc="factor on the wait per further attempt (1.0 = constant, e.g. 1.5)")
+    reconnect_max_interval_ms: int = option(30000, doc="cap on the wait between attempts")
+    on_reconnect_fail: OnFail = option(
+        "retry", doc="retry: keep trying (capped backoff); stop: ConnectError, actor stops")
+    send_timeout_ms: int = option(
+        3000, range=(1, None), doc="no progress (blocked mux, or no TCP ack while bytes wait) this long = lost")
+    backlog_ms: int = option(
+        3000, range=(200, None), doc="most media kept queued (while disconnected or congested); oldest dropped beyond")
+    video_drop_ms: int = option(
+        1000, doc="beyond this much queued media, drop non-keyframe video (0 = only at backlog_ms)")
+    audio_offset_ms: float = option(
+        40.0, range=(0, 500), doc="audio timestamps moved later by this much so video is never held (0..500)")
+    probe: bool = option(
+        True, doc='check from Python that the server answers before FFmpeg connects (see "Connecting")')
 
 
 # ---- pure helpers ----------------------------------------------------------------------------------
@@ -176,24 +186,14 @@ def reconnect_delay_ms(attempt: int, options: RtmpSenderOptions) -> int:
 
 
 def check_options(options: RtmpSenderOptions, input_formats: Mapping[str, Format]) -> None:
-    """Load-time checks (the loader calls them through `output_formats`)."""
+    """The rules across options and inputs (single-option ranges are declared with `option()`)."""
     server_address(options.url)
     if not any(pad in input_formats for pad in RtmpSender.inputs):
         raise OptionError("rtmp_sender needs at least one linked input: video and/or audio")
-    if options.connect_timeout_ms <= 0 or options.send_timeout_ms <= 0:
-        raise OptionError("connect_timeout_ms and send_timeout_ms must be > 0")
-    if options.reconnect_count < 1:
-        raise OptionError(f"reconnect_count must be >= 1, got {options.reconnect_count}")
-    if options.reconnect_interval_ms < 0 or options.reconnect_max_interval_ms < options.reconnect_interval_ms:
+    if options.reconnect_max_interval_ms < options.reconnect_interval_ms:
         raise OptionError("need 0 <= reconnect_interval_ms <= reconnect_max_interval_ms")
-    if options.reconnect_backoff < 1.0:
-        raise OptionError(f"reconnect_backoff must be >= 1.0, got {options.reconnect_backoff}")
-    if options.backlog_ms < 200:
-        raise OptionError(f"backlog_ms must be >= 200, got {options.backlog_ms}")
     if not 0 <= options.video_drop_ms <= options.backlog_ms:
         raise OptionError("need 0 <= video_drop_ms <= backlog_ms")
-    if not 0 <= options.audio_offset_ms <= 500:
-        raise OptionError(f"audio_offset_ms must be within 0..500, got {options.audio_offset_ms}")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -765,23 +765,24 @@ class RtmpSender(Actor[RtmpSenderOptions]):
     prober: Prober | None = staticmethod(probe_rtmp)
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
         check_options(options, input_formats)
-        return {}
 
-    def __init__(self, options: RtmpSenderOptions, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        self.tick_interval_ns: int | None = TICK_NS
+    def __init__(self, options: RtmpSenderOptions) -> None:
+        super().__init__(options)
+        self.tick_interval_ns = TICK_NS
         self.clock: Clock = time.monotonic_ns
-        self.kinds: tuple[Kind, ...] = tuple(k for k in ("video", "audio") if k in self.input_formats)
+        self.node_id = ""
+        self.kinds: tuple[Kind, ...] = ()
         self.link: Link | None = None
         self._messages: list[_Message] = []
         self._next_message = 1
         self._ended_pads: set[str] = set()
         self._fatal_reported = False
 
-    def setup(self) -> None:
-        check_options(self.options, self.input_formats)
+    def setup(self, ctx: Context) -> None:
+        self.node_id = ctx.node_id
+        self.kinds = tuple(k for k in ("video", "audio") if k in ctx.input_formats)
         prober = type(self).prober if self.options.probe else None
         self.link = Link(self.options, self.kinds, connector=type(self).connector, prober=prober, clock=self.clock)
         self.link.start()
@@ -805,7 +806,7 @@ class RtmpSender(Actor[RtmpSenderOptions]):
     def on_tick(self, now_ns: int) -> Actions:
         return self._events()
 
-    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+    def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command != "send_message":
             return super().on_control(command, args)
         if "video" not in self.kinds:
@@ -815,7 +816,7 @@ class RtmpSender(Actor[RtmpSenderOptions]):
                        self.clock() + round(delay_ms * 1_000_000), key_only)
         self._next_message += 1
         self._messages.append(msg)
-        return {"id": msg.id, "frames": repeat}
+        return [Reply({"id": msg.id, "frames": repeat})]
 
     def on_eos(self, pad: str) -> Actions:
         self._ended_pads.add(pad)

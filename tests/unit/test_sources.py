@@ -62,7 +62,7 @@ def make_pattern(**options: Any) -> test_pattern.TestPattern:
 def test_pattern_declares_its_format() -> None:
     opts = test_pattern.TestPatternOptions(width=1280, height=720, fps=25.0)
     assert test_pattern.TestPattern.output_formats(opts, {}) == {"out": VideoFormat(1280, 720, 25.0)}
-    with pytest.raises(OptionError, match="out of range 64..7680"):  # declared with option(range=...)
+    with pytest.raises(OptionError, match=r"out of range 64\.\.7680"):  # declared with option(range=...)
         ActorHarness(test_pattern.TestPattern, dataclasses.replace(opts, width=16))
 
 

@@ -192,8 +192,8 @@ def apply_set(options_cls: type[Any], options: Any, changes: Mapping[str, Any], 
         except OptionError as exc:
             if exc.where and exc.where.startswith(f"{node_id}."):
                 raise
-            name = exc.where if exc.where in fields else next(iter(new_values)) if len(new_values) == 1 else None
-            raise OptionError(exc.message, where=f"{node_id}.{name}" if name else node_id) from exc
+            culprit = exc.where if exc.where in fields else next(iter(new_values)) if len(new_values) == 1 else None
+            raise OptionError(exc.message, where=f"{node_id}.{culprit}" if culprit else node_id) from exc
     return new_options, new_values
 
 

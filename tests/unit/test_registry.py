@@ -18,9 +18,9 @@ from typing import Any
 import mediaengine.actors as actors
 import pytest
 from mediaengine.sdk.actor import Actor, InPort, OutPort, coerce, option, option_fields, resolved_hints
-from mediaengine.sdk.options import META_KEY
 from mediaengine.sdk.errors import EngineError, TopologyError, UnknownKindError
 from mediaengine.sdk.formats import AudioFormat, EncodedFormat, Format, VideoFormat
+from mediaengine.sdk.options import META_KEY
 from mediaengine.topology import registry as _registry
 
 ACTORS_DIR = Path(actors.__file__).parent
@@ -248,7 +248,7 @@ def test_register_rejects_bad_names_and_classes() -> None:
         Options = BadDefaultOptions
 
     with pytest.raises(UnknownKindError, match="default of option 'strength' breaks its own declaration: "
-                                               "500 is out of range 0..100"):
+                                               r"500 is out of range 0\.\.100"):
         _registry.register("t_badlive", BadDefault)
     assert "t_nodc" not in _registry.kind_names() and "t_badlive" not in _registry.kind_names()
 

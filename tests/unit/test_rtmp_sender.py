@@ -442,7 +442,8 @@ def test_send_message_goes_into_the_next_video_frames(make: Callable[..., Harnes
     h = make()
     clock = [0]
     h.sender.clock = lambda: clock[0]
-    assert reply(h.sender.on_control("send_message", {"text": "q\x00\x00\x01?", "repeat_count": 3})) == {"id": 1, "frames": 3}
+    first = reply(h.sender.on_control("send_message", {"text": "q\x00\x00\x01?", "repeat_count": 3}))
+    assert first == {"id": 1, "frames": 3}
     assert reply(h.sender.on_control("send_message", {"text": "later", "delay_ms": 100})) == {"id": 2, "frames": 1}
     assert reply(h.sender.on_control("send_message", {"text": "key", "repeat_count": 2, "keyframe_only": True})) == {
         "id": 3, "frames": 2}

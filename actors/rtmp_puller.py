@@ -91,26 +91,26 @@ class AudioChunker:
 
     def __init__(self, rate: int, channels: int, samples_per_frame: int) -> None:
         self.rate, self.channels, self.spf = rate, channels, samples_per_frame
-        self._pending = np.zeros((0, channels), dtype=np.int16)
-        self._next_sample: int | None = None  # engine sample index of _pending[0]
+        self._samples = np.zeros((0, channels), dtype=np.int16)
+        self._next_sample: int | None = None  # engine sample index of _samples[0]
 
     def start(self, pts_ns: int) -> None:
         sample = math.ceil(pts_ns * self.rate / NS)
         if self._next_sample is not None:
-            sample = max(sample, self._next_sample + len(self._pending))
-        self._pending = self._pending[:0]
+            sample = max(sample, self._next_sample + len(self._samples))
+        self._samples = self._samples[:0]
         self._next_sample = sample
 
     def push(self, pcm: NDArray[np.int16]) -> list[tuple[NDArray[np.int16], int]]:
         """Add samples; returns the complete frames as (samples, pts_ns)."""
         if self._next_sample is None:
             raise RuntimeError("AudioChunker.start() must come first")
-        self._pending = np.concatenate([self._pending, pcm.reshape(-1, self.channels)])
+        self._samples = np.concatenate([self._samples, pcm.reshape(-1, self.channels)])
         out = []
-        while len(self._pending) >= self.spf:
-            chunk = np.ascontiguousarray(self._pending[: self.spf])
+        while len(self._samples) >= self.spf:
+            chunk = np.ascontiguousarray(self._samples[: self.spf])
             out.append((chunk, self._next_sample * NS // self.rate))
-            self._pending = self._pending[self.spf:]
+            self._samples = self._samples[self.spf:]
             self._next_sample += self.spf
         return out
 

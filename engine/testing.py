@@ -178,7 +178,8 @@ class ActorHarness:
         cls, fmts = self.cls, self.input_formats
         new, changed = apply_set(cls.Options, self.actor.options, changes, node_id=self.ctx.node_id,
                                  validate=lambda o: cls.validate(o, fmts))
-        self.actor.options = self.options = new
+        self.actor.replace_options(new)
+        self.options = new
         for name, value in changed.items():
             self._hook("option", _bind(self.actor.on_option_changed, name, value))
         return dict(changed)

@@ -332,8 +332,9 @@ class ActorRuntime:
         actor = self.actor
         cls = type(actor)
         input_formats = {p: i.fmt for p, i in self.inputs.items()}
-        actor.options, changed = apply_set(cls.Options, actor.options, changes, node_id=self.node_id,
-                                           validate=lambda o: cls.validate(o, input_formats))
+        options, changed = apply_set(cls.Options, actor.options, changes, node_id=self.node_id,
+                                     validate=lambda o: cls.validate(o, input_formats))
+        actor.replace_options(options)
         for name, value in changed.items():
             self._run_hook("option", _bind(actor.on_option_changed, name, value))
         return dict(changed)

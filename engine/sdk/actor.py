@@ -180,6 +180,10 @@ class Actor(Generic[OptionsT]):
         self.options = options  # frozen and validated by the loader; `set` replaces it with a new one
         self.tick_interval_ns: int | None = None  # read by the runtime after every hook
 
+    def replace_options(self, options: OptionsT) -> None:
+        """Take the new frozen options of a live `set` (the runtime calls it, then `on_option_changed`)."""
+        self.options = options
+
     # ---- static description ------------------------------------------------------------------
     @classmethod
     def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:

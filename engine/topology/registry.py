@@ -228,7 +228,7 @@ def describe_kind(name: str) -> dict[str, Any]:
 
     Keys: `kind`, `class`, `summary`, `is_source`, `inputs` (pad -> kind, codecs, pix_fmts, policy,
     required), `outputs` (pad -> kind, default) and `options` (a list of name, type, required,
-    default, live, range when declared, doc).
+    default, live, range and choices when declared, doc), all read from the `option()` declarations.
     """
     cls = get_kind(name)
     inputs = {pad: {"kind": port.kind, "codecs": list(port.codecs),

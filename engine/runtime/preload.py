@@ -14,8 +14,8 @@ import msgpack  # noqa: F401
 import numpy  # noqa: F401
 import zmq  # noqa: F401
 
+from .. import _runtime  # noqa: F401
 from ..topology.registry import all_kinds
-from . import actor_runtime  # noqa: F401
 
 with contextlib.suppress(Exception):  # a broken actor module is reported when that kind starts
     all_kinds()

@@ -27,7 +27,7 @@ from typing import Any
 
 import av
 import numpy as np
-from mediaengine.sdk.actor import Action, Actions, Actor, Emit, EndOfStream, Event, InPort, OutPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, Emit, EndOfStream, Event, InPort, OutPort, option
 from mediaengine.sdk.codec import audio_params, default_layout, packet_from_av
 from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import AAC, NS, AudioFormat, Format, Frame, Packet
@@ -38,9 +38,9 @@ AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 1200
 
 @dataclass(frozen=True)
 class AudioEncoderOptions:
-    bitrate_kbps: int = 64  # AAC bit rate; live (16..320)
-    resync_ms: float = 20.0  # resync pts to the input when it drifts from the sample count by more
-    params_every_s: float = 1.0  # attach stream params to a packet at least this often
+    bitrate_kbps: int = option(64, range=(16, 320), live=True, doc="AAC bit rate; live (16..320)")
+    resync_ms: float = option(20.0, doc="resync pts to the input when it drifts from the sample count by more")
+    params_every_s: float = option(1.0, doc="attach stream params to a packet at least this often")
 
 
 def s16_to_planar(pcm: np.ndarray[Any, np.dtype[np.int16]],
@@ -50,9 +50,7 @@ def s16_to_planar(pcm: np.ndarray[Any, np.dtype[np.int16]],
 
 
 def check_options(options: AudioEncoderOptions) -> None:
-    lo, hi = AudioEncoder.option_ranges["bitrate_kbps"]
-    if not lo <= options.bitrate_kbps <= hi:
-        raise OptionError(f"bitrate_kbps {options.bitrate_kbps} is outside {lo:g}..{hi:g}")
+    """The checks `option()` cannot declare: durations that must be > 0."""
     if options.resync_ms <= 0 or options.params_every_s <= 0:
         raise OptionError("resync_ms and params_every_s must be > 0")
 
@@ -61,20 +59,21 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
     inputs = {"in": InPort("audio", policy="block")}
     outputs = {"out": OutPort("encoded", default=True)}
     Options = AudioEncoderOptions
-    live_options = ("bitrate_kbps",)
-    option_ranges = {"bitrate_kbps": (16, 320)}
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
         check_options(options)
         fmt = input_formats.get("in")
         if isinstance(fmt, AudioFormat):
             _check_format(fmt)
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         return {"out": AAC}
 
-    def __init__(self, options: AudioEncoderOptions, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        fmt = self.input_formats.get("in")
+    def setup(self, ctx: Context) -> Actions:
+        self.node_id = ctx.node_id
+        fmt = ctx.input_formats.get("in")
         if not isinstance(fmt, AudioFormat):
             raise FormatMismatchError(f"audio_encoder needs an audio input format, got {fmt!r}")
         _check_format(fmt)
@@ -87,19 +86,16 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
         self._fill = 0  # samples in _acc
         self._frame_pts: int | None = None  # pts of _acc[:, 0]
         self._params_due = 0  # packets until params go out again (0 = on the next one)
-        self._pending: list[Action] = []
         self.frames_in = 0
         self.samples_in = 0
         self.resyncs = 0  # resync episodes
         self._resyncing = False
         self.dropped_samples = 0
         self.packets_out = 0
+        return [self._open()]
 
-    def setup(self) -> None:
-        check_options(self.options)
-        self._open()
-
-    def _open(self) -> None:
+    def _open(self) -> Event:
+        """Open the AAC encoder; returns the `encoder_started` event for the hook to return."""
         try:
             ctx = av.CodecContext.create("aac", "w")
             assert isinstance(ctx, av.AudioCodecContext)
@@ -116,15 +112,16 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
                                where=self.node_id or None) from e
         self._ctx = ctx
         self._params_due = 0
-        self._pending.append(Event("encoder_started", {
+        return Event("encoder_started", {
             "codec": "aac", "rate": self.rate, "channels": self.fmt.channels, "layout": self.layout,
-            "bitrate_kbps": self.options.bitrate_kbps}))
+            "bitrate_kbps": self.options.bitrate_kbps})
 
     # ---- encoding ----------------------------------------------------------------------------
     def _encode_acc(self) -> list[Action]:
         """Encode the full frame in _acc and start the next one."""
+        actions: list[Action] = []
         if self._ctx is None:
-            self._open()
+            actions.append(self._open())
         assert self._ctx is not None and self._frame_pts is not None
         frame = av.AudioFrame.from_ndarray(self._acc, format="fltp", layout=self.layout)
         frame.sample_rate = self.rate
@@ -132,14 +129,14 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
         frame.time_base = self.time_base
         self._frame_pts += FRAME_SIZE
         self._fill = 0
-        return self._packets(self._ctx, frame)
+        return actions + self._packets(self._ctx, frame)
 
     def _packets(self, ctx: av.AudioCodecContext, frame: av.AudioFrame | None) -> list[Action]:
         try:
             out = ctx.encode(frame)
         except av.FFmpegError as e:
             raise EncoderError(f"aac failed to encode: {e}", where=self.node_id or None) from e
-        actions = self._take_pending()
+        actions: list[Action] = []
         every = max(1, round(self.options.params_every_s * self.rate / FRAME_SIZE))
         for pkt in out:
             params = None
@@ -165,7 +162,7 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
         ctx, self._ctx = self._ctx, None
         if ctx is not None:
             actions.extend(self._packets(ctx, None))
-        return self._take_pending() + actions
+        return actions
 
     # ---- hooks -------------------------------------------------------------------------------
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
@@ -177,7 +174,7 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
         self.frames_in += 1
         self.samples_in += pcm.shape[0]
         start = (media.pts_ns * self.rate * 2 + NS) // (2 * NS)  # nearest sample
-        actions = self._take_pending()
+        actions: list[Action] = []
         if self._frame_pts is None:
             self._frame_pts = start
         expected = self._frame_pts + self._fill
@@ -214,11 +211,12 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
                 "dropped_samples": self.dropped_samples, "packets_out": self.packets_out,
                 "bitrate_kbps": self.options.bitrate_kbps}
 
-    def on_option_changed(self, name: str, value: Any) -> None:
+    def on_option_changed(self, name: str, value: Any) -> Actions:
         if name == "bitrate_kbps" and self._ctx is not None:
             self._ctx.bit_rate = int(value) * 1000
             self._params_due = 0  # params carry bit_rate
-            self._pending.append(Event("bitrate_changed", {"bitrate_kbps": int(value)}))
+            return [Event("bitrate_changed", {"bitrate_kbps": int(value)})]
+        return None
 
     def on_eos(self, pad: str) -> Actions:
         actions = self._flush()
@@ -227,10 +225,6 @@ class AudioEncoder(Actor[AudioEncoderOptions]):
 
     def stop(self) -> Actions:
         return self._flush()
-
-    def _take_pending(self) -> list[Action]:
-        actions, self._pending = self._pending, []
-        return actions
 
 
 def _check_format(fmt: AudioFormat) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import av
 import av.error
 import numpy as np
-from mediaengine.sdk.actor import Action, Actor, Emit, EndOfStream, Finish, OutPort
+from mediaengine.sdk.actor import Action, Actor, Context, Emit, EndOfStream, Finish, OutPort, option
 from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
 from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
@@ -42,17 +42,18 @@ __all__ = ["FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
 
 @dataclass(frozen=True)
 class FileSourceOptions:
-    url: str  # file path or any URL FFmpeg reads (http://, rtmp://, rtsp://, ...)
-    loop: bool = False  # start again at the end instead of finishing
-    video: bool = True  # decode and emit video on the `video` pad
-    audio: bool = True  # decode and emit audio on the `audio` pad
-    width: int = 640  # output video width (frames are scaled to it)
-    height: int = 360  # output video height
-    fps: float = 30.0  # output frame rate (frames are duplicated or dropped to hold it)
-    rate: int = 48000  # output sample rate
-    channels: int = 2  # output channels: 1 or 2
-    samples_per_frame: int = 1024  # samples per output audio frame
-    timeout_s: float = 10.0  # open/read timeout for network URLs (0 = none)
+    url: str = option(doc="file path or any URL FFmpeg reads (http://, rtmp://, rtsp://, ...)")
+    loop: bool = option(False, doc="start again at the end instead of finishing")
+    video: bool = option(True, doc="decode and emit video on the `video` pad")
+    audio: bool = option(True, doc="decode and emit audio on the `audio` pad")
+    width: int = option(640, range=(16, 7680), doc="output video width (frames are scaled to it)")
+    height: int = option(360, range=(16, 4320), doc="output video height")
+    fps: float = option(30.0, range=(0.1, 240.0),
+                        doc="output frame rate (frames are duplicated or dropped to hold it)")
+    rate: int = option(48000, range=(8000, 192000), doc="output sample rate")
+    channels: int = option(2, choices=(1, 2), doc="output channels: 1 or 2")
+    samples_per_frame: int = option(1024, doc="samples per output audio frame")
+    timeout_s: float = option(10.0, range=(0.0, None), doc="open/read timeout for network URLs (0 = none)")
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -269,18 +270,22 @@ class FileSource(Actor[FileSourceOptions]):
     is_source = True
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
         o: FileSourceOptions = options
         if not (o.video or o.audio):
             raise OptionError("both `video` and `audio` are false: nothing to play")
+        checked_audio_format(o.rate, o.channels, o.samples_per_frame)  # samples_per_frame vs rate
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+        o: FileSourceOptions = options
         video = checked_video_format(o.width, o.height, o.fps)
         audio = checked_audio_format(o.rate, o.channels, o.samples_per_frame)
         # both pads always have a format (the loader links by format); a disabled pad just ends at once
         return {"video": video, "audio": audio}
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         o = self.options
-        self.output_formats(o, {})
         self._vint = round(NS / o.fps)
         aint = -(-o.samples_per_frame * NS // o.rate)
         self.tick_interval_ns = min(self._vint if o.video else aint, aint if o.audio else self._vint)

@@ -23,8 +23,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from mediaengine.sdk.actor import Action, Actor, Emit, OutPort
-from mediaengine.sdk.errors import FileError, OptionError
+from mediaengine.sdk.actor import Action, Actor, Context, Emit, OutPort, option
+from mediaengine.sdk.errors import FileError
 from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat, check_frame_size
 from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
@@ -34,10 +34,12 @@ __all__ = ["ImageSource", "ImageSourceOptions", "load_image"]
 
 @dataclass(frozen=True)
 class ImageSourceOptions:
-    path: str  # image file (PNG, JPEG, BMP, WebP, ... anything cv2.imread decodes)
-    width: int = 0  # output width in pixels; 0 = the image's own (or follow the aspect ratio)
-    height: int = 0  # output height in pixels; 0 = the image's own (or follow the aspect ratio)
-    fps: float = 15.0  # frames per second
+    path: str = option(doc="image file (PNG, JPEG, BMP, WebP, ... anything cv2.imread decodes)")
+    width: int = option(0, range=(0, None),
+                        doc="output width in pixels; 0 = the image's own (or follow the aspect ratio)")
+    height: int = option(0, range=(0, None),
+                         doc="output height in pixels; 0 = the image's own (or follow the aspect ratio)")
+    fps: float = option(15.0, range=(0.1, 240.0), doc="frames per second")
 
 
 # ---- pure-ish function (file in, array out) -------------------------------------------------------
@@ -117,10 +119,6 @@ class ImageSource(Actor[ImageSourceOptions]):
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         o: ImageSourceOptions = options
-        if o.width < 0 or o.height < 0:
-            raise OptionError(f"width/height must be >= 0, got {o.width}x{o.height}")
-        if not 0.1 <= o.fps <= 240.0:
-            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
         if o.width > 0 and o.height > 0:
             if not os.path.isfile(o.path):  # fail at load time, not only when the process starts
                 raise FileError(f"image file not found: {o.path!r} (cwd {os.getcwd()!r}); "
@@ -130,11 +128,9 @@ class ImageSource(Actor[ImageSourceOptions]):
             h, w = load_image(o.path, o.width, o.height).shape[:2]
         return {"out": VideoFormat(w, h, o.fps)}
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         o = self.options
-        if not 0.1 <= o.fps <= 240.0:
-            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
-        declared = self.output_formats_.get("out")
+        declared = ctx.output_formats.get("out")
         if isinstance(declared, VideoFormat):  # the size fixed at load time, even if the file changed
             picture = load_image(o.path, declared.width, declared.height)
         else:

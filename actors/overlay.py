@@ -20,7 +20,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from mediaengine.sdk.actor import Action, Actor, Emit, InPort, OutPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, Emit, InPort, OutPort, option
 from mediaengine.sdk.errors import FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import Format, Frame, Packet, VideoFormat
 from numpy.typing import NDArray
@@ -40,13 +40,18 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 @dataclass(frozen=True)
 class OverlayOptions:
-    text: str = ""  # caption; "\n" starts a new line; "" = pass the frames through unchanged (live)
-    x: float = 0.05  # left edge of the text block, as a fraction of the frame width, 0..1 (live)
-    y: float = 0.05  # top edge of the text block, as a fraction of the frame height, 0..1 (live)
-    scale: float = 1.0  # text size; 1.0 = about 1/30 of the frame height per line (live)
-    color: str = "white"  # text colour: "#rrggbb" or a name (white, black, red, yellow, ...) (live)
-    box: bool = False  # draw a filled rectangle behind the text (live)
-    box_color: str = "black"  # colour of that rectangle (live)
+    text: str = option("", live=True,
+                       doc='caption; "\\n" starts a new line; "" = pass the frames through unchanged (live)')
+    x: float = option(0.05, range=(0.0, 1.0), live=True,
+                      doc="left edge of the text block, as a fraction of the frame width, 0..1 (live)")
+    y: float = option(0.05, range=(0.0, 1.0), live=True,
+                      doc="top edge of the text block, as a fraction of the frame height, 0..1 (live)")
+    scale: float = option(1.0, range=(0.1, 20.0), live=True,
+                          doc="text size; 1.0 = about 1/30 of the frame height per line (live)")
+    color: str = option("white", live=True,
+                        doc='text colour: "#rrggbb" or a name (white, black, red, yellow, ...) (live)')
+    box: bool = option(False, live=True, doc="draw a filled rectangle behind the text (live)")
+    box_color: str = option("black", live=True, doc="colour of that rectangle (live)")
 
 
 # ---- pure functions -------------------------------------------------------------------------------
@@ -105,13 +110,13 @@ class Overlay(Actor[OverlayOptions]):
     inputs = {"in": InPort("video")}
     outputs = {"out": OutPort("video", default=True)}
     Options = OverlayOptions
-    live_options = ("text", "x", "y", "scale", "color", "box", "box_color")
-    option_ranges = {"x": (0.0, 1.0), "y": (0.0, 1.0), "scale": (0.1, 20.0)}
+
+    @classmethod
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
+        cls._colors(options)  # also on `set`: a bad colour is refused before it reaches a frame
 
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
-        o: OverlayOptions = options
-        cls._colors(o)
         fmt = input_formats.get("in")
         if not isinstance(fmt, VideoFormat):
             raise FormatMismatchError("overlay needs a video input on `in`")
@@ -124,19 +129,21 @@ class Overlay(Actor[OverlayOptions]):
         except ValueError as e:
             raise OptionError(str(e)) from e
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
+        self._ctx = ctx
         self._color, self._box_color = self._colors(self.options)
         self._out: NDArray[np.uint8] | None = None
 
-    def on_option_changed(self, name: str, value: Any) -> None:
+    def on_option_changed(self, name: str, value: Any) -> Actions:
         if name in ("color", "box_color"):
             self._color, self._box_color = self._colors(self.options)
+        return None
 
     def on_frame(self, pad: str, media: Frame | Packet) -> list[Action]:
         if not isinstance(media, Frame) or media.data.ndim != 3:
             raise FormatError(f"overlay expects rgb24 video frames on `{pad}`, got {type(media).__name__}")
         src = media.data
-        target = self.output_buffer("out")  # draw straight into the output ring slot: no extra copy
+        target = self._ctx.output_buffer("out")  # draw straight into the output ring slot: no extra copy
         if target is None or target.shape != src.shape:
             if self._out is None or self._out.shape != src.shape:  # first frame, or a resolution change
                 self._out = np.empty(src.shape, dtype=np.uint8)

@@ -41,7 +41,7 @@ from typing import Any
 import av
 import av.container
 import av.stream
-from mediaengine.sdk.actor import Action, Actions, Actor, Event, InPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, Event, InPort, option
 from mediaengine.sdk.codec import add_stream_from_params, packet_to_av, time_base_of
 from mediaengine.sdk.errors import FileError, FormatError, OptionError, ResourceError
 from mediaengine.sdk.formats import Format, Frame, Packet
@@ -54,11 +54,13 @@ PARAM_KEYS = ("codec", "extradata", "width", "height", "rate", "channels")
 
 @dataclass(frozen=True)
 class RecorderOptions:
-    path: str  # output file, e.g. out/demo.mp4; parent folders are created
-    format: str = ""  # mp4 | flv | mpegts | hls; "" = from the extension (.mp4 .m4a .flv .ts .m3u8)
-    fragment_s: float = 1.0  # MP4: longest fragment (the most a crash loses); HLS: segment length
-    overwrite: bool = True  # the first writer of an engine run overwrites `path` (restarts never do)
-    start_timeout_s: float = 10.0  # start without an input that sent no params within this much media
+    path: str = option(doc="output file, e.g. out/demo.mp4; parent folders are created")
+    format: str = option("", choices=("", *FORMATS),
+                         doc='mp4 | flv | mpegts | hls; "" = from the extension (.mp4 .m4a .flv .ts .m3u8)')
+    fragment_s: float = option(1.0, doc="MP4: longest fragment (the most a crash loses); HLS: segment length")
+    overwrite: bool = option(True, doc="the first writer of an engine run overwrites `path` (restarts never do)")
+    start_timeout_s: float = option(
+        10.0, doc="start without an input that sent no params within this much media")
 
 
 def container_format(options: RecorderOptions) -> str:
@@ -152,29 +154,24 @@ class Recorder(Actor[RecorderOptions]):
     Options = RecorderOptions
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
         check_options(options, input_formats)
-        return {}
 
-    def __init__(self, options: RecorderOptions, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        self.restart_count: int = 0  # set by the runtime before setup(); 0 on the first start
-        self.fmt = container_format(options)
-        self._tracks = {pad: _Track(pad) for pad in self.inputs if pad in self.input_formats}
+    def setup(self, ctx: Context) -> None:
+        self.node_id = ctx.node_id
+        self.restart_count = ctx.restart_count  # 0 on the first start of this node in the engine run
+        self.fmt = container_format(self.options)
+        self._tracks = {pad: _Track(pad) for pad in self.inputs if pad in ctx.input_formats}
         self._container: av.container.OutputContainer | None = None
         self._files = 0  # files written by this process
         self._t0 = Fraction(0)  # input time that becomes 0 in the file
         self._offsets: dict[Fraction, int] = {}  # packet time base -> offset in its ticks
-        self._pending: list[Action] = []
         self.path: Path | None = None  # the file being written
         self.packets_muxed = 0
         self.dropped_waiting = 0  # dropped before the file started (no keyframe yet, buffer full)
         self.dropped_non_monotonic = 0
         self.dropped_missing_input = 0
         self.params_changes = 0
-
-    def setup(self) -> None:
-        check_options(self.options, self.input_formats)
 
     # ---- starting a file ---------------------------------------------------------------------
     def _ready(self) -> bool:
@@ -277,19 +274,21 @@ class Recorder(Actor[RecorderOptions]):
         self.packets_muxed += 1
         t.end = max(t.end, (p.pts - off) * p.time_base + t.frame_duration())
 
-    def _note_params(self, t: _Track, params: dict[str, Any]) -> None:
+    def _note_params(self, t: _Track, params: dict[str, Any]) -> list[Action]:
+        """Record a track's stream params; a change mid-recording is reported (the returned event)."""
         if t.params is None:
             time_base_of(params)  # validates
             t.params = params
-            return
-        if any(t.params.get(k) != params.get(k) for k in PARAM_KEYS):
-            self.params_changes += 1
-            self._pending.append(Event("stream_params_changed", {
-                "pad": t.pad, "path": str(self.path) if self.path else None,
-                "width": params.get("width"), "height": params.get("height"),
-                "note": "not applied to the file"}))
-            if self._container is None:
-                t.params = params
+            return []
+        if not any(t.params.get(k) != params.get(k) for k in PARAM_KEYS):
+            return []
+        self.params_changes += 1
+        if self._container is None:
+            t.params = params
+        return [Event("stream_params_changed", {
+            "pad": t.pad, "path": str(self.path) if self.path else None,
+            "width": params.get("width"), "height": params.get("height"),
+            "note": "not applied to the file"})]
 
     # ---- hooks -------------------------------------------------------------------------------
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
@@ -298,10 +297,7 @@ class Recorder(Actor[RecorderOptions]):
             raise FormatError(f"recorder got media on unlinked pad {pad!r}")
         if not isinstance(media, Packet):
             raise FormatError(f"recorder takes encoded packets on {pad!r}, got a raw frame")
-        if media.params:
-            self._note_params(t, media.params)
-        actions = self._pending
-        self._pending = []
+        actions = self._note_params(t, media.params) if media.params else []
         if self._container is not None:
             self._mux(t, media)
             return actions
@@ -335,7 +331,7 @@ class Recorder(Actor[RecorderOptions]):
 
     def _finish(self) -> list[Action]:
         """Write the trailer and close; the next packet (if any) starts a new file."""
-        actions, self._pending = self._pending, []
+        actions: list[Action] = []
         container, self._container = self._container, None
         if container is None:
             if self._files == 0:

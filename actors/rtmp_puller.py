@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from mediaengine.sdk.actor import Action, Actor, Emit, EndOfStream, Event, OutPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, Emit, EndOfStream, Event, OutPort, Reply, option
 from mediaengine.sdk.errors import ConnectError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
 from mediaengine.sdk.pull import Connected, Ended, PlaySession, Record, StreamPuller, redact_url
@@ -46,19 +46,21 @@ __all__ = ["AudioChunker", "PtsMapper", "RtmpPuller", "RtmpPullerOptions"]
 
 @dataclass(frozen=True)
 class RtmpPullerOptions:
-    url: str  # what to pull: rtmp://, http(s):// (FLV or an HLS .m3u8), or any URL or file FFmpeg reads
-    width: int = 640  # output video width (pictures are scaled to it)
-    height: int = 360  # output video height
-    fps: float = 30.0  # output frame rate at most (a faster source is thinned out)
-    audio: bool = True  # emit audio on the `audio` pad (false: the pad ends at once)
-    rate: int = 48000  # output sample rate
-    channels: int = 2  # output channels: 1 or 2
-    samples_per_frame: int = 1024  # samples per output audio frame
-    timeout_s: float = 5.0  # connect timeout, and how long without data before the connection counts as lost
-    retry_interval_s: float = 1.0  # wait between connection attempts
-    retries: int = 5  # failed attempts in a row before giving up with ConnectError; -1 = never give up
-    stall_ms: float = 500.0  # a gap between decoded pictures longer than this is a stall
-    sei_gap_frames: int = 30  # a repeated SEI message that is absent this many frames has ended
+    url: str = option(doc="what to pull: rtmp://, http(s):// (FLV or an HLS .m3u8), or any URL or file FFmpeg reads")
+    width: int = option(640, range=(16, 7680), doc="output video width (pictures are scaled to it)")
+    height: int = option(360, range=(16, 4320), doc="output video height")
+    fps: float = option(30.0, range=(0.1, 240.0), doc="output frame rate at most (a faster source is thinned out)")
+    audio: bool = option(True, doc="emit audio on the `audio` pad (false: the pad ends at once)")
+    rate: int = option(48000, range=(8000, 192000), doc="output sample rate")
+    channels: int = option(2, choices=(1, 2), doc="output channels: 1 or 2")
+    samples_per_frame: int = option(1024, doc="samples per output audio frame")
+    timeout_s: float = option(
+        5.0, doc="connect timeout, and how long without data before the connection counts as lost")
+    retry_interval_s: float = option(1.0, range=(0.0, None), doc="wait between connection attempts")
+    retries: int = option(
+        5, range=(-1, None), doc="failed attempts in a row before giving up with ConnectError; -1 = never give up")
+    stall_ms: float = option(500.0, doc="a gap between decoded pictures longer than this is a stall")
+    sei_gap_frames: int = option(30, doc="a repeated SEI message that is absent this many frames has ended")
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -89,26 +91,26 @@ class AudioChunker:
 
     def __init__(self, rate: int, channels: int, samples_per_frame: int) -> None:
         self.rate, self.channels, self.spf = rate, channels, samples_per_frame
-        self._pending = np.zeros((0, channels), dtype=np.int16)
-        self._next_sample: int | None = None  # engine sample index of _pending[0]
+        self._samples = np.zeros((0, channels), dtype=np.int16)
+        self._next_sample: int | None = None  # engine sample index of _samples[0]
 
     def start(self, pts_ns: int) -> None:
         sample = math.ceil(pts_ns * self.rate / NS)
         if self._next_sample is not None:
-            sample = max(sample, self._next_sample + len(self._pending))
-        self._pending = self._pending[:0]
+            sample = max(sample, self._next_sample + len(self._samples))
+        self._samples = self._samples[:0]
         self._next_sample = sample
 
     def push(self, pcm: NDArray[np.int16]) -> list[tuple[NDArray[np.int16], int]]:
         """Add samples; returns the complete frames as (samples, pts_ns)."""
         if self._next_sample is None:
             raise RuntimeError("AudioChunker.start() must come first")
-        self._pending = np.concatenate([self._pending, pcm.reshape(-1, self.channels)])
+        self._samples = np.concatenate([self._samples, pcm.reshape(-1, self.channels)])
         out = []
-        while len(self._pending) >= self.spf:
-            chunk = np.ascontiguousarray(self._pending[: self.spf])
+        while len(self._samples) >= self.spf:
+            chunk = np.ascontiguousarray(self._samples[: self.spf])
             out.append((chunk, self._next_sample * NS // self.rate))
-            self._pending = self._pending[self.spf:]
+            self._samples = self._samples[self.spf:]
             self._next_sample += self.spf
         return out
 
@@ -126,19 +128,23 @@ class RtmpPuller(Actor[RtmpPullerOptions]):
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
         o: RtmpPullerOptions = options
         if not o.url:
             raise OptionError("`url` is empty: give the stream to pull, e.g. rtmp://host/live/key")
+        checked_audio_format(o.rate, o.channels, o.samples_per_frame)  # samples_per_frame vs rate
+        if o.timeout_s <= 0:
+            raise OptionError(f"timeout_s must be > 0, got {o.timeout_s:g}")
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+        o: RtmpPullerOptions = options
         video = checked_video_format(o.width, o.height, o.fps)
         audio = checked_audio_format(o.rate, o.channels, o.samples_per_frame)
-        if o.timeout_s <= 0 or o.retry_interval_s < 0 or o.retries < -1:
-            raise OptionError("timeout_s must be > 0, retry_interval_s >= 0 and retries >= -1")
         return {"video": video, "audio": audio}
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         o = self.options
-        self.output_formats(o, {})
         self.tick_interval_ns = round(NS / o.fps)
         self._session = PlaySession(o.url, self.clock(), stall_s=o.stall_ms / 1000.0,
                                     sei_gap_frames=o.sei_gap_frames)
@@ -284,8 +290,8 @@ class RtmpPuller(Actor[RtmpPullerOptions]):
         events = self._session.finish(self.clock(), "stopped")
         return self._events([e for e in events if e["type"] in ("sei", "stall")])
 
-    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+    def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "player_stats":
-            return self.metrics()
+            return [Reply(self.metrics())]
         return super().on_control(command, args)
 

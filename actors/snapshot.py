@@ -23,7 +23,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from mediaengine.sdk.actor import Action, Actor, Event, InPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, Event, InPort, Reply, option
 from mediaengine.sdk.errors import FieldError, FileError, FormatError, OptionError, QueueFullError
 from mediaengine.sdk.formats import NS, Format, Frame, Packet
 from numpy.typing import NDArray
@@ -37,8 +37,10 @@ MAX_PENDING = 16
 
 @dataclass(frozen=True)
 class SnapshotOptions:
-    path: str = "out/snapshot.png"  # PNG file to write (overwritten by each save; folders are created)
-    every_s: float = 0.0  # save every this many seconds of media time; 0 = first frame and on command only
+    path: str = option("out/snapshot.png",
+                       doc="PNG file to write (overwritten by each save; folders are created)")
+    every_s: float = option(0.0, range=(0.0, 86400.0), live=True,
+                            doc="save every this many seconds of media time; 0 = first frame and on command only")
 
 
 # ---- pure-ish function (array in, file out) -------------------------------------------------------
@@ -88,35 +90,28 @@ class Snapshot(Actor[SnapshotOptions]):
     inputs = {"in": InPort("video", policy="drop_oldest")}
     outputs = {}
     Options = SnapshotOptions
-    live_options = ("every_s",)
-    option_ranges = {"every_s": (0.0, 86400.0)}
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
-        o: SnapshotOptions = options
-        if not o.path:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
+        if not options.path:
             raise OptionError("`path` must not be empty")
-        if o.every_s < 0:
-            raise OptionError(f"every_s must be >= 0, got {o.every_s:g}")
-        return {}
 
-    def setup(self) -> None:
-        self.output_formats(self.options, self.input_formats)
+    def setup(self, ctx: Context) -> None:
         self._last_pts: int | None = None  # pts of the last periodic (or first) save
-        self._pending: list[str] = []  # paths asked for by `snapshot` commands
+        self._requested: list[str] = []  # paths asked for by `snapshot` commands, saved with the next frame
 
-    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+    def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command != "snapshot":
             return super().on_control(command, args)
         path = args.get("path", self.options.path)
         if not isinstance(path, str) or not path:
             raise FieldError(f"snapshot: `path` must be a non-empty string, got {path!r}")
-        if path not in self._pending:
-            if len(self._pending) >= MAX_PENDING:  # no frame comes (a paused source): do not pile them up
+        if path not in self._requested:
+            if len(self._requested) >= MAX_PENDING:  # no frame comes (a paused source): do not pile them up
                 raise QueueFullError(f"snapshot: {MAX_PENDING} snapshots already wait for the next frame; "
                                      "retry once one is saved (event snapshot_saved)")
-            self._pending.append(path)
-        return {"path": os.path.abspath(path)}
+            self._requested.append(path)
+        return [Reply({"path": os.path.abspath(path)})]
 
     def _due(self, pts_ns: int) -> bool:
         if self._last_pts is None:
@@ -127,8 +122,8 @@ class Snapshot(Actor[SnapshotOptions]):
     def on_frame(self, pad: str, media: Frame | Packet) -> list[Action]:
         if not isinstance(media, Frame):
             raise FormatError(f"snapshot expects video frames on `{pad}`, got {type(media).__name__}")
-        paths = list(self._pending)
-        self._pending.clear()
+        paths = list(self._requested)
+        self._requested.clear()
         if self._due(media.pts_ns):
             self._last_pts = media.pts_ns
             paths.insert(0, self.options.path)

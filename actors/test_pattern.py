@@ -28,8 +28,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 from mediaengine.sdk import stamp
-from mediaengine.sdk.actor import Action, Actor, Emit, OutPort
-from mediaengine.sdk.errors import OptionError
+from mediaengine.sdk.actor import Action, Actor, Context, Emit, OutPort, option
 from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat
 from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
@@ -48,11 +47,11 @@ _BARS = np.array([[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0],
 @dataclass(frozen=True)
 class TestPatternOptions:
     __test__ = False  # not a pytest test class despite the name
-    width: int = 640  # frame width in pixels (>= 64)
-    height: int = 360  # frame height in pixels (>= 64)
-    fps: float = 30.0  # frames per second
-    pattern: Pattern = "bars"  # background: scrolling colour bars, scrolling hue gradient, or noise
-    text: str = ""  # extra caption drawn under the counter
+    width: int = option(640, range=(64, 7680), doc="frame width in pixels (>= 64)")
+    height: int = option(360, range=(64, 4320), doc="frame height in pixels (>= 64)")
+    fps: float = option(30.0, range=(0.1, 240.0), doc="frames per second")
+    pattern: Pattern = option("bars", doc="background: scrolling colour bars, scrolling hue gradient, or noise")
+    text: str = option("", live=True, doc="extra caption drawn under the counter")
 
 
 # ---- pure functions -------------------------------------------------------------------------------
@@ -140,7 +139,6 @@ class TestPattern(Actor[TestPatternOptions]):
     __test__ = False  # not a pytest test class despite the name
     outputs = {"out": OutPort("video", default=True)}
     Options = TestPatternOptions
-    live_options = ("text",)
     is_source = True
 
     #: wall clock used for the burned-in time (injectable for tests)
@@ -149,15 +147,11 @@ class TestPattern(Actor[TestPatternOptions]):
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         o: TestPatternOptions = options
-        if not (64 <= o.width <= 7680 and 64 <= o.height <= 4320):
-            raise OptionError(f"size {o.width}x{o.height} is out of range (64..7680 x 64..4320)")
-        if not 0.1 <= o.fps <= 240.0:
-            raise OptionError(f"fps {o.fps:g} is out of range (0.1..240)")
         return {"out": VideoFormat(o.width, o.height, o.fps)}
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         o = self.options
-        self.output_formats(o, {})
+        self._ctx = ctx
         self.tick_interval_ns = round(NS / o.fps)
         self._background = make_background(o.pattern, o.width, o.height)
         self._pool: list[NDArray[np.uint8]] = []  # one buffer per frame emitted in the same hook call
@@ -176,7 +170,7 @@ class TestPattern(Actor[TestPatternOptions]):
         for i, k in enumerate(video_indices_due(self._next, now_ns, interval)):
             wall_ms = self.wall_clock_ns() // 1_000_000
             # the first frame of a tick renders straight into the output ring slot when one is lent
-            target = self.output_buffer("out") if i == 0 else None
+            target = self._ctx.output_buffer("out") if i == 0 else None
             img = render_frame(target if target is not None else self._buffer(i), self._background, k, o.fps,
                                wall_ms, o.text, o.pattern)
             actions.append(Emit("out", Frame(img, pts_ns=k * interval, seq=k)))

@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from mediaengine.sdk.actor import Action, Actor, Emit, OutPort
+from mediaengine.sdk.actor import Action, Actor, Context, Emit, OutPort, option
 from mediaengine.sdk.errors import OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format
 from mediaengine.sdk.pacing import audio_frames_due
@@ -33,12 +33,12 @@ __all__ = ["Tone", "ToneOptions", "tone_samples"]
 
 @dataclass(frozen=True)
 class ToneOptions:
-    freq_hz: float = 440.0  # tone frequency (below rate / 2)
-    rate: int = 48000  # sample rate in Hz
-    channels: int = 1  # 1 (mono) or 2 (stereo, same signal on both)
-    samples_per_frame: int = 1024  # samples per emitted frame
-    volume: float = 30.0  # 0..100, linear share of full scale (live)
-    mute: bool = False  # emit silence instead of the tone (live)
+    freq_hz: float = option(440.0, doc="tone frequency (below rate / 2)")
+    rate: int = option(48000, range=(8000, 192000), doc="sample rate in Hz")
+    channels: int = option(1, choices=(1, 2), doc="1 (mono) or 2 (stereo, same signal on both)")
+    samples_per_frame: int = option(1024, doc="samples per emitted frame")
+    volume: float = option(30.0, range=(0.0, 100.0), live=True, doc="0..100, linear share of full scale (live)")
+    mute: bool = option(False, live=True, doc="emit silence instead of the tone (live)")
 
 
 # ---- pure functions -------------------------------------------------------------------------------
@@ -65,23 +65,22 @@ class Tone(Actor[ToneOptions]):
 
     outputs = {"out": OutPort("audio", default=True)}
     Options = ToneOptions
-    live_options = ("volume", "mute")
-    option_ranges = {"volume": (0.0, 100.0)}
     is_source = True
+
+    @classmethod
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
+        o: ToneOptions = options
+        checked_audio_format(o.rate, o.channels, o.samples_per_frame)
+        if not 0.0 < o.freq_hz < o.rate / 2:
+            raise OptionError(f"freq_hz {o.freq_hz:g} must be between 0 and rate/2 ({o.rate / 2:g})")
 
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         o: ToneOptions = options
-        audio = checked_audio_format(o.rate, o.channels, o.samples_per_frame)
-        if not 0.0 < o.freq_hz < o.rate / 2:
-            raise OptionError(f"freq_hz {o.freq_hz:g} must be between 0 and rate/2 ({o.rate / 2:g})")
-        if not 0.0 <= o.volume <= 100.0:
-            raise OptionError(f"volume {o.volume:g} is out of range (0..100)")
-        return {"out": audio}
+        return {"out": checked_audio_format(o.rate, o.channels, o.samples_per_frame)}
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         o = self.options
-        self.output_formats(o, {})
         # ceil: a tick at k * interval is never before frame k's start time
         self.tick_interval_ns = -(-o.samples_per_frame * NS // o.rate)
         self._next: int | None = None

@@ -38,7 +38,19 @@ import av
 import cv2
 import numpy as np
 from av.video.frame import PictureType
-from mediaengine.sdk.actor import Action, Actions, Actor, Emit, EndOfStream, Event, InPort, OutPort
+from mediaengine.sdk.actor import (
+    Action,
+    Actions,
+    Actor,
+    Context,
+    Emit,
+    EndOfStream,
+    Event,
+    InPort,
+    OutPort,
+    Reply,
+    option,
+)
 from mediaengine.sdk.codec import packet_from_av, video_params
 from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import H264, NS, Format, Frame, Packet, VideoFormat
@@ -54,15 +66,17 @@ COLOR_RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited ("tv") range
 
 @dataclass(frozen=True)
 class VideoEncoderOptions:
-    bitrate_kbps: int = 1200  # target bit rate; live (100..20000)
-    preset: str = "veryfast"  # x264 preset: ultrafast .. placebo
-    tune: str = "zerolatency"  # x264 tune(s), comma separated; "" for none
-    gop_s: float = 2.0  # keyframe interval in seconds
-    bframes: int = 0  # max consecutive B-frames (0 = lowest latency)
-    threads: int = 1  # encoder threads (0 = x264 decides)
-    profile: str = ""  # H.264 profile: baseline, main, high; "" = x264's choice
-    keepalive_ms: int = 500  # repeat the last frame when no input arrives for this long; 0 = off
-    vbv_buffer_s: float = 1.0  # VBV buffer size in seconds of the bit rate
+    bitrate_kbps: int = option(1200, range=(100, 20000), live=True, doc="target bit rate; live (100..20000)")
+    preset: str = option("veryfast", choices=PRESETS, doc="x264 preset: ultrafast .. placebo")
+    tune: str = option("zerolatency", doc='x264 tune(s), comma separated; "" for none')
+    gop_s: float = option(2.0, doc="keyframe interval in seconds")
+    bframes: int = option(0, range=(0, None), doc="max consecutive B-frames (0 = lowest latency)")
+    threads: int = option(1, range=(0, None), doc="encoder threads (0 = x264 decides)")
+    profile: str = option("", choices=("", *PROFILES),
+                          doc='H.264 profile: baseline, main, high; "" = x264\'s choice')
+    keepalive_ms: int = option(500, range=(0, None),
+                               doc="repeat the last frame when no input arrives for this long; 0 = off")
+    vbv_buffer_s: float = option(1.0, doc="VBV buffer size in seconds of the bit rate")
 
 
 def rgb_to_i420(rgb: np.ndarray[Any, np.dtype[np.uint8]],
@@ -80,21 +94,12 @@ def ns_to_ticks(pts_ns: int, time_base: Fraction = TIME_BASE) -> int:
 
 
 def check_options(options: VideoEncoderOptions) -> None:
-    """Raise OptionError naming the first bad option (called by the loader via output_formats)."""
-    if options.preset not in PRESETS:
-        raise OptionError(f"preset {options.preset!r} is not an x264 preset ({', '.join(PRESETS)})")
+    """The checks `option()` cannot declare: a list of tunes, and durations that must be > 0."""
     for tune in filter(None, options.tune.split(",")):
         if tune not in TUNES:
             raise OptionError(f"tune {tune!r} is not an x264 tune ({', '.join(TUNES)})")
-    if options.profile and options.profile not in PROFILES:
-        raise OptionError(f"profile {options.profile!r} must be one of {', '.join(PROFILES)} or empty")
-    lo, hi = VideoEncoder.option_ranges["bitrate_kbps"]
-    if not lo <= options.bitrate_kbps <= hi:
-        raise OptionError(f"bitrate_kbps {options.bitrate_kbps} is outside {lo:g}..{hi:g}")
     if options.gop_s <= 0:
         raise OptionError(f"gop_s must be > 0, got {options.gop_s}")
-    if options.bframes < 0 or options.threads < 0 or options.keepalive_ms < 0:
-        raise OptionError("bframes, threads and keepalive_ms must be >= 0")
     if options.vbv_buffer_s <= 0:
         raise OptionError(f"vbv_buffer_s must be > 0, got {options.vbv_buffer_s}")
 
@@ -105,23 +110,25 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
     inputs = {"in": InPort("video", pix_fmts=("rgb24",), policy="block")}
     outputs = {"out": OutPort("encoded", default=True)}
     Options = VideoEncoderOptions
-    live_options = ("bitrate_kbps",)
-    option_ranges = {"bitrate_kbps": (100, 20000)}
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
         check_options(options)
         fmt = input_formats.get("in")
         if isinstance(fmt, VideoFormat) and (fmt.width % 2 or fmt.height % 2):
             raise FormatMismatchError(
                 f"H.264 (yuv420p) needs an even frame size, got {fmt.width}x{fmt.height}")
+
+    @classmethod
+    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         return {"out": H264}
 
-    def __init__(self, options: VideoEncoderOptions, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        fmt = self.input_formats.get("in")
+    def setup(self, ctx: Context) -> Actions:
+        fmt = ctx.input_formats.get("in")
         if not isinstance(fmt, VideoFormat):
             raise FormatMismatchError(f"video_encoder needs a video input format, got {fmt!r}")
+        self.node_id = ctx.node_id
+        options = self.options
         self.fmt = fmt
         self.fps = fmt.fps if fmt.fps > 0 else 30.0
         self.interval = max(1, round(TIME_BASE.denominator / (self.fps * TIME_BASE.numerator)))
@@ -134,7 +141,6 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._last_src_ns = 0
         self._src_ns: dict[int, int] = {}  # pts -> source pts_ns, until the packet comes out
         self._force_key = False
-        self._pending: list[Action] = []
         # keepalive bookkeeping, on the tick clock
         self._now_ns: int | None = None
         self._arrived_ns: int | None = None  # tick time of the last real frame
@@ -146,13 +152,12 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self.dropped_frames = 0
         self.packets_out = 0
         self.reopens = 0
+        return [self._open(self.options.bitrate_kbps)]
 
     # ---- encoder lifecycle -----------------------------------------------------------------
-    def setup(self) -> None:
-        check_options(self.options)
-        self._open(self.options.bitrate_kbps)
 
-    def _open(self, bitrate_kbps: int) -> None:
+    def _open(self, bitrate_kbps: int) -> Event:
+        """Open libx264 at `bitrate_kbps`; returns the `encoder_started` event for the hook to return."""
         o = self.options
         gop = max(1, round(o.gop_s * self.fps))
         x264_options = {
@@ -193,10 +198,10 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
                                where=self.node_id or None)
         self._ctx = ctx
         self._vbv_cap_kbps = bitrate_kbps
-        self._pending.append(Event("encoder_started", {
+        return Event("encoder_started", {
             "codec": "libx264", "width": self.fmt.width, "height": self.fmt.height, "fps": self.fps,
             "bitrate_kbps": bitrate_kbps, "gop": gop, "preset": o.preset, "tune": o.tune,
-            "bframes": o.bframes, "reopen": self.reopens}))
+            "bframes": o.bframes, "reopen": self.reopens})
 
     def _flush(self) -> list[Action]:
         """Drain and close the encoder; the next frame opens a new one."""
@@ -207,8 +212,9 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
 
     # ---- encoding ----------------------------------------------------------------------------
     def _encode(self, pts: int, src_ns: int) -> list[Action]:
+        actions: list[Action] = []
         if self._ctx is None:
-            self._open(self.options.bitrate_kbps)
+            actions.append(self._open(self.options.bitrate_kbps))
         assert self._ctx is not None
         frame = av.VideoFrame.from_numpy_buffer(self._yuv, format="yuv420p")
         frame.pts = pts
@@ -221,15 +227,14 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._last_pts = pts
         self._src_ns[pts] = src_ns
         self.frames_encoded += 1
-        return self._packets(self._ctx, frame)
+        return actions + self._packets(self._ctx, frame)
 
     def _packets(self, ctx: av.VideoCodecContext, frame: av.VideoFrame | None) -> list[Action]:
         try:
             out = ctx.encode(frame)
         except av.FFmpegError as e:
             raise EncoderError(f"libx264 failed to encode: {e}", where=self.node_id or None) from e
-        actions: list[Action] = self._pending
-        self._pending = []
+        actions: list[Action] = []
         for pkt in out:
             params = video_params(ctx, self.fps) if pkt.is_keyframe else None
             src = self._src_ns.pop(pkt.pts, None) if pkt.pts is not None else None
@@ -254,7 +259,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._arrived_ns = self._now_ns  # input is alive, even if this frame is dropped below
         if self._last_pts is not None and pts <= self._last_pts:
             self.dropped_frames += 1
-            return self._take_pending()
+            return None
         rgb_to_i420(data, self._yuv)
         self._have_picture = True
         self._last_real_pts = pts
@@ -265,15 +270,15 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._now_ns = now_ns
         keepalive_ns = self.options.keepalive_ms * 1_000_000
         if keepalive_ns <= 0 or not self._have_picture or self._last_pts is None:
-            return self._take_pending()
+            return None
         if self._arrived_ns is None:  # frames came before the first tick
             self._arrived_ns = now_ns
         idle_ns = now_ns - self._arrived_ns
         if idle_ns < keepalive_ns:
-            return self._take_pending()
+            return None
         # Fill the timeline up to "now", mapped onto pts through the last real frame.
         horizon = self._last_real_pts + ns_to_ticks(idle_ns)
-        actions = self._take_pending()
+        actions: list[Action] = []
         max_burst = max(1, round(2 * self.fps))
         while self._last_pts + self.interval <= horizon and max_burst > 0:
             self.repeated_frames += 1
@@ -288,37 +293,36 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
                 "packets_out": self.packets_out, "reopens": self.reopens,
                 "bitrate_kbps": self.options.bitrate_kbps}
 
-    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+    def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "keyframe":
             self._force_key = True
-            return {"keyframe": "next frame"}
+            return [Reply({"keyframe": "next frame"})]
         return super().on_control(command, args)
 
-    def on_option_changed(self, name: str, value: Any) -> None:
+    def on_option_changed(self, name: str, value: Any) -> Actions:
         if name != "bitrate_kbps":
-            return
+            return None
         kbps = int(value)
         reopened = False
+        actions: list[Action] = []
         if kbps <= self._vbv_cap_kbps and self._ctx is not None:
             self._ctx.bit_rate = kbps * 1000
         elif self._ctx is not None:
             # x264 cannot raise its VBV cap in place: reopen (the next frame is an IDR).
-            self._pending.extend(self._flush())
+            actions.extend(self._flush())
             self.reopens += 1
-            self._open(kbps)
+            actions.append(self._open(kbps))
             reopened = True
-        self._pending.append(Event("bitrate_changed", {"bitrate_kbps": kbps, "reopened": reopened}))
+        actions.append(Event("bitrate_changed", {"bitrate_kbps": kbps, "reopened": reopened}))
+        return actions
 
     def on_eos(self, pad: str) -> Actions:
         self._have_picture = False  # no keepalive after the input ended
-        actions = self._take_pending() + self._flush()
+        actions = self._flush()
         actions.append(EndOfStream())
         return actions
 
     def stop(self) -> Actions:
         self._have_picture = False
-        return self._take_pending() + self._flush()
+        return self._flush()
 
-    def _take_pending(self) -> list[Action]:
-        actions, self._pending = self._pending, []
-        return actions

@@ -8,7 +8,7 @@ the small public API; the layers live in subpackages: `sdk` (what actors import)
 
 from typing import TYPE_CHECKING, Any
 
-from .sdk.actor import Actor, Emit, EndOfStream, Event, Finish, InPort, OutPort
+from .sdk.actor import Actor, Context, Emit, EndOfStream, Event, Finish, InPort, OutPort, Reply, option
 from .sdk.errors import (
     EngineError,
     FormatError,
@@ -43,6 +43,7 @@ __all__ = [
     "Actor",
     "AsyncEngine",
     "AudioFormat",
+    "Context",
     "Emit",
     "EncodedFormat",
     "EndOfStream",
@@ -58,10 +59,12 @@ __all__ = [
     "OutPort",
     "Packet",
     "ProtocolError",
+    "Reply",
     "ResourceError",
     "SupervisorError",
     "TopologyError",
     "UnknownCommandError",
     "UnknownTargetError",
     "VideoFormat",
+    "option",
 ]

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mediaengine.sdk.actor import Action, Actions, Actor, InPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, InPort, Reply
 from mediaengine.sdk.errors import ActorFailedError, ConnectError, FieldError, FormatError, QueueFullError
 from mediaengine.sdk.formats import Format, Frame, Packet
 from mediaengine.sdk.sei import build_sei_nal, insert_sei
@@ -103,23 +103,24 @@ class RtmpSender(Actor[RtmpSenderOptions]):
     prober: Prober | None = staticmethod(probe_rtmp)
 
     @classmethod
-    def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
         check_options(options, input_formats)
-        return {}
 
-    def __init__(self, options: RtmpSenderOptions, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        self.tick_interval_ns: int | None = TICK_NS
+    def __init__(self, options: RtmpSenderOptions) -> None:
+        super().__init__(options)
+        self.tick_interval_ns = TICK_NS
         self.clock: Clock = time.monotonic_ns
-        self.kinds: tuple[Kind, ...] = tuple(k for k in ("video", "audio") if k in self.input_formats)
+        self.node_id = ""
+        self.kinds: tuple[Kind, ...] = ()
         self.link: Link | None = None
         self._messages: list[_Message] = []
         self._next_message = 1
         self._ended_pads: set[str] = set()
         self._fatal_reported = False
 
-    def setup(self) -> None:
-        check_options(self.options, self.input_formats)
+    def setup(self, ctx: Context) -> None:
+        self.node_id = ctx.node_id
+        self.kinds = tuple(k for k in ("video", "audio") if k in ctx.input_formats)
         o = self.options
         prober = type(self).prober if o.probe else None
         connector = type(self).connector
@@ -155,7 +156,7 @@ class RtmpSender(Actor[RtmpSenderOptions]):
     def on_tick(self, now_ns: int) -> Actions:
         return self._events()
 
-    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+    def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command != "send_message":
             return super().on_control(command, args)
         if "video" not in self.kinds:
@@ -168,7 +169,7 @@ class RtmpSender(Actor[RtmpSenderOptions]):
                        self.clock() + round(delay_ms * 1_000_000), key_only)
         self._next_message += 1
         self._messages.append(msg)
-        return {"id": msg.id, "frames": repeat}
+        return [Reply({"id": msg.id, "frames": repeat})]
 
     def on_eos(self, pad: str) -> Actions:
         self._ended_pads.add(pad)

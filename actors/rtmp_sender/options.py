@@ -10,6 +10,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import av
+from mediaengine.sdk.actor import option
 from mediaengine.sdk.errors import OptionError
 from mediaengine.sdk.formats import Format
 
@@ -21,20 +22,31 @@ PADS = ("video", "audio")  # the sender's input pads
 
 @dataclass(frozen=True)
 class RtmpSenderOptions:
-    url: str  # rtmp:// or rtmps:// URL with the stream key; use "${PUSH_URL}" to keep the key out of files
-    connect_timeout_ms: int = 5000  # one connection attempt (TCP, TLS, RTMP handshake) may take this long
-    reconnect_count: int = 5  # failed attempts in a row before `reconnect_fail` (then on_reconnect_fail)
-    reconnect_interval_ms: int = 1000  # wait before attempt 2 (attempt 1 is immediate)
-    reconnect_backoff: float = 1.0  # factor on the wait per further attempt (1.0 = constant, e.g. 1.5)
-    reconnect_max_interval_ms: int = 30000  # cap on the wait between attempts
-    on_reconnect_fail: OnFail = "retry"  # retry: keep trying (capped backoff); stop: ConnectError, actor stops
-    send_timeout_ms: int = 3000  # no progress (blocked mux, or no TCP ack while bytes wait) this long = lost
-    backlog_ms: int = 3000  # most media kept queued (while disconnected or congested); oldest dropped beyond
-    video_drop_ms: int = 1000  # beyond this much queued media, drop non-keyframe video (0 = only at backlog_ms)
-    audio_offset_ms: float = 40.0  # audio timestamps moved later by this much so video is never held (0..500)
-    probe: bool = True  # check from Python that the server answers before FFmpeg connects (see "Connecting")
-    tls_verify: bool = True  # rtmps: verify the server certificate and host name (false: test servers only)
-    ca_file: str = ""  # rtmps: PEM file of the CA that signed the server certificate (default: system CAs)
+    url: str = option(doc='rtmp:// or rtmps:// URL with the stream key; use "${PUSH_URL}" to keep the key out of files')
+    connect_timeout_ms: int = option(
+        5000, range=(1, None), doc="one connection attempt (TCP, TLS, RTMP handshake) may take this long")
+    reconnect_count: int = option(
+        5, range=(1, None), doc="failed attempts in a row before `reconnect_fail` (then on_reconnect_fail)")
+    reconnect_interval_ms: int = option(
+        1000, range=(0, None), doc="wait before attempt 2 (attempt 1 is immediate)")
+    reconnect_backoff: float = option(
+        1.0, range=(1.0, None), doc="factor on the wait per further attempt (1.0 = constant, e.g. 1.5)")
+    reconnect_max_interval_ms: int = option(30000, doc="cap on the wait between attempts")
+    on_reconnect_fail: OnFail = option(
+        "retry", doc="retry: keep trying (capped backoff); stop: ConnectError, actor stops")
+    send_timeout_ms: int = option(
+        3000, range=(1, None), doc="no progress (blocked mux, or no TCP ack while bytes wait) this long = lost")
+    backlog_ms: int = option(
+        3000, range=(200, None), doc="most media kept queued (while disconnected or congested); oldest dropped beyond")
+    video_drop_ms: int = option(
+        1000, doc="beyond this much queued media, drop non-keyframe video (0 = only at backlog_ms)")
+    audio_offset_ms: float = option(
+        40.0, range=(0, 500), doc="audio timestamps moved later by this much so video is never held (0..500)")
+    probe: bool = option(
+        True, doc='check from Python that the server answers before FFmpeg connects (see "Connecting")')
+    tls_verify: bool = option(
+        True, doc="rtmps: verify the server certificate and host name (false: test servers only)")
+    ca_file: str = option("", doc="rtmps: PEM file of the CA that signed the server certificate (default: system CAs)")
 
 
 
@@ -83,24 +95,14 @@ def reconnect_delay_ms(attempt: int, options: RtmpSenderOptions) -> int:
 
 
 def check_options(options: RtmpSenderOptions, input_formats: Mapping[str, Format]) -> None:
-    """Load-time checks (the loader calls them through `output_formats`)."""
+    """The rules across options and inputs (single-option ranges are declared with `option()`)."""
     server_address(options.url)
     if not any(pad in input_formats for pad in PADS):
         raise OptionError("rtmp_sender needs at least one linked input: video and/or audio")
-    if options.connect_timeout_ms <= 0 or options.send_timeout_ms <= 0:
-        raise OptionError("connect_timeout_ms and send_timeout_ms must be > 0")
-    if options.reconnect_count < 1:
-        raise OptionError(f"reconnect_count must be >= 1, got {options.reconnect_count}")
-    if options.reconnect_interval_ms < 0 or options.reconnect_max_interval_ms < options.reconnect_interval_ms:
+    if options.reconnect_max_interval_ms < options.reconnect_interval_ms:
         raise OptionError("need 0 <= reconnect_interval_ms <= reconnect_max_interval_ms")
-    if options.reconnect_backoff < 1.0:
-        raise OptionError(f"reconnect_backoff must be >= 1.0, got {options.reconnect_backoff}")
-    if options.backlog_ms < 200:
-        raise OptionError(f"backlog_ms must be >= 200, got {options.backlog_ms}")
     if not 0 <= options.video_drop_ms <= options.backlog_ms:
         raise OptionError("need 0 <= video_drop_ms <= backlog_ms")
-    if not 0 <= options.audio_offset_ms <= 500:
-        raise OptionError(f"audio_offset_ms must be within 0..500, got {options.audio_offset_ms}")
     if options.ca_file and not os.path.isfile(options.ca_file):
         raise OptionError(f"ca_file {options.ca_file!r} is not a file; give the PEM file of the server's CA")
     if options.ca_file and not options.tls_verify:

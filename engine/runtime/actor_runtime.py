@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import os
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,20 +33,14 @@ import numpy.typing as npt
 import zmq
 
 from ..control import protocol as proto
-from ..sdk.actor import Actor, Emit, EndOfStream, Event, Finish, coerce, resolved_hints
-from ..sdk.errors import (
-    ActorFailedError,
-    EngineError,
-    FieldError,
-    NotAllowedError,
-    OptionError,
-    UnknownCommandError,
-)
+from ..sdk.actor import Actions, Actor, Context, Emit, EndOfStream, Event, Finish
+from ..sdk.errors import ActorFailedError, EngineError, FieldError, NotAllowedError
 from ..sdk.formats import Format, Frame, Packet, format_from_wire
+from ..sdk.options import apply_set
 from ..supervision.curve import apply_client_keys
 from ..supervision.rundir import pid_alive
-from ..topology.loader import rebuild_options
 from ..topology.registry import get_kind
+from .decisions import keep_newest_raw, lent_buffer_fate, still_stalled, take_reply
 from .metrics import ActorMetrics
 from .ring import FrameRing, Reservation, RingReader, RingWriter
 from .wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wire
@@ -106,6 +99,10 @@ class _Input:
     shape: tuple[int, ...] = ()
     dtype: str = "uint8"
     ended: bool = False
+
+
+def _bind(hook: Callable[[str, Any], Actions], name: str, value: Any) -> Callable[[], Actions]:
+    return lambda: hook(name, value)
 
 
 class _FaultCrash(RuntimeError):
@@ -191,22 +188,20 @@ class ActorRuntime:
             self.ctrl.send(raw, zmq.NOBLOCK)
 
     # ---- main ---------------------------------------------------------------------------------
+    def context(self) -> Context:
+        """What the actor's `setup(ctx)` is told: identity, restart count, clock, formats, buffers."""
+        return Context(node_id=self.node_id, restart_count=int(self.spec.get("restart_count", 0)),
+                       clock=self.now_ns, input_formats={p: i.fmt for p, i in self.inputs.items()},
+                       output_formats={p: o.fmt for p, o in self.outputs.items()}, lend=self._output_buffer)
+
     def run(self) -> int:
         self._open()
-        kind = self.spec["kind"]
-        cls = get_kind(kind)
-        options = rebuild_options(kind, self.spec["options"])
-        self.actor = cls(
-            options,
-            node_id=self.node_id,
-            input_formats={p: i.fmt for p, i in self.inputs.items()},
-            output_formats={p: o.fmt for p, o in self.outputs.items()},
-        )
-        self.actor.restart_count = int(self.spec.get("restart_count", 0))  # type: ignore[attr-defined]
-        self.actor.epoch_ns = self.epoch_ns  # type: ignore[attr-defined]
-        self.actor._lend_buffer = self._output_buffer
+        cls = get_kind(self.spec["kind"])
+        # the loader validated the options once; they arrive as the frozen Options instance
+        self.actor = cls(self.spec["options"])
         self._send_ctrl("hello", pid=os.getpid())
-        self.actor.setup()
+        actor, ctx = self.actor, self.context()
+        self._run_hook("setup", lambda: actor.setup(ctx))
         self._loop()
         return 0
 
@@ -229,7 +224,7 @@ class ActorRuntime:
                 if next_tick is None:
                     next_tick = (now // iv + 1) * iv
                 if now >= next_tick:
-                    self._run_hook("tick", lambda t=now: self.actor.on_tick(t))
+                    self._run_hook("tick", self._tick_call(now))
                     next_tick += iv
                     if next_tick <= now:
                         next_tick = (now // iv + 1) * iv
@@ -256,6 +251,11 @@ class ActorRuntime:
             if self.data is not None and self.data in events:
                 self._handle_data()
         self._finish()
+
+    def _tick_call(self, now: int) -> Callable[[], Actions]:
+        actor = self.actor
+        assert actor is not None
+        return lambda: actor.on_tick(now)
 
     def _drained(self) -> bool:
         if self.data is None:
@@ -306,14 +306,8 @@ class ActorRuntime:
                 return {"stopping": True}
             if command in ("pause", "resume") and self._pausable():
                 return self._pause(command == "pause")
-            result: Any = None
-
-            def call() -> None:
-                nonlocal result
-                result = self.actor.on_control(command, args)  # type: ignore[union-attr]
-
-            self._run_hook("control", call, reraise=(UnknownCommandError, EngineError))
-            return result
+            actor = self.actor
+            return self._run_hook("control", lambda: actor.on_control(command, args))
         if mtype == "fault":
             return self._fault(msg["fault"], msg["args"])
         if mtype == "ping":
@@ -335,39 +329,21 @@ class ActorRuntime:
 
     def _set_options(self, changes: dict[str, Any]) -> dict[str, Any]:
         assert self.actor is not None
-        cls = type(self.actor)
-        hints = resolved_hints(type(self.actor.options))
-        new_values = {}
-        for name, value in changes.items():
-            if not isinstance(name, str) or name not in hints:
-                known = ", ".join(cls.live_options) or "none"
-                raise OptionError(f"unknown option {name!r}; options changeable while running: {known}",
-                                  where=f"{self.node_id}.{name}")
-            if name not in cls.live_options:
-                known = ", ".join(cls.live_options) or "none"
-                raise OptionError(f"option {name!r} cannot change while running; live options: {known}",
-                                  where=f"{self.node_id}.{name}")
-            ok, coerced = coerce(value, hints[name])
-            if not ok:
-                raise OptionError(f"expected {hints[name]!r}, got {value!r}", where=f"{self.node_id}.{name}")
-            lo_hi = cls.option_ranges.get(name)
-            if lo_hi is not None and isinstance(coerced, int | float) and not lo_hi[0] <= coerced <= lo_hi[1]:
-                raise OptionError(f"{coerced} is out of range {lo_hi[0]:g}..{lo_hi[1]:g}",
-                                  where=f"{self.node_id}.{name}")
-            new_values[name] = coerced
-        self.actor.options = dataclasses.replace(self.actor.options, **new_values)
-        for name, value in new_values.items():
-            self.actor.on_option_changed(name, value)
-        return {k: v for k, v in new_values.items()}
+        actor = self.actor
+        cls = type(actor)
+        input_formats = {p: i.fmt for p, i in self.inputs.items()}
+        options, changed = apply_set(cls.Options, actor.options, changes, node_id=self.node_id,
+                                     validate=lambda o: cls.validate(o, input_formats))
+        actor.replace_options(options)
+        for name, value in changed.items():
+            self._run_hook("option", _bind(actor.on_option_changed, name, value))
+        return dict(changed)
 
     def _fault(self, fault: str, args: dict[str, Any]) -> Any:
         if not self.allow_faults:
             raise NotAllowedError("fault injection is disabled; start the engine with --allow-faults")
-        if fault == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        elif fault == "hang":
-            os.kill(os.getpid(), signal.SIGSTOP)
-        elif fault == "crash":
+        # `kill` and `hang` never get here: the supervisor signals the process itself
+        if fault == "crash":
             self.fault_crash = True
         elif fault == "slow":
             self.fault_slow_s = float(args.get("ms", 0)) / 1000.0
@@ -396,17 +372,13 @@ class ActorRuntime:
         if not batch:
             return
         # drop_oldest: of several raw frames waiting on one pad, keep only the newest
-        newest: dict[str, int] = {}
-        for i, d in enumerate(batch):
-            inp = self.inputs.get(d["p"])
-            if inp is not None and inp.policy == "drop_oldest" and "s" in d:
-                newest[d["p"]] = i
+        keep = keep_newest_raw(batch, {pad: inp.policy for pad, inp in self.inputs.items()})
         for i, d in enumerate(batch):
             inp = self.inputs.get(d["p"])
             if inp is None:
                 self.metrics.count("bad_descriptors")
                 continue
-            if "s" in d and inp.policy == "drop_oldest" and newest.get(d["p"]) != i:
+            if not keep[i]:
                 if inp.reader is not None:
                     inp.reader.release(int(d["s"]), int(d["q"]))
                 self.metrics.drop(inp.pad)
@@ -452,24 +424,24 @@ class ActorRuntime:
             inp.reader.release(slot, seq)
 
     # ---- hooks and actions ---------------------------------------------------------------------
-    def _run_hook(self, name: str, call: Any, *, timed: bool = False,
-                  reraise: tuple[type[BaseException], ...] = ()) -> None:
+    def _run_hook(self, name: str, call: Callable[[], Actions], *, timed: bool = False) -> Any:
+        """Run one hook, perform the actions it returned and give back its `Reply` value (if any)."""
         if self.fault_crash and name in ("frame", "tick"):
             self.fault_crash = False
             raise _FaultCrash(f"injected crash in {self.node_id}'s {name} hook")
         if self.fault_slow_s and name in ("frame", "tick"):
             time.sleep(self.fault_slow_s)
         t0 = time.perf_counter_ns()
-        try:
-            actions = call()
-        except reraise:
-            raise
+        actions = call()
         if timed:
             self.metrics.processing_time(time.perf_counter_ns() - t0)
-        if actions:
-            self._perform(actions)
+        rest, reply, misplaced = take_reply(actions or (), replying=name == "control")
+        if misplaced:
+            raise ActorFailedError(f"{self.node_id}: Reply is only allowed from on_control, not the {name} hook")
+        self._perform(rest)
         for out in self.outputs.values():  # lent slots live for one hook call
             out.reserved = out.abandoned = None
+        return reply
 
     def _perform(self, actions: Iterable[Any]) -> None:
         for action in actions:
@@ -510,17 +482,19 @@ class ActorRuntime:
         # a block-policy consumer that timed out is probably restarting: do not wait on it again until it
         # has released something, or every frame would wait the whole block timeout
         if out.stalled and out.ring is not None:
-            out.stalled = {i for i in out.stalled if out.ring.held(i) >= out.ring.depth}
+            ring = out.ring
+            out.stalled = still_stalled(out.stalled, [ring.held(i) for i in range(ring.consumers)], ring.depth)
         reserved, out.reserved = out.reserved, None
         if out.abandoned is not None and data is out.abandoned:
             raise ActorFailedError(f"{self.node_id}.{pad}: a buffer from output_buffer() was emitted after "
                                    "another frame on the same pad; emit it first (its slot was reused)")
-        if reserved is not None and data is not reserved[1]:
-            out.abandoned = reserved[1]  # the actor chose not to use it: the slot goes back to the ring
-        if reserved is not None and data is reserved[1]:
+        fate = lent_buffer_fate(reserved[1] if reserved is not None else None, data)
+        if fate == "commit" and reserved is not None:
             # the actor rendered straight into the slot (output_buffer): publish it, no copy
             result = out.writer.commit(reserved[0], media.pts_ns, data.nbytes, exclude=out.stalled)
         else:
+            if fate == "abandon" and reserved is not None:
+                out.abandoned = reserved[1]  # the actor chose not to use it: the slot goes back to the ring
             result = out.writer.write(data, media.pts_ns, exclude=out.stalled)
         for idx in out.stalled:
             self.metrics.drop(f"{pad}->{out.consumers[idx].node}")
@@ -584,10 +558,9 @@ class ActorRuntime:
         snap = self.metrics.snapshot(self._ring_stats())
         if self.paused:
             snap["paused"] = True
-        extra = getattr(self.actor, "metrics", None)
-        if callable(extra):
-            with contextlib.suppress(Exception):
-                snap["actor"] = extra()
+        extra = self.actor.metrics()
+        if extra:
+            snap["actor"] = extra
         self._send_ctrl("metrics", metrics=snap)
 
     def close(self) -> None:

@@ -73,6 +73,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..sdk.errors import ResourceError
+from .decisions import full_consumers, next_free_slot
 
 __all__ = [
     "FORMAT_INFO_MAX",
@@ -584,12 +585,8 @@ class RingWriter:
         """A free slot (round-robin after the last one used) to fill in place, then `commit`."""
         ring = self._ring
         _, busy = self._scan()
-        n = ring.nslots
-        for k in range(1, n + 1):
-            slot = (self._last_slot + k) % n
-            if not busy[slot]:
-                break
-        else:  # cannot happen while nslots >= consumers*depth+1 and depth is enforced
+        slot = next_free_slot(busy, self._last_slot)
+        if slot is None:  # cannot happen while nslots >= consumers*depth+1 and depth is enforced
             raise RuntimeError(f"ring {ring.name}: no free slot ({ring.stats()})")
         meta = ring._meta
         meta[slot, _SEQ] = 0  # invalidate before any byte of the old frame changes
@@ -615,10 +612,7 @@ class RingWriter:
         ring = self._ring
         depth = ring.depth
         held, _ = self._scan()
-        wanted = [c for c in range(ring.consumers) if c not in exclude]
-        full = [c for c in wanted if held[c] >= depth]
-        dropped = [c for c in full if self._policies[c] != "block"]
-        waiting = [c for c in full if self._policies[c] == "block"]
+        wanted, dropped, waiting = full_consumers(held, depth, self._policies, exclude)
         if waiting:
             deadline = self._clock() + self._block_timeout_s
             while True:

@@ -4,37 +4,51 @@ An actor kind is one module in `actors/` holding one public `Actor` subclass; th
 the module's file name.  The class declares, without starting anything:
 
 - `inputs` / `outputs`: pad name -> `InPort` / `OutPort`;
-- `Options`: a frozen dataclass with typed, defaulted fields (fields without a default are required);
-- `live_options`: option names that `set` may change while running;
+- `Options`: a frozen dataclass whose fields are declared with `option()` (type, default, range or
+  choices, live or not, doc; see `mediaengine.sdk.options`); fields without a default are required;
+- `validate(options, input_formats)`: the rules that involve several options or the input formats;
 - `output_formats(options, input_formats)`: the format on each output pad, so the loader can check
   every link before any process starts.
 
-Hooks hold the logic and return actions; the runtime does the I/O::
+The loader validates the options once; the actor is built with the frozen, validated instance
+(`cls(options)`).  Hooks hold the logic and have effects only through the actions they return; the
+runtime does the I/O::
 
-    setup()                          once, in the actor process, before the first frame
-    on_frame(pad, frame) -> actions  a frame or packet arrived on an input pad
-    on_tick(now_ns) -> actions       called every `tick_interval_ns` (sources produce frames here)
-    on_control(command, args) -> result   a control command (`set` is handled by the runtime)
-    on_eos(pad) -> actions           an input ended (the default ends the outputs once all inputs ended)
-    stop() -> actions                orderly end: flush encoders, finalise files
+    setup(ctx) -> actions             once, in the actor process, before the first frame
+    on_frame(pad, frame) -> actions   a frame or packet arrived on an input pad
+    on_tick(now_ns) -> actions        called every `tick_interval_ns` (sources produce frames here)
+    on_control(command, args) -> actions   a control command; `Reply(value)` answers it
+    on_option_changed(name, value) -> actions   `set` changed a live option (self.options is new)
+    on_eos(pad) -> actions            an input ended (the default ends the outputs once all inputs ended)
+    stop() -> actions                 orderly end: flush encoders, finalise files
+    metrics() -> dict                 the actor's own counters, published with the runtime's metrics
 
-Hooks report errors by raising an `EngineError` subclass; the runtime reports it with its code and
-the supervisor decides what happens next.
+`setup` receives a `Context`: the node id, the restart count, the engine clock, the input and output
+formats, and `output_buffer(pad)` (a ring slot to render into).  Hooks report errors by raising an
+`EngineError` subclass; the runtime reports it with its code and the supervisor decides what happens
+next.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy.typing as npt
 
 from .errors import UnknownCommandError
 from .formats import Format, Frame, MediaKind, Packet
+from .options import (  # re-exported: the option helpers were first defined here
+    coerce,
+    live_option_names,
+    option,
+    option_fields,
+    resolved_hints,
+    type_name,
+)
 
 Policy = Literal["block", "drop_oldest", "drop_newest"]
 POLICIES: tuple[str, ...] = ("block", "drop_oldest", "drop_newest")
@@ -102,8 +116,47 @@ class Finish:
     reason: str = "finished"
 
 
-Action = Emit | Event | EndOfStream | Finish
+@dataclass
+class Reply:
+    """The answer to the control command being handled (only from `on_control`)."""
+
+    value: Any = None
+
+
+Action = Emit | Event | EndOfStream | Finish | Reply
 Actions = list[Action] | None
+
+
+def _no_buffer(pad: str) -> npt.NDArray[Any] | None:
+    return None
+
+
+def _engine_clock() -> int:
+    return time.monotonic_ns()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the runtime tells an actor in `setup(ctx)`: who it is and what it is connected to."""
+
+    node_id: str = ""
+    restart_count: int = 0  # 0 on the first start of this node in an engine run
+    clock: Callable[[], int] = _engine_clock  # engine time in ns (the timeline every pts is on)
+    input_formats: Mapping[str, Format] = field(default_factory=dict)  # linked input pads only
+    output_formats: Mapping[str, Format] = field(default_factory=dict)
+    lend: Callable[[str], npt.NDArray[Any] | None] = _no_buffer  # the runtime's ring-slot lender
+
+    def output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
+        """A writable array of `pad`'s frame shape that lives in a free slot of the pad's ring.
+
+        Render, decode or copy the output frame into it and `Emit` a `Frame` whose `data` is this very
+        array: the frame then reaches every consumer without the runtime's copy into the ring (one
+        full-frame copy saved per hop).  One buffer per pad per hook call until it is emitted; None
+        when there is none to lend (a second call before the first buffer was emitted, a pad that
+        carries packets): then fill an array of your own.  A buffer that is not emitted is simply
+        given back.  `mediaengine.testing.ActorHarness` lends buffers too.
+        """
+        return self.lend(pad)
 
 
 @dataclass(frozen=True)
@@ -120,21 +173,26 @@ class Actor(Generic[OptionsT]):
     inputs: ClassVar[Mapping[str, InPort]] = {}
     outputs: ClassVar[Mapping[str, OutPort]] = {}
     Options: ClassVar[type[Any]] = NoOptions
-    live_options: ClassVar[tuple[str, ...]] = ()
-    #: ranges for numeric live options, checked by `set`: name -> (min, max)
-    option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
     #: role used for shutdown order: sources are stopped first
     is_source: ClassVar[bool] = False
 
-    def __init__(self, options: OptionsT, *, node_id: str = "", input_formats: Mapping[str, Format] | None = None,
-                 output_formats: Mapping[str, Format] | None = None) -> None:
+    def __init__(self, options: OptionsT) -> None:
+        self.options = options  # frozen and validated by the loader; `set` replaces it with a new one
+        self.tick_interval_ns: int | None = None  # read by the runtime after every hook
+
+    def replace_options(self, options: OptionsT) -> None:
+        """Take the new frozen options of a live `set` (the runtime calls it, then `on_option_changed`)."""
         self.options = options
-        self.node_id = node_id
-        self.input_formats: dict[str, Format] = dict(input_formats or {})
-        self.output_formats_: dict[str, Format] = dict(output_formats or {})
-        self.tick_interval_ns: int | None = None
 
     # ---- static description ------------------------------------------------------------------
+    @classmethod
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
+        """Check the rules that involve several options or the input formats; raise `OptionError`.
+
+        Types, ranges and choices of single options are checked from their declarations before this
+        runs.  The loader calls it once per node; `set` calls it with the new options.
+        """
+
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         """Format on each output pad; the default passes the first input's format through."""
@@ -152,24 +210,10 @@ class Actor(Generic[OptionsT]):
                 return pad
         return next(iter(cls.outputs), None)
 
-    _lend_buffer: Callable[[str], npt.NDArray[Any] | None] | None = None  # set by the runtime
-
-    def output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
-        """A writable array of `pad`'s frame shape that lives in a free slot of the pad's ring.
-
-        Render, decode or copy the output frame into it and `Emit` a `Frame` whose `data` is this very
-        array: the frame then reaches every consumer without the runtime's copy into the ring (one
-        full-frame copy saved per hop).  One buffer per pad until it is emitted; None when there is
-        none to lend (outside an actor process, e.g. in unit tests, or a second call before the
-        first buffer was emitted): then fill an array of your own, as before.  A buffer that is not
-        emitted is simply given back.
-        """
-        lend = self._lend_buffer
-        return lend(pad) if lend is not None else None
-
     # ---- hooks -------------------------------------------------------------------------------
-    def setup(self) -> None:
-        """Open devices, codecs and files.  Runs in the actor process."""
+    def setup(self, ctx: Context) -> Actions:
+        """Open devices, codecs and files.  Runs in the actor process; keep `ctx` if hooks need it."""
+        return None
 
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
         return None
@@ -177,11 +221,13 @@ class Actor(Generic[OptionsT]):
     def on_tick(self, now_ns: int) -> Actions:
         return None
 
-    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+    def on_control(self, command: str, args: dict[str, Any]) -> Actions:
+        """Handle a control command; return `[Reply(value)]` (plus any other actions) to answer it."""
         raise UnknownCommandError(f"{type(self).__name__} has no command {command!r}")
 
-    def on_option_changed(self, name: str, value: Any) -> None:
+    def on_option_changed(self, name: str, value: Any) -> Actions:
         """Called after `set` changed a live option (self.options is already the new value)."""
+        return None
 
     def on_eos(self, pad: str) -> Actions:
         return None
@@ -189,69 +235,13 @@ class Actor(Generic[OptionsT]):
     def stop(self) -> Actions:
         return None
 
-
-# ---- option handling (used by the loader and by `set`) -------------------------------------------
-
-def option_fields(options_cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(options_cls)}
+    def metrics(self) -> dict[str, Any]:
+        """The actor's own counters; the runtime publishes them once a second as `metrics.actor`."""
+        return {}
 
 
-def resolved_hints(options_cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(options_cls)
-
-
-def type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"list of {type_name(args[0])}" if args else "list"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check `value` against type `tp`; ints are accepted for floats.  Returns (ok, value)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True, value
-    if origin is Literal:
-        return (value in typing.get_args(tp)), value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, v = coerce(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            return False, value
-        args = typing.get_args(tp)
-        if not args:
-            return True, tuple(value)
-        out = []
-        for item in value:
-            ok, v = coerce(item, args[0])
-            if not ok:
-                return False, value
-            out.append(v)
-        return True, tuple(out)
-    if tp is type(None):
-        return value is None, value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is float:
-        if isinstance(value, bool):
-            return False, value
-        return isinstance(value, int | float), float(value) if isinstance(value, int | float) else value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str), value
-    if tp is dict:
-        return isinstance(value, dict), value
-    return isinstance(value, tp), value
+__all__ = [
+    "POLICIES", "Action", "Actions", "Actor", "Context", "Emit", "EndOfStream", "Event", "Finish", "InPort",
+    "NoOptions", "OutPort", "Policy", "Reply", "coerce", "live_option_names", "option", "option_fields",
+    "resolved_hints", "type_name",
+]

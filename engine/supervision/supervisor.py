@@ -225,7 +225,7 @@ class Supervisor:
             "engine_id": self.engine_id,
             "node": n.id,
             "kind": n.kind,
-            "options": n.raw_options,
+            "options": n.options,  # validated and frozen by the loader; pickled to the actor as is
             "control": self.control_endpoint,
             "data_endpoint": self._data_endpoint(n.id),
             "epoch_ns": self.epoch_ns,

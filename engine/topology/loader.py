@@ -17,8 +17,10 @@ raises is a `TopologyError` subclass whose `where` is the place in the file, e.g
 8. formats: every output format computed in topological order and every link checked against the
    input pad (`FormatMismatchError`, describing both sides).
 
-The returned dataclasses are what the supervisor consumes; `rebuild_options()` rebuilds a node's
-options inside its actor process from the plain `raw_options`.
+Options are validated here and only here: each option against its `option()` declaration (type,
+range, choices), then the kind's `validate(options, input_formats)` for rules across options.  The
+returned dataclasses are what the supervisor consumes; each node's frozen `options` instance is
+handed to its actor process as it is.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from ..sdk.actor import POLICIES, InPort, coerce, option_fields, resolved_hints, type_name
+from ..sdk.actor import POLICIES, InPort
 from ..sdk.errors import (
     CycleError,
     DuplicateIdError,
@@ -54,6 +56,7 @@ from ..sdk.errors import (
     UnlinkedInputError,
 )
 from ..sdk.formats import Format, VideoFormat, check_frame_size
+from ..sdk.options import check_declared, coerce, option_fields, option_spec, resolved_hints, type_name
 from .registry import ActorClass, did_you_mean, get_kind
 from .topofile import join_path, parse_cli_value, read_source, redact, substitute
 
@@ -86,8 +89,7 @@ class NodeSpec:
     id: str
     kind: str
     index: int  # position in the file's `nodes` list
-    options: Any  # the validated Options instance
-    raw_options: dict[str, Any]  # the given option values, plain (msgpack/pickle-able); see rebuild_options
+    options: Any  # the validated, frozen Options instance (what the actor process is given)
     restart: str
     inputs: dict[str, EdgeSpec]  # dst pad -> edge
     outputs: dict[str, tuple[EdgeSpec, ...]]  # every declared output pad -> edges it feeds, consumer order
@@ -202,23 +204,15 @@ def _number(value: Any, where: str, *, integer: bool, minimum: float, strict: bo
 
 # ---- options -----------------------------------------------------------------------------------
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def validate_options(cls: ActorClass, kind: str, given: Mapping[str, Any], *,
                      where_of: Callable[[str | None], str],
-                     reparse: frozenset[str] | set[str] = frozenset()) -> tuple[Any, dict[str, Any]]:
-    """Check `given` against `cls.Options`; returns (Options instance, plain coerced values).
+                     reparse: frozenset[str] | set[str] = frozenset()) -> Any:
+    """Check `given` against the `option()` declarations of `cls.Options`; returns the Options instance.
 
     `where_of(name)` is the place of option `name` (None: the options mapping).  Options named in
     `reparse` hold a whole `${VAR}` string and may be read as a YAML scalar (`"30"` -> 30).
     """
-    fields = {n: f for n, f in option_fields(cls.Options).items() if f.init}
+    fields = option_fields(cls.Options)
     hints = resolved_hints(cls.Options)
     values: dict[str, Any] = {}
     for name, value in given.items():
@@ -234,6 +228,9 @@ def validate_options(cls: ActorClass, kind: str, given: Mapping[str, Any], *,
                 ok = False
         if not ok:
             raise OptionError(f"expected {type_name(hint)}, got {_show(value)}", where=where_of(name))
+        reason = check_declared(coerced, option_spec(fields[name]))
+        if reason is not None:
+            raise OptionError(reason, where=where_of(name))
         values[name] = coerced
     for name, f in fields.items():
         if (name not in values and f.default is dataclasses.MISSING
@@ -247,14 +244,6 @@ def validate_options(cls: ActorClass, kind: str, given: Mapping[str, Any], *,
         raise OptionError(exc.message, where=where_of(inner)) from exc
     except (ValueError, TypeError) as exc:
         raise OptionError(f"{kind}: {exc}", where=where_of(None)) from exc
-    return options, {k: _plain(v) for k, v in values.items()}
-
-
-def rebuild_options(kind: str, raw_options: Mapping[str, Any]) -> Any:
-    """The Options instance of a node, rebuilt from `NodeSpec.raw_options` (in the actor process)."""
-    cls = get_kind(kind)
-    options, _ = validate_options(cls, kind, raw_options,
-                                  where_of=lambda name: f"{kind}.options" + (f".{name}" if name else ""))
     return options
 
 
@@ -295,7 +284,6 @@ class _Node:
     options_given: dict[str, Any] = dataclasses.field(default_factory=dict)
     overridden: set[str] = dataclasses.field(default_factory=set)
     options: Any = None
-    raw_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     restart: str = "permanent"
     # (pad, declared pad or template, source node, source pad)
     links: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
@@ -461,7 +449,7 @@ class _Builder:
 
         reparse = {name for name in node.options_given
                    if f"{base}.{name}" in self.whole and name not in node.overridden}
-        node.options, node.raw_options = validate_options(node.cls, node.kind, node.options_given,
+        node.options = validate_options(node.cls, node.kind, node.options_given,
                                                           where_of=where_of, reparse=reparse)
 
     def _inputs(self, node: _Node) -> None:
@@ -594,7 +582,7 @@ class _Builder:
                        for pad in node.cls.outputs}
             specs.append(NodeSpec(
                 id=node.id, kind=node.kind, index=node.index, options=node.options,
-                raw_options=node.raw_options, restart=node.restart, inputs=edges_in[node.id],
+                restart=node.restart, inputs=edges_in[node.id],
                 outputs=outputs, input_formats=in_formats[node.id], output_formats=out_formats[node.id],
                 group=group_of.get(node.id), is_source=bool(node.cls.is_source or not node.links)))
         return Topology(version=VERSION, name=name, nodes=tuple(specs), edges=all_edges, groups=groups,
@@ -602,9 +590,8 @@ class _Builder:
 
     def _output_formats(self, node: _Node, input_formats: dict[str, Format]) -> dict[str, Format]:
         cls = node.cls
-        if not cls.outputs and "output_formats" not in vars(cls):
-            return {}
         try:
+            cls.validate(node.options, input_formats)  # the rules across options, once
             formats = dict(cls.output_formats(node.options, input_formats))
         except TopologyError as exc:
             if exc.where:

@@ -14,22 +14,19 @@ the module and the cause (the original exception is chained), never a bare trace
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import importlib
 import inspect
-import io
 import pkgutil
 import re
-import textwrap
-import tokenize
 import types
 from collections.abc import Mapping
 from typing import Any
 
-from ..sdk.actor import Actor, InPort, OutPort, option_fields, resolved_hints, type_name
+from ..sdk.actor import Actor, InPort, OutPort
 from ..sdk.errors import UnknownKindError
+from ..sdk.options import check_declared, option_fields, option_spec, resolved_hints, type_name
 
 ActorClass = type[Actor[Any]]
 
@@ -149,9 +146,14 @@ def check_kind(name: str, cls: ActorClass) -> None:
     missing = [f for f in fields if f not in hints]
     if missing:
         raise broken(f"Options fields without a type: {', '.join(missing)}")
-    unknown_live = [o for o in cls.live_options if o not in fields]
-    if unknown_live:
-        raise broken(f"live_options names unknown options: {', '.join(unknown_live)}")
+    for fname, f in fields.items():
+        spec = option_spec(f)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is not dataclasses.MISSING:
+            reason = check_declared(default, spec)
+            if reason is not None:
+                raise broken(f"the default of option {fname!r} breaks its own declaration: {reason}")
 
 
 def all_kinds() -> dict[str, ActorClass]:
@@ -191,74 +193,13 @@ def _first_paragraph(doc: str | None) -> str:
     return " ".join(text.split("\n\n", 1)[0].split())
 
 
-def field_comments(options_cls: type[Any]) -> dict[str, str]:
-    """Per-field documentation of an options dataclass, read from its source.
-
-    A field's doc is its trailing comment (`fps: float = 30.0  # frames per second`), else the
-    `#:` / `#` comment lines right above it, else a string literal right below it.
-    """
-    if options_cls not in _comments:
-        _comments[options_cls] = _read_field_comments(options_cls)
-    return dict(_comments[options_cls])
-
-
-_comments: dict[type[Any], dict[str, str]] = {}
-
-
-def _read_field_comments(options_cls: type[Any]) -> dict[str, str]:
-    try:
-        lines, _ = inspect.getsourcelines(options_cls)
-    except (OSError, TypeError):
-        return {}
-    source = textwrap.dedent("".join(lines))
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
-    comments: dict[int, str] = {}
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                comments[tok.start[0]] = tok.string.lstrip("#:").strip()
-    except (tokenize.TokenError, SyntaxError):
-        return {}
-    src_lines = source.splitlines()
-    cls_node = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
-    if cls_node is None:
-        return {}
-    out: dict[str, str] = {}
-    body = cls_node.body
-    for i, stmt in enumerate(body):
-        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
-            continue
-        name = stmt.target.id
-        end = stmt.end_lineno or stmt.lineno
-        if end in comments:
-            out[name] = comments[end]
-            continue
-        above: list[str] = []
-        line = stmt.lineno - 1
-        while line >= 1 and line in comments and src_lines[line - 1].lstrip().startswith("#"):
-            above.insert(0, comments[line])
-            line -= 1
-        if above:
-            out[name] = " ".join(above)
-            continue
-        nxt = body[i + 1] if i + 1 < len(body) else None
-        if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            out[name] = " ".join(nxt.value.value.split())
-    return out
-
-
 def option_table(cls: ActorClass) -> list[dict[str, Any]]:
-    """One entry per settable option: name, type (hint and readable), required, default, live, doc."""
+    """One entry per settable option, from its `option()` declaration: name, type (hint and readable),
+    required, default, live, range and choices when declared, doc."""
     hints = resolved_hints(cls.Options)
-    docs = field_comments(cls.Options)
     out = []
     for name, f in option_fields(cls.Options).items():
-        if not f.init:
-            continue
+        spec = option_spec(f)
         entry: dict[str, Any] = {"name": name, "type": type_name(hints[name]), "hint": hints[name]}
         if f.default is not dataclasses.MISSING:
             entry.update(required=False, default=_jsonable(f.default))
@@ -266,10 +207,12 @@ def option_table(cls: ActorClass) -> list[dict[str, Any]]:
             entry.update(required=False, default=_jsonable(f.default_factory()))
         else:
             entry.update(required=True)
-        entry["live"] = name in cls.live_options
-        if name in cls.option_ranges:
-            entry["range"] = list(cls.option_ranges[name])
-        entry["doc"] = docs.get(name, "")
+        entry["live"] = spec.live
+        if spec.range is not None:
+            entry["range"] = list(spec.range)
+        if spec.choices is not None:
+            entry["choices"] = _jsonable(spec.choices)
+        entry["doc"] = spec.doc
         out.append(entry)
     return out
 
@@ -285,7 +228,7 @@ def describe_kind(name: str) -> dict[str, Any]:
 
     Keys: `kind`, `class`, `summary`, `is_source`, `inputs` (pad -> kind, codecs, pix_fmts, policy,
     required), `outputs` (pad -> kind, default) and `options` (a list of name, type, required,
-    default, live, range when declared, doc).
+    default, live, range and choices when declared, doc), all read from the `option()` declarations.
     """
     cls = get_kind(name)
     inputs = {pad: {"kind": port.kind, "codecs": list(port.codecs),

@@ -68,6 +68,13 @@ def _accepts_any_string(schema: dict[str, Any]) -> bool:
 
 def _option_schema(entry: dict[str, Any]) -> dict[str, Any]:
     schema = json_type(entry["hint"])
+    if "choices" in entry:
+        schema = {"enum": list(entry["choices"])}
+    lo, hi = entry.get("range") or (None, None)
+    if lo is not None:
+        schema["minimum"] = lo
+    if hi is not None:
+        schema["maximum"] = hi
     if not _accepts_any_string(schema):
         schema = {"anyOf": [schema, _VAR_STRING]}
     if entry["doc"]:

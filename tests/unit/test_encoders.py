@@ -6,7 +6,6 @@ or a viewer downstream would get.
 
 from __future__ import annotations
 
-import dataclasses
 from fractions import Fraction
 from typing import Any
 
@@ -20,6 +19,7 @@ from mediaengine.runtime.wire import packet_from_wire, packet_to_wire
 from mediaengine.sdk.actor import Emit, EndOfStream, Event
 from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
+from mediaengine.testing import ActorHarness
 
 START_NS = 3_200_000_000  # the engine timeline does not start at 0 for an encoder
 
@@ -56,17 +56,8 @@ def events(actions: Any, name: str | None = None) -> list[Event]:
     return [a for a in actions or [] if isinstance(a, Event) and (name is None or a.name == name)]
 
 
-def set_option(actor: Any, name: str, value: Any) -> None:
-    """What the runtime does for a live `set`: new options object, then the hook."""
-    actor.options = dataclasses.replace(actor.options, **{name: value})
-    actor.on_option_changed(name, value)
-
-
-def video_encoder(w: int = 640, h: int = 360, fps: float = 30.0, **opts: Any) -> VideoEncoder:
-    enc = VideoEncoder(VideoEncoderOptions(**opts), node_id="venc",
-                       input_formats={"in": VideoFormat(w, h, fps)})
-    enc.setup()
-    return enc
+def video_encoder(w: int = 640, h: int = 360, fps: float = 30.0, **opts: Any) -> ActorHarness:
+    return ActorHarness(VideoEncoder, opts, input_formats={"in": VideoFormat(w, h, fps)}, node_id="venc")
 
 
 def decode_video(pkts: list[Packet]) -> list[av.VideoFrame]:
@@ -135,10 +126,10 @@ def test_video_encoder_encodes_decodable_stream() -> None:
     enc = video_encoder()
     actions: list[Any] = []
     for i in range(90):
-        actions += enc.on_frame("in", Frame(gradient(i), START_NS + i * NS // 30)) or []
+        actions += enc.frame("in", Frame(gradient(i), START_NS + i * NS // 30)) or []
     actions += enc.stop() or []
     pkts = packets(actions)
-    started = events(actions, "encoder_started")
+    started = enc.events("encoder_started")  # returned by setup(), which opened the encoder
     assert len(started) == 1 and started[0].data["width"] == 640 and started[0].data["gop"] == 60
     assert len(pkts) == 90
     pts = [p.pts for p in pkts]
@@ -164,13 +155,13 @@ def test_video_encoder_encodes_decodable_stream() -> None:
 
 def test_video_encoder_drops_non_increasing_pts_and_checks_size() -> None:
     enc = video_encoder(320, 240)
-    out = packets(enc.on_frame("in", Frame(gradient(0, 320, 240), START_NS)))
-    out += packets(enc.on_frame("in", Frame(gradient(1, 320, 240), START_NS)))  # same pts
-    out += packets(enc.on_frame("in", Frame(gradient(2, 320, 240), START_NS - NS)))  # older
-    out += packets(enc.on_frame("in", Frame(gradient(3, 320, 240), START_NS + NS // 30)))
-    assert [p.pts for p in out] == [288_000, 291_000] and enc.dropped_frames == 2
+    out = packets(enc.frame("in", Frame(gradient(0, 320, 240), START_NS)))
+    out += packets(enc.frame("in", Frame(gradient(1, 320, 240), START_NS)))  # same pts
+    out += packets(enc.frame("in", Frame(gradient(2, 320, 240), START_NS - NS)))  # older
+    out += packets(enc.frame("in", Frame(gradient(3, 320, 240), START_NS + NS // 30)))
+    assert [p.pts for p in out] == [288_000, 291_000] and enc.actor.dropped_frames == 2
     with pytest.raises(FormatError):
-        enc.on_frame("in", Frame(gradient(4, 640, 360), START_NS + NS))
+        enc.frame("in", Frame(gradient(4, 640, 360), START_NS + NS))
 
 
 def test_forced_keyframe() -> None:
@@ -178,8 +169,8 @@ def test_forced_keyframe() -> None:
     pkts: list[Packet] = []
     for i in range(20):
         if i == 11:
-            enc.on_control("keyframe", {})
-        pkts += packets(enc.on_frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30)))
+            enc.control("keyframe")
+        pkts += packets(enc.frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30)))
     assert [i for i, p in enumerate(pkts) if p.keyframe] == [0, 11]
     assert pkts[11].params is not None and pkts[11].data.find(b"\x00\x00\x01\x65") >= 0  # an IDR slice
     assert len(decode_video(pkts)) == 20
@@ -196,11 +187,11 @@ def test_bitrate_changes_live_down_in_place_and_up_by_reopening() -> None:
     keys: list[int] = []
     for i in range(6 * fps):
         if i == 2 * fps:
-            set_option(enc, "bitrate_kbps", 200)
+            enc.set(bitrate_kbps=200)
         if i == 4 * fps:
-            set_option(enc, "bitrate_kbps", 1600)
+            enc.set(bitrate_kbps=1600)
         noisy = base + rng.integers(0, 64, base.shape, dtype=np.uint8)  # hard to compress
-        actions = enc.on_frame("in", Frame(noisy, START_NS + i * NS // fps))
+        actions = enc.frame("in", Frame(noisy, START_NS + i * NS // fps))
         evs += events(actions)
         for p in packets(actions):
             kbits[i // fps] += len(p.data) * 8 / 1000
@@ -210,28 +201,29 @@ def test_bitrate_changes_live_down_in_place_and_up_by_reopening() -> None:
     assert 600 < kbits[1] < 1000, kbits
     assert 150 < kbits[3] < 250, kbits
     assert 1200 < kbits[5] < 2000, kbits
-    changed = [e.data for e in evs if e.name == "bitrate_changed"]
+    changed = [e.data for e in enc.events("bitrate_changed")]  # returned by on_option_changed
     assert changed == [{"bitrate_kbps": 200, "reopened": False}, {"bitrate_kbps": 1600, "reopened": True}]
+    assert [e.data["reopen"] for e in enc.events("encoder_started")] == [0, 1]
     assert 4 * fps in keys  # the reopened encoder starts with an IDR
-    assert enc.reopens == 1
+    assert enc.actor.reopens == 1
 
 
 def test_keepalive_repeats_last_frame_while_input_stalls() -> None:
     enc = video_encoder(320, 240, keepalive_ms=500)
     tick = NS // 30
-    assert enc.tick_interval_ns == round(NS / 30)
+    assert enc.actor.tick_interval_ns == round(NS / 30)
     pkts: list[Packet] = []
     now = START_NS
     for i in range(10):  # real frames, arriving as the clock ticks
-        pkts += packets(enc.on_tick(now))
-        pkts += packets(enc.on_frame("in", Frame(gradient(i, 320, 240), now)))
+        pkts += packets(enc.tick(now))
+        pkts += packets(enc.frame("in", Frame(gradient(i, 320, 240), now)))
         now += tick
     last_arrival = now - tick
     # stall: the clock ticks on for 2 s, no frames
     stalled: list[Packet] = []
     first_repeat_at = None
     for _ in range(60):
-        got = packets(enc.on_tick(now))
+        got = packets(enc.tick(now))
         if got and first_repeat_at is None:
             first_repeat_at = now
         stalled += got
@@ -241,7 +233,7 @@ def test_keepalive_repeats_last_frame_while_input_stalls() -> None:
     # the repeats fill the timeline up to the clock, one per frame interval, no gap, no duplicate
     steps = np.diff([pkts[-1].pts] + [p.pts for p in stalled])
     assert np.all(steps == 3000)
-    assert len(stalled) == enc.repeated_frames == (now - tick - last_arrival) // tick
+    assert len(stalled) == enc.actor.repeated_frames == (now - tick - last_arrival) // tick
     assert all(p.meta["src_pts_ns"] == last_arrival for p in stalled)
     frames = decode_video(pkts + stalled)  # the repeats show the last real picture
     last = frames[9].to_ndarray(format="rgb24").astype(int)
@@ -250,11 +242,11 @@ def test_keepalive_repeats_last_frame_while_input_stalls() -> None:
     # the repeats stop at once, pts keep increasing
     resumed: list[Packet] = []
     for i in range(10):
-        resumed += packets(enc.on_frame("in", Frame(gradient(100 + i, 320, 240), now - 5 * tick + i * tick)))
-        resumed += packets(enc.on_tick(now + i * tick))
+        resumed += packets(enc.frame("in", Frame(gradient(100 + i, 320, 240), now - 5 * tick + i * tick)))
+        resumed += packets(enc.tick(now + i * tick))
     all_pts = [p.pts for p in pkts + stalled + resumed]
     assert np.all(np.diff(all_pts) > 0)
-    assert enc.dropped_frames == 5 and len(resumed) == 5
+    assert enc.actor.dropped_frames == 5 and len(resumed) == 5
     m = enc.metrics()
     assert (m["repeated_frames"], m["dropped_frames"], m["frames_in"]) == (len(stalled), 5, 20)
     assert m["frames_encoded"] == m["packets_out"] == len(all_pts)
@@ -262,41 +254,40 @@ def test_keepalive_repeats_last_frame_while_input_stalls() -> None:
 
 def test_keepalive_off_and_after_eos() -> None:
     enc = video_encoder(320, 240, keepalive_ms=0)
-    assert enc.tick_interval_ns is None
-    enc.on_frame("in", Frame(gradient(0, 320, 240), START_NS))
-    assert not packets(enc.on_tick(START_NS + 5 * NS))
+    assert enc.actor.tick_interval_ns is None
+    enc.frame("in", Frame(gradient(0, 320, 240), START_NS))
+    assert not packets(enc.tick(START_NS + 5 * NS))
     enc2 = video_encoder(320, 240)
-    enc2.on_tick(START_NS)
-    enc2.on_frame("in", Frame(gradient(0, 320, 240), START_NS))
-    end = enc2.on_eos("in") or []
+    enc2.tick(START_NS)
+    enc2.frame("in", Frame(gradient(0, 320, 240), START_NS))
+    end = enc2.eos("in") or []
     assert isinstance(end[-1], EndOfStream)
-    assert not packets(enc2.on_tick(START_NS + 5 * NS))  # nothing to keep alive after the end
+    assert not packets(enc2.tick(START_NS + 5 * NS))  # nothing to keep alive after the end
 
 
 def test_video_options_are_checked_at_load_and_open() -> None:
     fmt = {"in": VideoFormat(640, 360, 30.0)}
     assert VideoEncoder.output_formats(VideoEncoderOptions(), fmt) == {"out": H264}
-    with pytest.raises(OptionError, match="preset"):
-        VideoEncoder.output_formats(VideoEncoderOptions(preset="quick"), fmt)
-    with pytest.raises(OptionError, match="bitrate_kbps"):
-        VideoEncoder.output_formats(VideoEncoderOptions(bitrate_kbps=50), fmt)
+    with pytest.raises(OptionError, match="'quick' is not one of 'ultrafast'"):
+        ActorHarness(VideoEncoder, {"preset": "quick"}, input_formats=fmt)  # the declared choices
+    with pytest.raises(OptionError, match=r"50 is out of range 100\.\.20000") as info:
+        ActorHarness(VideoEncoder, VideoEncoderOptions(bitrate_kbps=50), input_formats=fmt)
+    assert info.value.where == "bitrate_kbps"
+    with pytest.raises(OptionError, match="tune 'slow' is not an x264 tune"):
+        VideoEncoder.validate(VideoEncoderOptions(tune="zerolatency,slow"), fmt)
     with pytest.raises(FormatMismatchError, match="even"):
-        VideoEncoder.output_formats(VideoEncoderOptions(), {"in": VideoFormat(641, 360, 30.0)})
-    enc = VideoEncoder(VideoEncoderOptions(), input_formats={"in": VideoFormat(32768, 16, 30.0)})
+        VideoEncoder.validate(VideoEncoderOptions(), {"in": VideoFormat(641, 360, 30.0)})
     with pytest.raises(EncoderError, match=r"libx264 failed to open 32768x16.*preset='veryfast'"):
-        enc.setup()  # beyond what x264 accepts
+        ActorHarness(VideoEncoder, {}, input_formats={"in": VideoFormat(32768, 16, 30.0)})  # beyond x264
 
 
 # ---- audio encoder -----------------------------------------------------------------------------
 
-def audio_encoder(rate: int = 48000, channels: int = 2, spf: int = 480, **opts: Any) -> AudioEncoder:
-    enc = AudioEncoder(AudioEncoderOptions(**opts), node_id="aenc",
-                       input_formats={"in": AudioFormat(rate, channels, spf)})
-    enc.setup()
-    return enc
+def audio_encoder(rate: int = 48000, channels: int = 2, spf: int = 480, **opts: Any) -> ActorHarness:
+    return ActorHarness(AudioEncoder, opts, input_formats={"in": AudioFormat(rate, channels, spf)}, node_id="aenc")
 
 
-def feed_audio(enc: AudioEncoder, start_sample: int, n_samples: int, sizes: list[int],
+def feed_audio(enc: ActorHarness, start_sample: int, n_samples: int, sizes: list[int],
                start_ns: int, jitter_ns: int = 0, seed: int = 0) -> list[Any]:
     rng = np.random.default_rng(seed)
     actions: list[Any] = []
@@ -305,8 +296,9 @@ def feed_audio(enc: AudioEncoder, start_sample: int, n_samples: int, sizes: list
     while pos < n_samples:
         n = min(sizes[k % len(sizes)], n_samples - pos)
         jitter = int(rng.integers(-jitter_ns, jitter_ns + 1)) if pos else 0
-        pts = start_ns + (pos * NS) // enc.rate + jitter
-        actions += enc.on_frame("in", Frame(sine(start_sample + pos, n, enc.rate, enc.fmt.channels), pts)) or []
+        pts = start_ns + (pos * NS) // enc.actor.rate + jitter
+        pcm = sine(start_sample + pos, n, enc.actor.rate, enc.actor.fmt.channels)
+        actions += enc.frame("in", Frame(pcm, pts)) or []
         pos += n
         k += 1
     return actions
@@ -369,11 +361,11 @@ def test_audio_encoder_resyncs_on_gap_and_overlap() -> None:
     overlap, cut = b_end - (start + 115200), 0
     while overlap > 960:
         overlap, cut = overlap - 480, cut + 480
-    assert cut == 4320 and enc.dropped_samples == cut
+    assert cut == 4320 and enc.actor.dropped_samples == cut
     # what survives (5280 samples: 5 frames + a padded one) follows b's padded frame
     assert pts[-7:].tolist() == [b_end - 1024 + 1024 * i for i in range(7)]
     assert [len(events(x, "audio_resync")) for x in (a, b, c)] == [0, 1, 1]
-    assert enc.resyncs == 2
+    assert enc.actor.resyncs == 2
 
 
 def test_audio_bitrate_is_live() -> None:
@@ -382,9 +374,9 @@ def test_audio_bitrate_is_live() -> None:
     sizes = [0, 0]
     for i in range(200):
         if i == 100:
-            set_option(enc, "bitrate_kbps", 32)
+            enc.set(bitrate_kbps=32)
         noise = (rng.standard_normal((1024, 2)) * 3000).astype(np.int16)
-        for p in packets(enc.on_frame("in", Frame(noise, START_NS + i * 1024 * NS // 48000))):
+        for p in packets(enc.frame("in", Frame(noise, START_NS + i * 1024 * NS // 48000))):
             if 20 <= i < 100 or i >= 120:
                 sizes[i >= 100] += len(p.data)
     kbps = [sizes[0] * 8 * 48000 / 1024 / 80 / 1000, sizes[1] * 8 * 48000 / 1024 / 80 / 1000]
@@ -393,10 +385,10 @@ def test_audio_bitrate_is_live() -> None:
 
 def test_audio_options_and_formats_checked() -> None:
     assert AudioEncoder.output_formats(AudioEncoderOptions(), {"in": AudioFormat(48000, 1)}) == {"out": AAC}
-    with pytest.raises(OptionError):
-        AudioEncoder.output_formats(AudioEncoderOptions(bitrate_kbps=8), {"in": AudioFormat(48000, 1)})
+    with pytest.raises(OptionError, match=r"8 is out of range 16\.\.320"):
+        ActorHarness(AudioEncoder, {"bitrate_kbps": 8}, input_formats={"in": AudioFormat(48000, 1)})
     with pytest.raises(FormatMismatchError):
-        AudioEncoder.output_formats(AudioEncoderOptions(), {"in": AudioFormat(12345, 1)})
+        AudioEncoder.validate(AudioEncoderOptions(), {"in": AudioFormat(12345, 1)})
     enc = audio_encoder(channels=1)
     with pytest.raises(FormatError):
-        enc.on_frame("in", Frame(np.zeros((480, 2), np.int16), START_NS))
+        enc.frame("in", Frame(np.zeros((480, 2), np.int16), START_NS))

@@ -22,9 +22,10 @@ from mediaengine.actors.rtmp_puller import AudioChunker, PtsMapper, RtmpPuller, 
 from mediaengine.cli.main import build_parser
 from mediaengine.cli.play import _printer, format_event
 from mediaengine.sdk import stamp
-from mediaengine.sdk.actor import Emit, EndOfStream, Event
+from mediaengine.sdk.actor import Context, Emit, EndOfStream, Event
 from mediaengine.sdk.errors import ConnectError, FileError, OptionError
 from mediaengine.sdk.formats import NS
+from mediaengine.sdk.options import check_instance
 from mediaengine.sdk.pull import (
     AudioInfo,
     Connected,
@@ -474,7 +475,7 @@ def actor(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RtmpPuller, FakeClo
     monkeypatch.setattr(RtmpPuller, "clock", staticmethod(clock))
     a = RtmpPuller(RtmpPullerOptions(url="rtmp://h/live/KEY", width=320, height=180, fps=30, rate=48000,
                                      channels=2, retries=2, retry_interval_s=1.0))
-    a.setup()
+    a.setup(Context(node_id="pull"))
     yield a, clock
     a.stop()
 
@@ -555,15 +556,15 @@ def test_actor_reconnects_then_gives_up_with_a_redacted_connect_error(actor: tup
 
 
 def test_actor_options_and_audio_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(OptionError):
-        RtmpPuller.output_formats(RtmpPullerOptions(url="x", channels=3), {})
-    with pytest.raises(OptionError):
-        RtmpPuller.output_formats(RtmpPullerOptions(url=""), {})
+    with pytest.raises(OptionError, match="channels: 3 is not one of 1, 2"):  # declared with option()
+        check_instance(RtmpPullerOptions(url="x", channels=3))
+    with pytest.raises(OptionError, match="url"):
+        RtmpPuller.validate(RtmpPullerOptions(url=""), {})
     fmts = RtmpPuller.output_formats(RtmpPullerOptions(url="rtmp://h/live/k", width=1280, height=720), {})
     assert fmts["video"].describe() == "video rgb24 1280x720@30"
     monkeypatch.setattr(puller_mod, "StreamPuller", FakePuller)
     a = RtmpPuller(RtmpPullerOptions(url="rtmp://h/live/k", audio=False))
-    a.setup()
+    a.setup(Context())
     actions = a.on_tick(0)
     assert [x.pad for x in actions if isinstance(x, EndOfStream)] == ["audio"]
     assert FakePuller.made[-1].kwargs["audio_format"] is None

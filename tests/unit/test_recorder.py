@@ -17,13 +17,14 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from mediaengine.actors.audio_encoder import AudioEncoder, AudioEncoderOptions
+from mediaengine.actors.audio_encoder import AudioEncoder
 from mediaengine.actors.recorder import Recorder, RecorderOptions, choose_path, container_format
-from mediaengine.actors.video_encoder import VideoEncoder, VideoEncoderOptions
+from mediaengine.actors.video_encoder import VideoEncoder
 from mediaengine.runtime.wire import packet_from_wire, packet_to_wire
 from mediaengine.sdk.actor import Emit, Event
 from mediaengine.sdk.errors import OptionError
 from mediaengine.sdk.formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
+from mediaengine.testing import ActorHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 START_NS = 3_200_000_000
@@ -38,10 +39,8 @@ Wire = list[tuple[str, bytes]]  # (pad, msgpack bytes) in arrival order
 def av_stream() -> Wire:
     """3 s of 640x360@30 H.264 (GOP 1 s) and 48 kHz stereo AAC, as msgpack messages, interleaved
     in time order the way they would arrive from two encoder processes."""
-    venc = VideoEncoder(VideoEncoderOptions(gop_s=1.0), input_formats={"in": VideoFormat(640, 360, FPS)})
-    aenc = AudioEncoder(AudioEncoderOptions(), input_formats={"in": AudioFormat(RATE, 2, 480)})
-    venc.setup()
-    aenc.setup()
+    venc = ActorHarness(VideoEncoder, {"gop_s": 1.0}, input_formats={"in": VideoFormat(640, 360, FPS)})
+    aenc = ActorHarness(AudioEncoder, {}, input_formats={"in": AudioFormat(RATE, 2, 480)})
     out: list[tuple[Fraction, str, Packet]] = []
 
     def take(pad: str, actions: Any) -> None:
@@ -54,11 +53,11 @@ def av_stream() -> Wire:
         img = np.zeros((360, 640, 3), np.uint8)
         img[..., 0] = (x + 4 * i) % 256
         img[..., 1] = np.arange(360)[:, None] * 255 // 360
-        take("video", venc.on_frame("in", Frame(img, START_NS + i * NS // FPS)))
+        take("video", venc.frame("in", Frame(img, START_NS + i * NS // FPS)))
     for k in range(RATE * SECONDS // 480):
         t = np.arange(k * 480, (k + 1) * 480) / RATE
         pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
-        take("audio", aenc.on_frame("in", Frame(np.stack([pcm, pcm], 1), START_NS + k * 480 * NS // RATE)))
+        take("audio", aenc.frame("in", Frame(np.stack([pcm, pcm], 1), START_NS + k * 480 * NS // RATE)))
     take("video", venc.stop())
     take("audio", aenc.stop())
     out.sort(key=lambda x: x[0])
@@ -70,18 +69,15 @@ def unwire(stream: Wire) -> list[tuple[str, Packet]]:
 
 
 def record(path: Path, stream: list[tuple[str, Packet]], *, pads: tuple[str, ...] = ("video", "audio"),
-           stop: bool = True, restart_count: int = 0, **opts: Any) -> tuple[Recorder, list[Event]]:
+           stop: bool = True, restart_count: int = 0, **opts: Any) -> tuple[ActorHarness, list[Event]]:
     fmts = {"video": H264, "audio": AAC}
-    rec = Recorder(RecorderOptions(path=str(path), **opts), node_id="rec",
-                   input_formats={p: fmts[p] for p in pads})
-    rec.restart_count = restart_count
-    rec.setup()
-    evs: list[Event] = []
+    rec = ActorHarness(Recorder, {"path": str(path), **opts}, node_id="rec", restart_count=restart_count,
+                       input_formats={p: fmts[p] for p in pads})
     for pad, p in stream:
-        evs += [a for a in rec.on_frame(pad, p) or [] if isinstance(a, Event)]
+        rec.frame(pad, p)
     if stop:
-        evs += [a for a in rec.stop() or [] if isinstance(a, Event)]
-    return rec, evs
+        rec.stop()
+    return rec, rec.events()
 
 
 def probe(path: Path) -> dict[str, Any]:
@@ -126,7 +122,7 @@ def test_records_h264_and_aac(av_stream: Wire, tmp_path: Path, name: str) -> Non
     assert started == [{"path": str(path), "format": container_format(rec.options), "restart_count": 0,
                         "streams": ["video", "audio"]}]
     assert finished[0]["path"] == str(path) and abs(finished[0]["duration_s"] - SECONDS) < 0.05
-    assert rec.dropped_non_monotonic == 0 and rec.dropped_waiting == 0
+    assert rec.actor.dropped_non_monotonic == 0 and rec.actor.dropped_waiting == 0
 
 
 def test_hls_playlist(av_stream: Wire, tmp_path: Path) -> None:
@@ -165,7 +161,7 @@ def test_starts_at_a_keyframe_and_trims_earlier_audio(av_stream: Wire, tmp_path:
     assert abs(float(info["format"]["start_time"])) < 0.001
     # frames 10..29 (not keyframes) and the AAC packets that end before the keyframe: pts from
     # -1024 (priming) to 46080 samples after the start
-    assert rec.dropped_waiting == 20 + 47
+    assert rec.actor.dropped_waiting == 20 + 47
 
 
 def test_non_monotonic_packet_is_dropped_and_video_waits_for_a_keyframe(
@@ -176,7 +172,7 @@ def test_non_monotonic_packet_is_dropped_and_video_waits_for_a_keyframe(
     stream.insert(dup_at + 1, stream[dup_at])  # a duplicate of video frame 45 (GOP 30..59)
     path = tmp_path / "dup.mp4"
     rec, _ = record(path, stream)
-    assert rec.dropped_non_monotonic == 1 + 14  # the duplicate, then 46..59 until the keyframe at 60
+    assert rec.actor.dropped_non_monotonic == 1 + 14  # the duplicate, then 46..59 until the keyframe at 60
     m = rec.metrics()
     assert m["dropped_non_monotonic"] == 15 and m["packets_muxed"] == len(stream) - 15
     msgpack.packb(m)
@@ -194,14 +190,14 @@ def test_audio_only_and_option_checks(av_stream: Wire, tmp_path: Path) -> None:
     assert [s["codec_name"] for s in info["streams"]] == ["aac"]
     assert abs(float(info["format"]["duration"]) - SECONDS) < 0.05
     with pytest.raises(OptionError, match="at least one linked input"):
-        Recorder.output_formats(RecorderOptions(path="x.mp4"), {})
-    with pytest.raises(OptionError, match="at least one linked input"):  # also when the actor starts
-        Recorder(RecorderOptions(path=str(tmp_path / "x.mp4")), input_formats={}).setup()
+        Recorder.validate(RecorderOptions(path="x.mp4"), {})
+    with pytest.raises(OptionError, match="at least one linked input"):  # as the loader checks it
+        ActorHarness(Recorder, {"path": str(tmp_path / "x.mp4")}, input_formats={})
     with pytest.raises(OptionError, match="container"):
-        Recorder.output_formats(RecorderOptions(path="x.avi"), {"video": H264})
-    with pytest.raises(OptionError, match="format"):
-        Recorder.output_formats(RecorderOptions(path="x.mp4", format="avi"), {"video": H264})
-    assert Recorder.output_formats(RecorderOptions(path="x.bin", format="flv"), {"audio": AAC}) == {}
+        Recorder.validate(RecorderOptions(path="x.avi"), {"video": H264})
+    with pytest.raises(OptionError, match="format: 'avi' is not one of"):  # the declared choices
+        ActorHarness(Recorder, {"path": "x.mp4", "format": "avi"}, input_formats={"video": H264})
+    Recorder.validate(RecorderOptions(path="x.bin", format="flv"), {"audio": AAC})
 
 
 def test_starts_without_an_input_that_never_sends_params(av_stream: Wire, tmp_path: Path) -> None:
@@ -256,11 +252,11 @@ CHILD = textwrap.dedent("""
     from mediaengine.actors.recorder import Recorder, RecorderOptions
     from mediaengine.sdk.formats import AAC, H264
     from mediaengine.runtime.wire import packet_from_wire
-    rec = Recorder(RecorderOptions(path=sys.argv[2]), input_formats={"video": H264, "audio": AAC})
-    rec.setup()
+    from mediaengine.testing import ActorHarness
+    rec = ActorHarness(Recorder, {"path": sys.argv[2]}, input_formats={"video": H264, "audio": AAC})
     with open(sys.argv[3], "rb") as f:
         for pad, raw in msgpack.Unpacker(f):
-            rec.on_frame(pad, packet_from_wire(msgpack.unpackb(raw)))
+            rec.frame(pad, packet_from_wire(msgpack.unpackb(raw)))
     os.kill(os.getpid(), signal.SIGKILL)  # no stop(), no trailer, no finalizers
 """)
 

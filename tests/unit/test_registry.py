@@ -17,9 +17,10 @@ from typing import Any
 
 import mediaengine.actors as actors
 import pytest
-from mediaengine.sdk.actor import Actor, InPort, OutPort, coerce, option_fields, resolved_hints
+from mediaengine.sdk.actor import Actor, InPort, OutPort, coerce, option, option_fields, resolved_hints
 from mediaengine.sdk.errors import EngineError, TopologyError, UnknownKindError
 from mediaengine.sdk.formats import AudioFormat, EncodedFormat, Format, VideoFormat
+from mediaengine.sdk.options import META_KEY
 from mediaengine.topology import registry as _registry
 
 ACTORS_DIR = Path(actors.__file__).parent
@@ -71,8 +72,8 @@ def test_real_kind_declares_ports_and_options(name: str) -> None:
         if f.init and default is not dataclasses.MISSING:
             ok, _ = coerce(default, hints[fname])
             assert ok, f"default {default!r} of option {fname!r} does not match its type {hints[fname]}"
-    assert set(cls.live_options) <= set(fields)
-    assert set(cls.option_ranges) <= set(fields)
+    undeclared = [n for n, f in fields.items() if META_KEY not in f.metadata or not f.metadata[META_KEY].doc]
+    assert not undeclared, f"options not declared with option(..., doc=...): {undeclared}"
     description = _registry.describe_kind(name)
     json.dumps(description)  # the CLI prints it as JSON
     assert [o["name"] for o in description["options"]] == [n for n, f in fields.items() if f.init]
@@ -117,11 +118,11 @@ def extra_actors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 GOOD = '''
 """A fake kind."""
 from dataclasses import dataclass
-from mediaengine.sdk.actor import Actor, OutPort
+from mediaengine.sdk.actor import Actor, OutPort, option
 
 @dataclass(frozen=True)
 class Opts:
-    rate: int = 5  # ticks per second
+    rate: int = option(5, doc="ticks per second")
 
 class Zed(Actor[Opts]):
     """Ticks."""
@@ -185,13 +186,10 @@ def test_unknown_kind_suggests_and_lists() -> None:
 
 @dataclass(frozen=True)
 class DocOptions:
-    #: how strong
-    #: (0..100)
-    strength: int = 50
-    name: str = "x"  # a label
-    gains: tuple[float, ...] = dataclasses.field(default_factory=lambda: (1.0, 0.5))
-    """per-input gains"""
-    path: str | None = None
+    strength: int = option(50, range=(0.0, 100.0), live=True, doc="how strong (0..100)")
+    name: str = option("x", doc="a label")
+    gains: tuple[float, ...] = option(factory=lambda: (1.0, 0.5), doc="per-input gains")
+    path: str | None = None  # a plain field: no declaration, so no doc
 
 
 class DocKind(Actor[DocOptions]):
@@ -204,8 +202,6 @@ class DocKind(Actor[DocOptions]):
               "aux": InPort("encoded", codecs=("h264",), required=False)}
     outputs = {"main": OutPort("video"), "thumb": OutPort("video", default=True)}
     Options = DocOptions
-    live_options = ("strength",)
-    option_ranges = {"strength": (0.0, 100.0)}
 
 
 def test_register_describe_unregister() -> None:
@@ -244,13 +240,17 @@ def test_register_rejects_bad_names_and_classes() -> None:
     with pytest.raises(UnknownKindError, match="`Options` must be a dataclass"):
         _registry.register("t_nodc", NotDataclassOptions)
 
-    class BadLive(Actor[DocOptions]):
-        outputs = {"out": OutPort("video")}
-        Options = DocOptions
-        live_options = ("strenght",)
+    @dataclass(frozen=True)
+    class BadDefaultOptions:
+        strength: int = option(500, range=(0, 100), doc="how strong")
 
-    with pytest.raises(UnknownKindError, match="live_options names unknown options: strenght"):
-        _registry.register("t_badlive", BadLive)
+    class BadDefault(Actor[BadDefaultOptions]):
+        outputs = {"out": OutPort("video")}
+        Options = BadDefaultOptions
+
+    with pytest.raises(UnknownKindError, match="default of option 'strength' breaks its own declaration: "
+                                               r"500 is out of range 0\.\.100"):
+        _registry.register("t_badlive", BadDefault)
     assert "t_nodc" not in _registry.kind_names() and "t_badlive" not in _registry.kind_names()
 
 

@@ -24,9 +24,10 @@ from mediaengine.actors.rtmp_sender import (
 )
 from mediaengine.actors.rtmp_sender.queue import Backlog, Item, RateWindow, StartGate
 from mediaengine.actors.rtmp_sender.socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
-from mediaengine.sdk.actor import Event
+from mediaengine.sdk.actor import Actions, Context, Event, Reply
 from mediaengine.sdk.errors import ConnectError, FieldError, OptionError
 from mediaengine.sdk.formats import AAC, H264, Packet
+from mediaengine.sdk.options import check_instance
 from mediaengine.sdk.sei import OUR_UUID, parse_sei_payloads
 
 from tests.helpers import wait_until
@@ -37,6 +38,13 @@ TB_A = Fraction(1, 48_000)
 SLICE = b"\x00\x00\x00\x01\x65\x88\x84\x00"  # an IDR slice NAL (enough for the SEI insertion point)
 VPARAMS = {"codec": "h264", "width": 64, "height": 64, "time_base": [1, 90000], "extradata": b"\x00\x00\x00\x01gSPS"}
 APARAMS = {"codec": "aac", "rate": 48000, "channels": 1, "time_base": [1, 48000], "extradata": b"\x11\x90"}
+
+
+def reply(actions: Actions) -> Any:
+    """The value of the `Reply` among a control hook's actions."""
+    replies = [a.value for a in actions or [] if isinstance(a, Reply)]
+    assert len(replies) == 1, actions
+    return replies[0]
 
 
 def vpkt(i: int, key: bool = False, params: bool = False) -> Packet:
@@ -90,15 +98,16 @@ def test_reconnect_delays_follow_interval_backoff_and_cap() -> None:
 ])
 def test_bad_options_are_rejected_at_load_time(changes: dict[str, Any], fragment: str) -> None:
     o = RtmpSenderOptions(**{"url": URL, **changes})
-    with pytest.raises(OptionError, match=fragment) as info:
-        RtmpSender.output_formats(o, {"video": H264})
+    with pytest.raises(OptionError, match=fragment) as info:  # what the loader checks: declarations, validate()
+        check_instance(o)
+        RtmpSender.validate(o, {"video": H264})
     assert "secret" not in str(info.value) and "key" not in str(info.value).replace("/***", "")
 
 
 def test_needs_a_linked_input() -> None:
     with pytest.raises(OptionError, match="at least one linked input"):
-        RtmpSender.output_formats(RtmpSenderOptions(url=URL), {})
-    assert RtmpSender.output_formats(RtmpSenderOptions(url=URL), {"audio": AAC}) == {}
+        RtmpSender.validate(RtmpSenderOptions(url=URL), {})
+    RtmpSender.validate(RtmpSenderOptions(url=URL), {"audio": AAC})
 
 
 def test_errors_are_described_without_the_url() -> None:
@@ -313,8 +322,8 @@ def make(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Harness]]:
         monkeypatch.setattr(RtmpSender, "connector", net)
         monkeypatch.setattr(RtmpSender, "prober", None)
         opts = RtmpSenderOptions(**{"url": URL, "reconnect_interval_ms": 20, **options})
-        sender = RtmpSender(opts, node_id="push", input_formats={"video": H264, "audio": AAC})
-        sender.setup()
+        sender = RtmpSender(opts)
+        sender.setup(Context(node_id="push", input_formats={"video": H264, "audio": AAC}))
         h = Harness(sender, net)
         made.append(h)
         return h
@@ -433,9 +442,10 @@ def test_send_message_goes_into_the_next_video_frames(make: Callable[..., Harnes
     h = make()
     clock = [0]
     h.sender.clock = lambda: clock[0]
-    assert h.sender.on_control("send_message", {"text": "q\x00\x00\x01?", "repeat_count": 3}) == {"id": 1, "frames": 3}
-    assert h.sender.on_control("send_message", {"text": "later", "delay_ms": 100}) == {"id": 2, "frames": 1}
-    assert h.sender.on_control("send_message", {"text": "key", "repeat_count": 2, "keyframe_only": True}) == {
+    first = reply(h.sender.on_control("send_message", {"text": "q\x00\x00\x01?", "repeat_count": 3}))
+    assert first == {"id": 1, "frames": 3}
+    assert reply(h.sender.on_control("send_message", {"text": "later", "delay_ms": 100})) == {"id": 2, "frames": 1}
+    assert reply(h.sender.on_control("send_message", {"text": "key", "repeat_count": 2, "keyframe_only": True})) == {
         "id": 3, "frames": 2}
     h.feed(5)  # frame 0 is a keyframe
     clock[0] = 100_000_000
@@ -457,10 +467,17 @@ def test_send_message_goes_into_the_next_video_frames(make: Callable[..., Harnes
     assert h.sender.metrics()["sei_sent"] == 3
 
 
-def test_send_message_needs_video() -> None:
-    sender = RtmpSender(RtmpSenderOptions(url=URL), node_id="push", input_formats={"audio": AAC})
-    with pytest.raises(FieldError, match="video"):
-        sender.on_control("send_message", {"text": "x"})
+def test_send_message_needs_video(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RtmpSender, "connector", FakeNet())
+    monkeypatch.setattr(RtmpSender, "prober", None)
+    sender = RtmpSender(RtmpSenderOptions(url=URL))
+    sender.setup(Context(node_id="push", input_formats={"audio": AAC}))
+    try:
+        with pytest.raises(FieldError, match="video"):
+            sender.on_control("send_message", {"text": "x"})
+    finally:
+        assert sender.link is not None
+        sender.link.finish("stop", 2.0)
 
 
 def test_metrics_shape(make: Callable[..., Harness]) -> None:

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from mediaengine.actors import file_source, image_source, test_pattern, tone
 from mediaengine.sdk import stamp
-from mediaengine.sdk.actor import Action, Emit, EndOfStream, Finish
+from mediaengine.sdk.actor import Action, Context, Emit, EndOfStream, Finish
 from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
 from mediaengine.sdk.formats import NS, AudioFormat, Frame, VideoFormat
+from mediaengine.testing import ActorHarness
 from numpy.typing import NDArray
 
 WALL_MS = 1_760_000_123_456
@@ -54,15 +55,15 @@ def emitted(actions: list[Action] | None, pad: str | None = None) -> list[Frame]
 def make_pattern(**options: Any) -> test_pattern.TestPattern:
     src = test_pattern.TestPattern(test_pattern.TestPatternOptions(**options))
     src.wall_clock_ns = lambda: WALL_MS * 1_000_000
-    src.setup()
+    src.setup(Context())
     return src
 
 
 def test_pattern_declares_its_format() -> None:
     opts = test_pattern.TestPatternOptions(width=1280, height=720, fps=25.0)
     assert test_pattern.TestPattern.output_formats(opts, {}) == {"out": VideoFormat(1280, 720, 25.0)}
-    with pytest.raises(OptionError, match="out of range"):
-        test_pattern.TestPattern.output_formats(dataclasses.replace(opts, width=16), {})
+    with pytest.raises(OptionError, match=r"out of range 64\.\.7680"):  # declared with option(range=...)
+        ActorHarness(test_pattern.TestPattern, dataclasses.replace(opts, width=16))
 
 
 def test_pattern_frames_follow_the_engine_clock() -> None:
@@ -154,14 +155,14 @@ def test_pattern_renders_720p_fast() -> None:
 
 def make_tone(**options: Any) -> tone.Tone:
     src = tone.Tone(tone.ToneOptions(**options))
-    src.setup()
+    src.setup(Context())
     return src
 
 
 def test_tone_declares_its_format() -> None:
     assert tone.Tone.output_formats(tone.ToneOptions(channels=2), {}) == {"out": AudioFormat(48000, 2, 1024)}
-    with pytest.raises(OptionError, match="channels"):
-        tone.Tone.output_formats(tone.ToneOptions(channels=3), {})
+    with pytest.raises(OptionError, match="channels: 3 is not one of 1, 2"):
+        ActorHarness(tone.Tone, {"channels": 3})
 
 
 def test_tone_frames_have_contiguous_samples_and_exact_pts() -> None:
@@ -227,20 +228,22 @@ def test_tone_catches_up_half_a_second_then_jumps() -> None:
 
 
 def test_tone_volume_and_mute_are_live() -> None:
-    src = make_tone(volume=30.0)
-    iv = src.tick_interval_ns
+    h = ActorHarness(tone.Tone, {"volume": 30.0})
+    iv = h.actor.tick_interval_ns
     assert iv is not None
-    (f,) = emitted(src.on_tick(NS))
+    (f,) = emitted(h.tick(NS))
     assert np.abs(f.data).max() == pytest.approx(0.3 * 32767, abs=2)
-    assert "volume" in tone.Tone.live_options and "mute" in tone.Tone.live_options
-    src.options = dataclasses.replace(src.options, volume=100.0)
-    src.on_option_changed("volume", 100.0)
-    (f,) = emitted(src.on_tick(NS + iv))
+    assert h.set(volume=100) == {"volume": 100.0}  # through the runtime's own `set`
+    (f,) = emitted(h.tick(NS + iv))
     assert np.abs(f.data).max() == pytest.approx(32767, abs=2)
-    src.options = dataclasses.replace(src.options, mute=True)
-    src.on_option_changed("mute", True)
-    (f,) = emitted(src.on_tick(NS + 2 * iv))
+    h.set(mute=True)
+    (f,) = emitted(h.tick(NS + 2 * iv))
     assert f.data.shape == (1024, 1) and not f.data.any()  # silence, but the frame still comes
+    with pytest.raises(OptionError, match=r"node.volume: 101 is out of range 0..100") as info:
+        h.set(volume=101)
+    assert info.value.code == 1108
+    with pytest.raises(OptionError, match="option 'rate' cannot change while running; live options: volume, mute"):
+        h.set(rate=44100)
 
 
 # ---- image_source ---------------------------------------------------------------------------------
@@ -270,8 +273,8 @@ def test_image_source_reads_its_size_at_load_time(picture: tuple[str, NDArray[An
 def test_image_source_emits_the_picture_in_rgb_on_the_clock(picture: tuple[str, NDArray[Any]]) -> None:
     path, rgb = picture
     opts = image_source.ImageSourceOptions(path=path, fps=10.0)
-    src = image_source.ImageSource(opts, output_formats=image_source.ImageSource.output_formats(opts, {}))
-    src.setup()
+    src = image_source.ImageSource(opts)
+    src.setup(Context(output_formats=image_source.ImageSource.output_formats(opts, {})))
     iv = src.tick_interval_ns
     assert iv == 100_000_000
     frames = emitted(src.on_tick(70 * iv)) + emitted(src.on_tick(71 * iv)) + emitted(src.on_tick(74 * iv))
@@ -284,7 +287,7 @@ def test_image_source_emits_the_picture_in_rgb_on_the_clock(picture: tuple[str, 
 def test_image_source_resizes(picture: tuple[str, NDArray[Any]]) -> None:
     path, _ = picture
     src = image_source.ImageSource(image_source.ImageSourceOptions(path=path, width=200, height=120))
-    src.setup()
+    src.setup(Context())
     (f,) = emitted(src.on_tick(0))
     assert f.data.shape == (120, 200, 3)
     assert tuple(f.data[10, 10]) == (255, 0, 0) and tuple(f.data[110, 190]) == (250, 200, 10)
@@ -300,7 +303,7 @@ def test_image_source_missing_file_is_a_file_error(tmp_path: Path) -> None:
     with pytest.raises(FileError, match=re.escape("slate.png")):
         image_source.ImageSource.output_formats(sized, {})
     with pytest.raises(FileError, match=re.escape("slate.png")):
-        image_source.ImageSource(sized).setup()
+        image_source.ImageSource(sized).setup(Context())
 
 
 def test_image_source_undecodable_file_is_a_file_error(tmp_path: Path) -> None:
@@ -359,7 +362,7 @@ def open_sources() -> Iterator[list[file_source.FileSource]]:
 
 def make_file_source(sources: list[file_source.FileSource], url: str, **options: Any) -> file_source.FileSource:
     src = file_source.FileSource(file_source.FileSourceOptions(url=url, **options))
-    src.setup()
+    src.setup(Context())
     sources.append(src)
     return src
 
@@ -383,7 +386,7 @@ def test_file_source_declares_both_pads() -> None:
     fmts = file_source.FileSource.output_formats(file_source.FileSourceOptions(url="x.mp4"), {})
     assert fmts == {"video": VideoFormat(640, 360, 30.0), "audio": AudioFormat(48000, 2, 1024)}
     with pytest.raises(OptionError, match="nothing to play"):
-        file_source.FileSource.output_formats(
+        file_source.FileSource.validate(
             file_source.FileSourceOptions(url="x.mp4", video=False, audio=False), {})
 
 
@@ -514,21 +517,21 @@ def test_file_source_missing_file_names_the_url(tmp_path: Path) -> None:
     url = str(tmp_path / "missing-clip.mp4")
     src = file_source.FileSource(file_source.FileSourceOptions(url=url))
     with pytest.raises(FileError, match=re.escape("missing-clip.mp4")) as info:
-        src.setup()
+        src.setup(Context())
     assert isinstance(info.value, FileNotFoundError)
 
 
 def test_file_source_unreachable_server_is_a_connect_error() -> None:
     src = file_source.FileSource(file_source.FileSourceOptions(url="tcp://127.0.0.1:1"))  # nothing listens
     with pytest.raises(ConnectError, match=re.escape("tcp://127.0.0.1:1")):
-        src.setup()
+        src.setup(Context())
 
 
 def test_file_source_garbage_file_is_a_malformed_media_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00garbage" * 1000)
     with pytest.raises(MalformedMediaError, match=re.escape("junk.mp4") + ".*not valid media"):
-        file_source.FileSource(file_source.FileSourceOptions(url=str(junk))).setup()
+        file_source.FileSource(file_source.FileSourceOptions(url=str(junk))).setup(Context())
 
 
 def test_file_source_without_the_asked_stream_says_how_to_fix(tmp_path: Path) -> None:
@@ -544,7 +547,7 @@ def test_file_source_without_the_asked_stream_says_how_to_fix(tmp_path: Path) ->
         for p in vs.encode(None):
             c.mux(p)
     with pytest.raises(MalformedMediaError, match="audio: false"):
-        file_source.FileSource(file_source.FileSourceOptions(url=str(path))).setup()
+        file_source.FileSource(file_source.FileSourceOptions(url=str(path))).setup(Context())
 
 
 def test_sample_fifo_reads_with_silence_around_the_data() -> None:

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
-import msgpack
 import pytest
 import yaml
-from mediaengine.sdk.actor import Actor, InPort, OutPort
+from mediaengine.sdk.actor import Actor, InPort, OutPort, option
 from mediaengine.sdk.errors import (
     CycleError,
     DuplicateIdError,
@@ -49,7 +48,7 @@ from mediaengine.sdk.errors import (
 from mediaengine.sdk.formats import AAC, H264, AudioFormat, Format, VideoFormat
 from mediaengine.topology import graph as _graph
 from mediaengine.topology import registry as _registry
-from mediaengine.topology.loader import SupervisorSpec, Topology, load_topology, rebuild_options
+from mediaengine.topology.loader import SupervisorSpec, Topology, load_topology
 from mediaengine.topology.schema import topology_schema
 
 # ---- fake kinds ----------------------------------------------------------------------------------
@@ -58,9 +57,9 @@ from mediaengine.topology.schema import topology_schema
 @dataclass(frozen=True)
 class CameraOptions:
     pattern: str  # required: what to draw
-    width: int = 640  # frame width
-    height: int = 360  # frame height
-    fps: float = 30.0  # frames per second
+    width: int = option(640, doc="frame width")
+    height: int = option(360, doc="frame height")
+    fps: float = option(30.0, doc="frames per second")
     pix_fmt: Literal["rgb24", "gray"] = "rgb24"
     tags: tuple[str, ...] = ()
 
@@ -81,14 +80,13 @@ class FakeCamera(Actor[CameraOptions]):
 
 @dataclass(frozen=True)
 class FilterOptions:
-    strength: int = 50  # 0..100
+    strength: int = option(50, range=(0, 100), live=True, doc="0..100")
 
 
 class FakeFilter(Actor[FilterOptions]):
     inputs = {"in": InPort("video")}
     outputs = {"out": OutPort("video")}
     Options = FilterOptions
-    live_options = ("strength",)
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,7 @@ class FakeAenc(Actor[Any]):
 
 @dataclass(frozen=True)
 class SinkOptions:
-    path: str  # where to write
+    path: str = option(doc="where to write")
     segment_s: float | None = None
 
 
@@ -201,7 +199,6 @@ def test_full_topology_order_edges_formats_and_defaults() -> None:
     assert [n.index for n in topo.nodes] == [1, 2, 3, 4, 5, 0]
     cam, f, enc, tone, _aenc, rec = topo.nodes
     assert cam.options == CameraOptions(pattern="bars", width=1280, height=720, fps=25.0)
-    assert cam.raw_options == {"pattern": "bars", "width": 1280, "height": 720, "fps": 25.0}
     assert cam.is_source and tone.is_source and not f.is_source and not rec.is_source
     assert f.options == FilterOptions()  # defaults
     assert f.input_formats == {"in": VideoFormat(1280, 720, 25.0)}
@@ -313,15 +310,14 @@ def test_overrides_are_applied_before_validation() -> None:
     assert topo.node("f").input_formats["in"] == VideoFormat(64, 360, 15.0)
 
 
-def test_file_source_and_raw_options_roundtrip(tmp_path: Path) -> None:
+def test_file_source_and_options_pickle_roundtrip(tmp_path: Path) -> None:
     path = tmp_path / "chain.yaml"
     path.write_text(textwrap.dedent(FULL))
     topo = load_topology(path, env=ENV)
     assert topo.source == str(path) and topo.name == "demo"
     assert load_topology(str(path), env=ENV).node("cam").options == topo.node("cam").options
-    for node in topo.nodes:
-        wire = msgpack.unpackb(msgpack.packb(node.raw_options))
-        assert rebuild_options(node.kind, wire) == node.options
+    for node in topo.nodes:  # the actor process gets the validated instance as it is, pickled
+        assert pickle.loads(pickle.dumps(node.options)) == node.options
     assert pickle.loads(pickle.dumps(topo)) == topo
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from mediaengine.actors.overlay import Overlay
-from mediaengine.sdk.actor import Action, Actions, Actor, Emit, Event, InPort, OutPort
+from mediaengine.sdk.actor import Action, Actions, Actor, Context, Emit, Event, InPort, OutPort, Reply, option
 from mediaengine.sdk.formats import NS, Format, Frame, Packet, VideoFormat
 from mediaengine.topology.registry import register
 
@@ -35,10 +35,11 @@ MAX_SAMPLES = 200_000
 
 @dataclass(frozen=True)
 class BenchSourceOptions:
-    width: int = 1920  # frame width
-    height: int = 1080  # frame height
-    fps: float = 30.0  # frames per second; 0 = as fast as the chain takes them (burst per 1 ms tick)
-    burst: int = 4  # frames emitted per tick when fps is 0
+    width: int = option(1920, doc="frame width")
+    height: int = option(1080, doc="frame height")
+    fps: float = option(30.0, range=(0, None), live=True,
+                        doc="frames per second; 0 = as fast as the chain takes them (burst per 1 ms tick)")
+    burst: int = option(4, range=(1, None), live=True, doc="frames emitted per tick when fps is 0")
 
 
 class BenchSource(Actor[BenchSourceOptions]):
@@ -46,7 +47,6 @@ class BenchSource(Actor[BenchSourceOptions]):
 
     outputs = {"out": OutPort("video", default=True)}
     Options = BenchSourceOptions
-    live_options = ("fps", "burst")
     is_source = True
 
     @classmethod
@@ -54,7 +54,7 @@ class BenchSource(Actor[BenchSourceOptions]):
         o: BenchSourceOptions = options
         return {"out": VideoFormat(o.width, o.height, o.fps if o.fps > 0 else 1000.0)}
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         o = self.options
         rng = np.random.default_rng(7)
         self._frames = [rng.integers(0, 256, size=(o.height, o.width, 3), dtype=np.uint8) for _ in range(3)]
@@ -62,10 +62,11 @@ class BenchSource(Actor[BenchSourceOptions]):
         self._k = 0
         self._next: int | None = None
 
-    def on_option_changed(self, name: str, value: Any) -> None:
+    def on_option_changed(self, name: str, value: Any) -> Actions:
         o = self.options
         self.tick_interval_ns = round(NS / o.fps) if o.fps > 0 else 1_000_000
         self._next = None
+        return None
 
     def _frame(self, k: int) -> Emit:
         data = self._frames[k % len(self._frames)]
@@ -117,7 +118,7 @@ class BenchPass(_FirstFrameEvent, Actor[NoOptions]):
     outputs = {"out": OutPort("video", default=True)}
     Options = NoOptions
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         self._mark_setup()
 
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
@@ -127,8 +128,8 @@ class BenchPass(_FirstFrameEvent, Actor[NoOptions]):
 class BenchOverlay(_FirstFrameEvent, Overlay):
     """The real overlay filter, reporting its first frame out."""
 
-    def setup(self) -> None:
-        super().setup()
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
         self._mark_setup()
 
     def on_frame(self, pad: str, media: Frame | Packet) -> list[Action]:
@@ -141,7 +142,7 @@ class BenchSink(Actor[NoOptions]):
     inputs = {"in": InPort("video")}
     Options = NoOptions
 
-    def setup(self) -> None:
+    def setup(self, ctx: Context) -> None:
         self._reset()
 
     def _reset(self) -> None:
@@ -163,21 +164,21 @@ class BenchSink(Actor[NoOptions]):
             self._n += 1
         return None
 
-    def on_control(self, command: str, args: dict[str, Any]) -> Any:
+    def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "bench_reset":
             self._reset()
-            return {"reset": True}
+            return [Reply({"reset": True})]
         if command == "bench_stats":
             lat = (self._lat[: self._n] / 1e9).tolist()
             span = (self._last_ns - self._first_ns) / 1e9
-            return {
+            return [Reply({
                 "frames": self._frames,
                 "span_s": span,
                 "fps": (self._frames - 1) / span if span > 0 else 0.0,
                 "lat_p50_s": percentile(lat, 50), "lat_p90_s": percentile(lat, 90),
                 "lat_p99_s": percentile(lat, 99), "lat_max_s": max(lat, default=float("nan")),
                 "samples": self._n,
-            }
+            })]
         return super().on_control(command, args)
 
 

@@ -16,6 +16,7 @@ Hooks hold the logic and return actions; the runtime does the I/O::
     on_tick(now_ns) -> actions       called every `tick_interval_ns` (sources produce frames here)
     on_control(command, args) -> result   a control command (`set` is handled by the runtime)
     on_eos(pad) -> actions           an input ended (the default ends the outputs once all inputs ended)
+    on_format_changed(pad, fmt) -> actions   the frames that follow on an input pad have a new format
     stop() -> actions                orderly end: flush encoders, finalise files
 
 Hooks report errors by raising an `EngineError` subclass; the runtime reports it with its code and
@@ -33,11 +34,12 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy.typing as npt
 
-from .errors import UnknownCommandError
+from .errors import FormatChangeError, UnknownCommandError
 from .formats import Format, Frame, MediaKind, Packet
 
 Policy = Literal["block", "drop_oldest", "drop_newest"]
-POLICIES: tuple[str, ...] = ("block", "drop_oldest", "drop_newest")
+#: the one list of overflow policies (the loader, the schema and the ring read it)
+POLICIES: tuple[str, ...] = typing.get_args(Policy)
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,25 @@ class EndOfStream:
 
 
 @dataclass
+class ChangeFormat:
+    """From now on the frames on output `pad` have format `fmt` (GStreamer's CAPS event, Membrane's
+    `stream_format` action).  Return it before the first frame of the new format: the runtime sends
+    it down the edge in order with the frames, and every consumer gets `on_format_changed` before
+    that first frame.  The media kind cannot change, and a raw frame must fit the ring's slots
+    (a `VideoFormat`'s `max_width` x `max_height`, declared when the topology is loaded)."""
+
+    pad: str
+    fmt: Format
+
+
+@dataclass
 class Finish:
     """The actor is done (e.g. a file source reached its end without `loop`): stop normally."""
 
     reason: str = "finished"
 
 
-Action = Emit | Event | EndOfStream | Finish
+Action = Emit | Event | EndOfStream | Finish | ChangeFormat
 Actions = list[Action] | None
 
 
@@ -185,6 +199,25 @@ class Actor(Generic[OptionsT]):
 
     def on_eos(self, pad: str) -> Actions:
         return None
+
+    def on_format_changed(self, pad: str, fmt: Format) -> Actions:
+        """The frames that follow on input `pad` have format `fmt` (called before the first of them).
+
+        `self.input_formats[pad]` still holds the old format during the call; the runtime updates it
+        once the hook returns.  The default accepts `fmt` if the pad's port accepts it (else
+        `FormatChangeError`), and returns a `ChangeFormat` for every output whose format
+        `output_formats()` derives differently from the new inputs: a pass-through filter follows
+        its input without code of its own.  Override it to reconfigure (e.g. reopen an encoder).
+        """
+        port = self.inputs.get(pad)
+        reason = port.accepts(fmt) if port is not None else f"no input pad {pad!r}"
+        if reason is not None:
+            raise FormatChangeError(f"{type(self).__name__} cannot take the new format on {pad!r}: {reason}",
+                                    where=self.node_id or None)
+        if self.is_source or not self.outputs:
+            return None
+        new = type(self).output_formats(self.options, {**self.input_formats, pad: fmt})
+        return [ChangeFormat(p, f) for p, f in new.items() if self.output_formats_.get(p) != f]
 
     def stop(self) -> Actions:
         return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-NS = 1_000_000_000
+from ..sdk.formats import NS
 
 
 def should_restart(restart: str, abnormal: bool) -> bool:

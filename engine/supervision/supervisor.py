@@ -29,6 +29,7 @@ import zmq
 
 from ..control import protocol as proto
 from ..runtime.ring import FrameRing, segment_name
+from ..runtime.spec import ActorSpec, ConsumerSpec, InputSpec, OutputSpec
 from ..sdk.errors import (
     EngineError,
     FieldError,
@@ -39,7 +40,7 @@ from ..sdk.errors import (
     TimeoutError_,
     UnknownTargetError,
 )
-from ..sdk.formats import format_to_wire
+from ..sdk.formats import NS, EncodedFormat, format_to_wire
 from ..topology.loader import NodeSpec, Topology
 from .curve import CurveServer, check_exposure
 from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
@@ -48,7 +49,6 @@ from .rundir import RunDir, process_start_time, reap_stale
 
 log = logging.getLogger("mediaengine")
 
-NS = 1_000_000_000
 STARTUP_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 5.0
 PRELOAD = ["mediaengine.runtime.preload"]
@@ -188,11 +188,12 @@ class Supervisor:
         for node in self.topo.nodes:
             for pad, edges in node.outputs.items():
                 fmt = node.output_formats[pad]
-                if fmt.kind == "encoded":
+                if isinstance(fmt, EncodedFormat):
                     continue
                 name = segment_name(self.engine_id, node.id, pad)
                 depth = 4 if fmt.kind == "video" else 16
-                ring = FrameRing.create(name, slot_bytes=fmt.frame_bytes, consumers=len(edges), depth=depth,  # type: ignore[union-attr]
+                # slots fit the largest size the stream may switch to (docs/architecture.md, format changes)
+                ring = FrameRing.create(name, slot_bytes=fmt.slot_bytes, consumers=len(edges), depth=depth,
                                         format_info=msgpack.packb(format_to_wire(fmt)))
                 self.rings.append(ring)
                 self.ring_names[(node.id, pad)] = name
@@ -200,41 +201,38 @@ class Supervisor:
     def _data_endpoint(self, node_id: str) -> str:
         return self.rundir.endpoint(f"data-{node_id}.sock")
 
-    def _spec(self, st: NodeState) -> dict[str, Any]:
+    def _spec(self, st: NodeState) -> ActorSpec:
         n = st.spec
-        outputs = {}
-        for pad, edges in n.outputs.items():
-            outputs[pad] = {
-                "format": format_to_wire(n.output_formats[pad]),
-                "ring": self.ring_names.get((n.id, pad)),
-                "consumers": [
-                    {"node": e.dst, "pad": e.dst_pad, "index": i, "policy": e.policy,
-                     "endpoint": self._data_endpoint(e.dst)}
-                    for i, e in enumerate(edges)
-                ],
-            }
+        outputs = {
+            pad: OutputSpec(
+                format=n.output_formats[pad],
+                ring=self.ring_names.get((n.id, pad)),
+                consumers=tuple(ConsumerSpec(e.dst, e.dst_pad, i, e.policy, self._data_endpoint(e.dst))
+                                for i, e in enumerate(edges)),
+            )
+            for pad, edges in n.outputs.items()
+        }
         inputs = {}
         for pad, e in n.inputs.items():
             src = self.topo.node(e.src)
             index = list(src.outputs[e.src_pad]).index(e)
-            inputs[pad] = {"format": format_to_wire(e.format), "ring": self.ring_names.get((e.src, e.src_pad)),
-                           "index": index, "policy": e.policy}
-        return {
-            "engine_id": self.engine_id,
-            "node": n.id,
-            "kind": n.kind,
-            "options": n.raw_options,
-            "control": self.control_endpoint,
-            "data_endpoint": self._data_endpoint(n.id),
-            "epoch_ns": self.epoch_ns,
-            "heartbeat_interval_s": self.sup.heartbeat_interval_s,
-            "inputs": inputs,
-            "outputs": outputs,
-            "restart_count": st.restarts,
-            "allow_faults": self.allow_faults,
-            "supervisor_pid": os.getpid(),
-            "curve": self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
-        }
+            inputs[pad] = InputSpec(e.format, self.ring_names.get((e.src, e.src_pad)), index, e.policy)
+        return ActorSpec(
+            engine_id=self.engine_id,
+            node=n.id,
+            kind=n.kind,
+            options=n.raw_options,
+            control=self.control_endpoint,
+            data_endpoint=self._data_endpoint(n.id),
+            epoch_ns=self.epoch_ns,
+            heartbeat_interval_s=self.sup.heartbeat_interval_s,
+            inputs=inputs,
+            outputs=outputs,
+            restart_count=st.restarts,
+            allow_faults=self.allow_faults,
+            supervisor_pid=os.getpid(),
+            curve=self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
+        )
 
     def _mp(self) -> Any:
         if self.mp_ctx is None:

@@ -399,10 +399,28 @@ class ActorRuntime:
                 raise OptionError(f"{coerced} is out of range {lo_hi[0]:g}..{lo_hi[1]:g}",
                                   where=f"{self.node_id}.{name}")
             new_values[name] = coerced
-        self.actor.options = dataclasses.replace(self.actor.options, **new_values)
+        new_options = dataclasses.replace(self.actor.options, **new_values)
+        self._check_new_formats(cls, new_options)
+        self.actor.options = new_options
         for name, value in new_values.items():
             self.actor.on_option_changed(name, value)
         return {k: v for k, v in new_values.items()}
+
+    def _check_new_formats(self, cls: type[Actor[Any]], options: Any) -> None:
+        """A live option may change an output format (a source's size): refuse a `set` whose formats the
+        actor's own rules reject, or whose frames would not fit the ring's slots, before it applies."""
+        assert self.actor is not None
+        try:
+            formats = cls.output_formats(options, self.actor.input_formats)
+        except EngineError as exc:
+            raise OptionError(exc.message, where=self.node_id) from exc
+        for pad, fmt in formats.items():
+            out = self.outputs.get(pad)
+            need = getattr(fmt, "frame_bytes", 0)
+            if out is not None and out.ring is not None and need > out.ring.slot_bytes:
+                raise OptionError(f"{fmt.describe()} needs {need} bytes per frame; the ring of {pad!r} has "
+                                  f"{out.ring.slot_bytes}-byte slots: declare the largest size in the topology "
+                                  "(e.g. max_width/max_height)", where=self.node_id)
 
     def _fault(self, fault: str, args: dict[str, Any]) -> Any:
         if not self.allow_faults:

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy.typing as npt
 
-from .errors import FormatChangeError, UnknownCommandError
+from .errors import EngineError, FormatChangeError, UnknownCommandError
 from .formats import Format, Frame, MediaKind, Packet
 
 Policy = Literal["block", "drop_oldest", "drop_newest"]
@@ -216,7 +216,11 @@ class Actor(Generic[OptionsT]):
                                     where=self.node_id or None)
         if self.is_source or not self.outputs:
             return None
-        new = type(self).output_formats(self.options, {**self.input_formats, pad: fmt})
+        try:
+            new = type(self).output_formats(self.options, {**self.input_formats, pad: fmt})
+        except EngineError as exc:  # the load-time rules of the kind reject the new input format
+            raise FormatChangeError(f"{type(self).__name__} cannot take {fmt.describe()} on {pad!r}: "
+                                    f"{exc.message}", where=self.node_id or None) from exc
         return [ChangeFormat(p, f) for p, f in new.items() if self.output_formats_.get(p) != f]
 
     def stop(self) -> Actions:

@@ -104,3 +104,35 @@ def test_a_source_switches_size_live_and_filter_encoder_and_recorder_follow(
     assert counters[runs[0][1]] == last_small + 1, (counters, runs)
     procs, segs = leftovers(eng.runtime_dir, eng.engine_ids)
     assert not procs and not segs
+
+
+def test_a_filter_restarted_after_the_switch_resumes_at_the_new_size(
+        engine_runner: Callable[..., Engine], tmp_path: Path) -> None:
+    """The restarted overlay reads the stream's current size from the ring header, not the topology's."""
+    mp4 = tmp_path / "restart.mp4"
+    topo = tmp_path / "restart.yaml"
+    topo.write_text(TOPOLOGY.format(path=mp4))
+    eng = engine_runner(topo)
+    eng.wait_running()
+    wait_for(lambda: _frames_out(eng, "src") >= 30, 30, "two seconds of 640x360 frames")
+    switched = _ctl(eng, "src", "set", "width=1280", "height=720")
+    assert switched.returncode == 0, switched.stderr
+    wait_for(lambda: _actor_metrics(eng, "venc").get("reopens", 0) >= 1, 15, "the encoder to reopen")
+
+    before = eng.node("filt")
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_for(lambda: (n := eng.node("filt"))["restarts"] == 1 and n["state"] == "running", 15, "filt restarted")
+    at_restart = _frames_out(eng, "src")
+    wait_for(lambda: _frames_out(eng, "src") >= at_restart + 30, 30, "frames after the restart")
+    wait_for(lambda: sum((eng.node("filt")["metrics"].get("frames_out") or {}).values()) >= 20, 15,
+             "the restarted filter to emit frames")
+
+    restarts = {n["id"]: n["restarts"] for n in eng.ps()["nodes"]}
+    assert restarts == {"src": 0, "filt": 1, "venc": 0, "rec": 0}, eng.log
+    eng.proc.send_signal(signal.SIGINT)
+    assert eng.wait(60) == 0, eng.log
+    runs = [(size, len(list(group))) for size, group in itertools.groupby(_frame_sizes(mp4))]
+    assert [size for size, _ in runs] == [(640, 360), (1280, 720)], runs
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(mp4), "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=120)
+    assert decode.returncode == 0 and decode.stderr == "", decode.stderr

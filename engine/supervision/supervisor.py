@@ -15,6 +15,7 @@ told to stop too; after `shutdown_timeout_s` what is left is terminated, then ki
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import signal
@@ -55,13 +56,29 @@ PRELOAD = ["mediaengine.runtime.preload"]
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
 
 
+class NodeStatus(enum.StrEnum):
+    """Where a node is in its life (shown by `ps` and the monitor; a str, so it goes on the wire as is)."""
+
+    NEW = "new"  # not started yet
+    STARTING = "starting"  # process started, no hello/heartbeat yet
+    RUNNING = "running"
+    RESTARTING = "restarting"  # dead, a restart is scheduled
+    STOPPED = "stopped"  # ended by request or normally, or not restarted by its policy
+    DONE = "done"  # the actor finished on its own (`Finish`)
+    FAILED = "failed"  # ended abnormally and not restarted
+
+
+#: states in which a node has ended for good
+FINAL_STATES = frozenset({NodeStatus.DONE, NodeStatus.STOPPED, NodeStatus.FAILED})
+
+
 @dataclass
 class NodeState:
     spec: NodeSpec
     stability: StabilityTracker
     proc: Any = None
     pid: int = 0
-    state: str = "new"  # starting | running | restarting | stopped | done | failed
+    state: NodeStatus = NodeStatus.NEW
     restarts: int = 0
     last_hb_ns: int = 0
     started_ns: int = 0
@@ -254,7 +271,7 @@ class Supervisor:
                                   daemon=False)
         proc.start()
         st.proc, st.pid = proc, int(proc.pid)
-        st.state = "starting"
+        st.state = NodeStatus.STARTING
         st.told_shutdown = False
         st.killed_for_hang = False
         st.done_reason = None
@@ -363,7 +380,7 @@ class Supervisor:
             self.metrics_refresh_ns = self.now_ns() + NS // 2
 
     def _all_ended(self) -> bool:
-        return all(st.state in ("done", "stopped", "failed") for st in self.nodes.values())
+        return all(st.state in FINAL_STATES for st in self.nodes.values())
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -382,7 +399,7 @@ class Supervisor:
         hb_timeout = int(self.sup.heartbeat_timeout_s * NS)
         for st in self.nodes.values():
             if st.alive and not st.killed_for_hang:
-                limit = hb_timeout if st.state == "running" else int(STARTUP_TIMEOUT_S * NS)
+                limit = hb_timeout if st.state == NodeStatus.RUNNING else int(STARTUP_TIMEOUT_S * NS)
                 if now - st.last_hb_ns > limit:
                     self._say(logging.WARNING,
                               f"node {st.spec.id} missed heartbeats for {(now - st.last_hb_ns) / NS:.1f}s "
@@ -391,9 +408,9 @@ class Supervisor:
                     st.killed_for_hang = True
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(st.pid, signal.SIGKILL)
-            if st.state == "restarting" and st.restart_due_ns is not None and now >= st.restart_due_ns:
+            if st.state == NodeStatus.RESTARTING and st.restart_due_ns is not None and now >= st.restart_due_ns:
                 if self.stopping:
-                    st.state = "stopped"
+                    st.state = NodeStatus.STOPPED
                 else:
                     self._start(st)
         if (self.duration_s is not None and self.run_started_ns is not None and not self.stopping
@@ -414,8 +431,8 @@ class Supervisor:
         self.stop_deadline_ns = self.now_ns() + int(self.sup.shutdown_timeout_s * NS)
         self._event("engine", "stopping", {"reason": reason})
         for st in self.nodes.values():
-            if st.state == "restarting":
-                st.state = "stopped"
+            if st.state == NodeStatus.RESTARTING:
+                st.state = NodeStatus.STOPPED
         self._shutdown_step(self.now_ns())
 
     def _shutdown_step(self, now: int) -> None:
@@ -453,7 +470,7 @@ class Supervisor:
         self._event(nid, "exited", {"pid": st.pid, "exit": code, "normal": normal, "error": st.last_error})
         self._write_info()
         if self.stopping:
-            st.state = "stopped" if normal or code == 0 else "failed"
+            st.state = NodeStatus.STOPPED if normal or code == 0 else NodeStatus.FAILED
             self._say(logging.INFO if code == 0 else logging.WARNING, f"node {nid} exited ({how})")
             return
         if st.restart_after_exit:
@@ -461,14 +478,14 @@ class Supervisor:
             self._schedule_restart(st, 0)
             return
         if normal:
-            st.state = "done"
+            st.state = NodeStatus.DONE
             self._say(logging.INFO, f"node {nid} finished: {st.done_reason}")
             return
         detail = f": {st.last_error}" if st.last_error else ""
         self._say(logging.WARNING, f"node {nid} died ({how}){detail}")
         abnormal = code != 0 or st.killed_for_hang
         if not should_restart(st.spec.restart, abnormal):
-            st.state = "stopped"
+            st.state = NodeStatus.STOPPED
             self._say(logging.INFO, f"node {nid} is {st.spec.restart}: not restarted")
             return
         now = self.now_ns()
@@ -498,7 +515,7 @@ class Supervisor:
         self._schedule_restart(st, delay)
 
     def _schedule_restart(self, st: NodeState, delay_ns: int) -> None:
-        st.state = "restarting"
+        st.state = NodeStatus.RESTARTING
         st.restarts += 1
         st.restart_due_ns = self.now_ns() + delay_ns
         self._event(st.spec.id, "restarting", {"restarts": st.restarts, "delay_s": delay_ns / NS})
@@ -512,8 +529,8 @@ class Supervisor:
                     os.kill(st.pid, signal.SIGKILL)
                 st.proc.join(5.0)
                 st.proc = None
-                if st.state not in ("done", "failed"):
-                    st.state = "stopped"
+                if st.state not in (NodeStatus.DONE, NodeStatus.FAILED):
+                    st.state = NodeStatus.STOPPED
 
     def _cleanup(self) -> None:
         for ring in self.rings:
@@ -579,10 +596,10 @@ class Supervisor:
         st.last_hb_ns = now
         if st.stability.heartbeat(now) and st.restarts:
             self._event(nid, "restart_stable", {"restarts": st.restarts})
-        if mtype in ("hello", "heartbeat") and st.state == "starting":
-            st.state = "running"  # a heartbeat also proves the actor is up, should its hello be lost
+        if mtype in ("hello", "heartbeat") and st.state == NodeStatus.STARTING:
+            st.state = NodeStatus.RUNNING  # a heartbeat also proves the actor is up, should its hello be lost
         if mtype == "hello":
-            if self.run_started_ns is None and all(s.state == "running" for s in self.nodes.values()):
+            if self.run_started_ns is None and all(s.state == NodeStatus.RUNNING for s in self.nodes.values()):
                 self.run_started_ns = now
                 self._event("engine", "running", {})
         elif mtype == "metrics":
@@ -640,7 +657,7 @@ class Supervisor:
                 self._reply(ident, proto.ok(rid, {"fault": msg["fault"], "pid": st.pid}))
                 return
             self._event(nid, "fault_injected", {"fault": msg["fault"]})
-        if not st.alive or st.state != "running":
+        if not st.alive or st.state != NodeStatus.RUNNING:
             raise ResourceError(f"node {nid} is {st.state}; try again when it is running")
         fwd_id = self.next_rid
         self.next_rid += 1

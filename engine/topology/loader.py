@@ -53,13 +53,14 @@ from ..sdk.errors import (
     UnlinkedInputError,
 )
 from ..sdk.formats import Format
+from ..supervision.policy import Restart, Strategy
 from .registry import ActorClass, did_you_mean, get_kind
 from .topofile import join_path, parse_cli_value, read_source, redact, substitute
 
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
-RESTARTS = ("permanent", "transient", "temporary")
-STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+RESTARTS: tuple[str, ...] = tuple(r.value for r in Restart)  # the enums in supervision/policy.py
+STRATEGIES: tuple[str, ...] = tuple(s.value for s in Strategy)
 TOP_KEYS = ("version", "name", "supervisor", "nodes", "groups")
 NODE_KEYS = ("id", "kind", "options", "inputs", "restart")
 GROUP_KEYS = ("members", "strategy", "intensity", "period_s")

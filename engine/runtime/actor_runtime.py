@@ -1,16 +1,19 @@
 """The actor runtime: the main loop of one actor process.
 
-The supervisor starts `actor_main(spec)` in a new process.  The runtime attaches the node's rings,
-connects its sockets, builds the actor from its kind and options, and runs one loop:
+The supervisor starts `actor_main(spec)` in a new process with a typed `ActorSpec` (runtime/spec.py).
+The runtime attaches the node's rings, connects its sockets, builds the actor from its kind and
+options, and runs one loop:
 
     poll(control, data) -> control commands  -> on_control / set / fault
-                        -> data descriptors  -> on_frame / on_eos  (ring views, zero copy)
+                        -> data descriptors  -> on_frame / on_eos / on_format_changed
+                                                (ring views, zero copy; wire.py decodes them)
     tick due            -> on_tick
     heartbeat due       -> heartbeat (+ metrics once a second)
 
 Heartbeats come from this loop and nowhere else, so a stuck hook means a silent actor and the
 supervisor replaces it.  Hooks return actions; the runtime performs them (ring writes, descriptor
-sends, events).  An `EngineError` from a hook is reported with its code and the process exits; the
+sends, events, format changes: `ChangeFormat` is checked, written into the ring header and sent on
+every edge in order with the frames).  An `EngineError` from a hook is reported with its code and the process exits; the
 supervisor decides what happens next.
 """
 
@@ -143,7 +146,7 @@ class ActorRuntime:
         self.spec = spec
         self.node_id: str = spec.node
         self.epoch_ns: int = spec.epoch_ns
-        self.hb_interval_ns = int(spec.heartbeat_interval_s * 1e9)
+        self.hb_interval_ns = int(spec.heartbeat_interval_s * NS)
         self.allow_faults = spec.allow_faults
         self.ctx = zmq.Context()
         self.ctrl = self.ctx.socket(zmq.DEALER)

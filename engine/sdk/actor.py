@@ -26,6 +26,7 @@ the supervisor decides what happens next.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -63,6 +64,28 @@ class InPort:
         if self.kind == "video" and self.pix_fmts and pix_fmt not in self.pix_fmts:
             return f"expects pixel format {'/'.join(self.pix_fmts)}, got {fmt.describe()}"
         return None
+
+
+def is_template(pad: str) -> bool:
+    """A request-pad template such as ``in_%s`` or ``in_%d``: any number of pads matching it."""
+    return "%s" in pad or "%d" in pad or "%u" in pad
+
+
+def template_regex(pad: str) -> re.Pattern[str]:
+    parts = re.split(r"(%[sdu])", pad)
+    pattern = "".join("[0-9]+" if p in ("%d", "%u") else "[A-Za-z0-9_]+" if p == "%s" else re.escape(p)
+                      for p in parts)
+    return re.compile(pattern)
+
+
+def match_input_pad(pad: str, ports: Mapping[str, InPort]) -> str | None:
+    """The declared pad (or template) that input pad `pad` instantiates, or None."""
+    if pad in ports:
+        return pad
+    for key in ports:
+        if is_template(key) and template_regex(key).fullmatch(pad):
+            return key
+    return None
 
 
 @dataclass(frozen=True)
@@ -209,8 +232,8 @@ class Actor(Generic[OptionsT]):
         `output_formats()` derives differently from the new inputs: a pass-through filter follows
         its input without code of its own.  Override it to reconfigure (e.g. reopen an encoder).
         """
-        port = self.inputs.get(pad)
-        reason = port.accepts(fmt) if port is not None else f"no input pad {pad!r}"
+        key = match_input_pad(pad, self.inputs)
+        reason = self.inputs[key].accepts(fmt) if key is not None else f"no input pad {pad!r}"
         if reason is not None:
             raise FormatChangeError(f"{type(self).__name__} cannot take the new format on {pad!r}: {reason}",
                                     where=self.node_id or None)

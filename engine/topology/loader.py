@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from ..sdk.actor import POLICIES, InPort, coerce, option_fields, resolved_hints, type_name
+from ..sdk.actor import (
+    POLICIES,
+    coerce,
+    match_input_pad,
+    option_fields,
+    resolved_hints,
+    type_name,
+)
 from ..sdk.errors import (
     CycleError,
     DuplicateIdError,
@@ -260,26 +267,7 @@ def rebuild_options(kind: str, raw_options: Mapping[str, Any]) -> Any:
 
 # ---- pads --------------------------------------------------------------------------------------
 
-def is_template(pad: str) -> bool:
-    """A request-pad template such as ``in_%s`` or ``in_%d``: any number of pads matching it."""
-    return "%s" in pad or "%d" in pad or "%u" in pad
-
-
-def template_regex(pad: str) -> re.Pattern[str]:
-    parts = re.split(r"(%[sdu])", pad)
-    pattern = "".join("[0-9]+" if p in ("%d", "%u") else "[A-Za-z0-9_]+" if p == "%s" else re.escape(p)
-                      for p in parts)
-    return re.compile(pattern)
-
-
-def match_input_pad(pad: str, ports: Mapping[str, InPort]) -> str | None:
-    """The declared pad (or template) that input pad `pad` instantiates, or None."""
-    if pad in ports:
-        return pad
-    for key in ports:
-        if is_template(key) and template_regex(key).fullmatch(pad):
-            return key
-    return None
+# is_template, template_regex and match_input_pad live in sdk/actor.py (the pads' own rules)
 
 
 # ---- the builder -------------------------------------------------------------------------------

@@ -158,3 +158,15 @@ def test_an_audio_port_refuses_video_and_the_encoder_keeps_its_codec() -> None:
     rec = Recorder(RecorderOptions(path="/nonexistent/x.mp4"), node_id="rec", input_formats={"audio": AAC})
     with pytest.raises(FormatChangeError, match="expects aac"):
         rec.on_format_changed("audio", H264)
+
+
+def test_a_request_pad_made_from_a_template_takes_a_format_change() -> None:
+    from mediaengine.sdk.actor import Actor, InPort
+
+    class Sink(Actor[Any]):
+        inputs = {"in_%s": InPort("audio", policy="block")}
+
+    sink = Sink(None, node_id="mix", input_formats={"in_mic": AudioFormat(48000, 1)})
+    assert sink.on_format_changed("in_mic", AudioFormat(44100, 2)) is None
+    with pytest.raises(FormatChangeError, match="no input pad 'out'"):
+        sink.on_format_changed("out", AudioFormat(44100, 2))

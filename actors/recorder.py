@@ -24,8 +24,10 @@
   it when `overwrite` is true.  Any later writer (a restarted recorder, or a new file after all
   inputs ended and packets came again) never replaces a file: it writes the first free name among
   `name.1.ext`, `name.2.ext`, ...  The `recording_started` event names the file.
-- Stream parameter changes mid-recording (a new SPS/PPS after a resolution change) are reported
-  (`stream_params_changed`) but not applied to the file yet.
+- Stream parameter changes mid-recording (a new SPS/PPS after the encoder reopened at a new size) are
+  reported (`stream_params_changed`) and applied in-band: from then on every video keyframe is muxed
+  with the new SPS/PPS (Annex B) in front, so decoders switch size at that keyframe (the container's
+  header keeps the first size, as a live FLV's onMetaData does).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class _Track:
     last_dts: int | None = None  # in the output stream's time base
     end: Fraction = Fraction(0)  # end of the last muxed packet, seconds on the file timeline
     ended: bool = False  # on_eos seen
+    inband: bytes = b""  # SPS/PPS put in front of each keyframe after a mid-recording params change
     muxed: int = 0
 
     @property
@@ -265,6 +268,8 @@ class Recorder(Actor[RecorderOptions]):
             self.dropped_non_monotonic += 1
             t.need_key = t.is_video
             return
+        if t.inband and p.keyframe:
+            p = p.replace(data=t.inband + p.data)
         try:
             self._container.mux(packet_to_av(p, t.stream, offset=off))
         except (OSError, av.FFmpegError) as e:
@@ -283,12 +288,18 @@ class Recorder(Actor[RecorderOptions]):
         if not any(t.params.get(k) != params.get(k) for k in PARAM_KEYS):
             return []
         self.params_changes += 1
-        if self._container is None:
-            t.params = params
-        return [Event("stream_params_changed", {
+        extradata = params.get("extradata")
+        inband = t.is_video and self._container is not None and isinstance(extradata, bytes) and extradata
+        event = Event("stream_params_changed", {
             "pad": t.pad, "path": str(self.path) if self.path else None,
             "width": params.get("width"), "height": params.get("height"),
-            "note": "not applied to the file"})]
+            "note": "new SPS/PPS in-band" if inband else "not applied to the file"})
+        if self._container is None:
+            t.params = params
+        elif inband:
+            assert isinstance(extradata, bytes)
+            t.params, t.inband = params, extradata  # compare later keyframes with the new params
+        return [event]
 
     # ---- hooks -------------------------------------------------------------------------------
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:

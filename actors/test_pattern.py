@@ -14,6 +14,11 @@ the source jumps to the current frame.
     nodes:
       - {id: src, kind: test_pattern, options: {width: 1280, height: 720, fps: 30, text: "cam A"}}
 
+`width` and `height` can change while running (`mediaengine ctl set src width=1280 height=720`): the
+source announces the new size on its output (`ChangeFormat`) and renders at it from the next frame;
+downstream filters and encoders follow.  The new size must fit `max_width` x `max_height`, declared
+at load time because the ring's slots are sized for it (0 = the start size: it may shrink, not grow).
+
 Rendering costs about 1 ms per 1280x720 frame (one preallocated buffer, slice copies, no per-frame
 allocation of frame-sized arrays).
 """
@@ -28,7 +33,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 from mediaengine.sdk import stamp
-from mediaengine.sdk.actor import Action, Actor, Context, Emit, OutPort, option
+from mediaengine.sdk.actor import Action, Actor, ChangeFormat, Context, Emit, OutPort, option
+from mediaengine.sdk.errors import OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat
 from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
@@ -47,11 +53,14 @@ _BARS = np.array([[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0],
 @dataclass(frozen=True)
 class TestPatternOptions:
     __test__ = False  # not a pytest test class despite the name
-    width: int = option(640, range=(64, 7680), doc="frame width in pixels (>= 64)")
-    height: int = option(360, range=(64, 4320), doc="frame height in pixels (>= 64)")
+    width: int = option(640, range=(64, 7680), live=True, doc="frame width in pixels (>= 64)")
+    height: int = option(360, range=(64, 4320), live=True, doc="frame height in pixels (>= 64)")
     fps: float = option(30.0, range=(0.1, 240.0), doc="frames per second")
     pattern: Pattern = option("bars", doc="background: scrolling colour bars, scrolling hue gradient, or noise")
     text: str = option("", live=True, doc="extra caption drawn under the counter")
+    max_width: int = option(0, range=(0, 7680),
+                            doc="largest width a live `set` may switch to (ring slots are sized for it); 0 = width")
+    max_height: int = option(0, range=(0, 4320), doc="largest height a live `set` may switch to; 0 = height")
 
 
 # ---- pure functions -------------------------------------------------------------------------------
@@ -147,19 +156,33 @@ class TestPattern(Actor[TestPatternOptions]):
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
         o: TestPatternOptions = options
-        return {"out": VideoFormat(o.width, o.height, o.fps)}
+        if not (o.max_width or o.max_height):
+            return {"out": VideoFormat(o.width, o.height, o.fps)}
+        return {"out": VideoFormat(o.width, o.height, o.fps, max_width=max(o.max_width, o.width),
+                                   max_height=max(o.max_height, o.height))}
+
+    @classmethod
+    def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:
+        o: TestPatternOptions = options
+        if (o.max_width and o.width > o.max_width) or (o.max_height and o.height > o.max_height):
+            raise OptionError(f"size {o.width}x{o.height} exceeds max_width x max_height "
+                              f"{o.max_width or o.width}x{o.max_height or o.height} (raise them in the topology)")
 
     def setup(self, ctx: Context) -> None:
         o = self.options
         self._ctx = ctx
         self.tick_interval_ns = round(NS / o.fps)
-        self._background = make_background(o.pattern, o.width, o.height)
-        self._pool: list[NDArray[np.uint8]] = []  # one buffer per frame emitted in the same hook call
+        self._use_format(self.output_formats(o, {})["out"])
         self._next: int | None = None
+
+    def _use_format(self, fmt: VideoFormat) -> None:
+        self._fmt = fmt
+        self._background = make_background(self.options.pattern, fmt.width, fmt.height)
+        self._pool: list[NDArray[np.uint8]] = []  # one buffer per frame emitted in the same hook call
 
     def _buffer(self, i: int) -> NDArray[np.uint8]:
         while len(self._pool) <= i:
-            self._pool.append(np.empty((self.options.height, self.options.width, 3), dtype=np.uint8))
+            self._pool.append(np.empty((self._fmt.height, self._fmt.width, 3), dtype=np.uint8))
         return self._pool[i]
 
     def on_tick(self, now_ns: int) -> list[Action]:
@@ -167,10 +190,16 @@ class TestPattern(Actor[TestPatternOptions]):
         assert interval is not None, "setup() not called"
         o = self.options
         actions: list[Action] = []
+        fmt = self.output_formats(o, {})["out"]
+        changed = fmt != self._fmt
+        if changed and isinstance(fmt, VideoFormat):  # a live `set` of width/height: announce, then render
+            self._use_format(fmt)
+            actions.append(ChangeFormat("out", fmt))
         for i, k in enumerate(video_indices_due(self._next, now_ns, interval)):
             wall_ms = self.wall_clock_ns() // 1_000_000
             # the first frame of a tick renders straight into the output ring slot when one is lent
-            target = self._ctx.output_buffer("out") if i == 0 else None
+            # (not in the tick that changes the size: that slot was lent with the old shape)
+            target = self._ctx.output_buffer("out") if i == 0 and not changed else None
             img = render_frame(target if target is not None else self._buffer(i), self._background, k, o.fps,
                                wall_ms, o.text, o.pattern)
             actions.append(Emit("out", Frame(img, pts_ns=k * interval, seq=k)))

@@ -23,8 +23,10 @@
   `meta["src_pts_ns"]` is the pts of the frame it encodes.
 - Control command `keyframe` makes the next frame an IDR.
 
-A change of frame size mid-stream is not handled yet (a frame of another size raises FormatError); it
-will need a flush, a reopen at the new size and an explicit format-change event on the edge.
+- A change of frame size or rate mid-stream arrives as `on_format_changed` before the first frame of
+  the new format: the encoder drains and closes x264, then opens it again at the new size (the next
+  frame is an IDR whose keyframe `params` carry the new size and SPS/PPS; event `encoder_started`
+  with `reopen`).  A size H.264 cannot take (odd) is a FormatChangeError.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from mediaengine.sdk.actor import (
     option,
 )
 from mediaengine.sdk.codec import packet_from_av, video_params
-from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
+from mediaengine.sdk.errors import EncoderError, FormatChangeError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import H264, NS, Format, Frame, Packet, VideoFormat
 
 TIME_BASE = Fraction(1, 90_000)
@@ -128,14 +130,9 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         if not isinstance(fmt, VideoFormat):
             raise FormatMismatchError(f"video_encoder needs a video input format, got {fmt!r}")
         self.node_id = ctx.node_id
-        options = self.options
-        self.fmt = fmt
-        self.fps = fmt.fps if fmt.fps > 0 else 30.0
-        self.interval = max(1, round(TIME_BASE.denominator / (self.fps * TIME_BASE.numerator)))
-        self.tick_interval_ns: int | None = round(NS / self.fps) if options.keepalive_ms > 0 else None
+        self._set_input(fmt)
         self._ctx: av.VideoCodecContext | None = None
         self._vbv_cap_kbps = 0
-        self._yuv = np.empty((fmt.height * 3 // 2, fmt.width), np.uint8)
         self._have_picture = False  # _yuv holds the last encoded picture
         self._last_pts: int | None = None  # last pts given to the encoder (ticks)
         self._last_src_ns = 0
@@ -153,6 +150,14 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self.packets_out = 0
         self.reopens = 0
         return [self._open(self.options.bitrate_kbps)]
+
+    def _set_input(self, fmt: VideoFormat) -> None:
+        """Size, rate and conversion buffer for input frames of `fmt`."""
+        self.fmt = fmt
+        self.fps = fmt.fps if fmt.fps > 0 else 30.0
+        self.interval = max(1, round(TIME_BASE.denominator / (self.fps * TIME_BASE.numerator)))
+        self.tick_interval_ns = round(NS / self.fps) if self.options.keepalive_ms > 0 else None
+        self._yuv = np.empty((fmt.height * 3 // 2, fmt.width), np.uint8)
 
     # ---- encoder lifecycle -----------------------------------------------------------------
 
@@ -314,6 +319,20 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
             actions.append(self._open(kbps))
             reopened = True
         actions.append(Event("bitrate_changed", {"bitrate_kbps": kbps, "reopened": reopened}))
+        return actions
+
+    def on_format_changed(self, pad: str, fmt: Format) -> Actions:
+        """A new input size or rate: drain x264 and open it again at the new format (the next frame is
+        an IDR whose `params` carry the new size and SPS/PPS, so muxers downstream can follow)."""
+        super().on_format_changed(pad, fmt)  # the port check; an encoder's output format stays h264
+        if not isinstance(fmt, VideoFormat) or fmt.width % 2 or fmt.height % 2:
+            raise FormatChangeError(f"H.264 (yuv420p) needs an even frame size, got {fmt.describe()}",
+                                    where=self.node_id or None)
+        actions = self._flush()  # packets of the old size go out first
+        self._set_input(fmt)
+        self._have_picture = False  # the last picture has the old size: no keepalive repeat of it
+        self.reopens += 1
+        actions.append(self._open(self.options.bitrate_kbps))
         return actions
 
     def on_eos(self, pad: str) -> Actions:

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .runtime.decisions import take_reply
-from .sdk.actor import Action, Actions, Actor, Context, Emit, EndOfStream, Event, Finish
-from .sdk.errors import ActorFailedError
+from .runtime.decisions import check_input_format, derived_output_changes, take_reply
+from .sdk.actor import Action, Actions, Actor, ChangeFormat, Context, Emit, EndOfStream, Event, Finish
+from .sdk.errors import ActorFailedError, FormatChangeError
 from .sdk.formats import Format, Frame, Packet
 from .sdk.options import apply_set, check_instance
 
@@ -81,6 +81,7 @@ class ActorHarness:
         self.actions: list[Action] = []  # everything every hook returned, in order (replies excluded)
         self.replies: list[Any] = []
         self.finished: str | None = None
+        self._changed: set[str] = set()  # outputs a ChangeFormat changed during the current hook
         self.ctx = Context(node_id=node_id, restart_count=restart_count, clock=self.clock,
                            input_formats=self.input_formats, output_formats=self.output_formats,
                            lend=self._lend)
@@ -150,6 +151,17 @@ class ActorHarness:
                     out.ended = True
         elif isinstance(action, Finish):
             self.finished = action.reason
+        elif isinstance(action, ChangeFormat):
+            out = self.pads.get(action.pad)
+            if out is None:
+                raise ActorFailedError(f"ChangeFormat names no output pad {action.pad!r}")
+            if action.fmt.kind != out.fmt.kind:
+                raise FormatChangeError(f"{action.pad}: cannot change {out.fmt.describe()} into "
+                                        f"{action.fmt.describe()}; a pad keeps its media kind")
+            out.fmt = action.fmt
+            out.lent = None
+            self.output_formats[action.pad] = action.fmt
+            self._changed.add(action.pad)
         elif not isinstance(action, Event):
             raise ActorFailedError(f"hook returned {action!r}, not an action")
 
@@ -183,6 +195,24 @@ class ActorHarness:
         for name, value in changed.items():
             self._hook("option", _bind(self.actor.on_option_changed, name, value))
         return dict(changed)
+
+    def format_changed(self, pad: str, fmt: Format) -> list[Action]:
+        """A format change on input `pad`, as the runtime delivers it: the port check, the hook, then
+        the outputs the hook left alone follow `output_formats()` (returned as `ChangeFormat`s too)."""
+        if pad not in self.input_formats:
+            raise ActorFailedError(f"input pad {pad!r} is not linked (linked: {', '.join(self.input_formats)})")
+        check_input_format(self.cls, pad, fmt, where=self.ctx.node_id)
+        self._changed = set()
+        actions = self._hook("format", lambda: self.actor.on_format_changed(pad, fmt))
+        inputs = {**self.input_formats, pad: fmt}
+        follow = [ChangeFormat(p, f) for p, f in derived_output_changes(
+            self.cls, self.actor.options, inputs, self.output_formats, self._changed,
+            where=self.ctx.node_id).items()]
+        for action in follow:
+            self._perform(action)
+        self.actions.extend(follow)
+        self.input_formats[pad] = fmt
+        return actions + follow
 
     def eos(self, pad: str) -> list[Action]:
         return self._hook("eos", lambda: self.actor.on_eos(pad))

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..control.protocol import FAULTS
 from ..sdk.errors import EngineError, TopologyError
 from ..topology.topofile import parse_cli_value
 
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fault", help="inject a fault (the engine must run with --allow-faults)")
     f.add_argument("--engine", default=None, help="engine id (needed when several run)")
     f.add_argument("node")
-    f.add_argument("fault", choices=["kill", "hang", "crash", "slow", "exit", "corrupt"])
+    f.add_argument("fault", choices=FAULTS)
     f.add_argument("value", nargs="?", default=None, help="MS for slow, CODE for exit")
     f.set_defaults(func=cmd_fault)
 

@@ -69,7 +69,7 @@ __all__ = ["FAULTS", "AsyncEngine", "AsyncSubscription", "Engine", "Subscription
 log = logging.getLogger("mediaengine.api")
 
 ROOT = Path(__file__).resolve().parents[1]  # holds engine/ and actors/
-FAULTS = ("kill", "hang", "crash", "slow", "exit", "corrupt")
+FAULTS = proto.FAULTS
 EventCallback = Callable[[str, dict[str, Any]], Any]
 _HANDSHAKE = zmq.EVENT_HANDSHAKE_SUCCEEDED
 

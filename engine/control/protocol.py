@@ -50,6 +50,9 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "error": {"id": _INT, "code": _INT, "name": _STR, "message": _STR},
 }
 
+#: the one list of faults `fault` injects (the actor runtime performs them; API, CLI and docs read it)
+FAULTS: tuple[str, ...] = ("kill", "hang", "crash", "slow", "exit", "corrupt")
+
 REQUEST_TYPES = frozenset({"ps", "snapshot", "command", "set", "stop", "fault", "ping"})
 
 

@@ -1,16 +1,19 @@
 """The actor runtime: the main loop of one actor process.
 
-The supervisor starts `actor_main(spec)` in a new process.  The runtime attaches the node's rings,
-connects its sockets, builds the actor from its kind and options, and runs one loop:
+The supervisor starts `actor_main(spec)` in a new process with a typed `ActorSpec` (runtime/spec.py).
+The runtime attaches the node's rings, connects its sockets, builds the actor from its kind and
+options, and runs one loop:
 
     poll(control, data) -> control commands  -> on_control / set / fault
-                        -> data descriptors  -> on_frame / on_eos  (ring views, zero copy)
+                        -> data descriptors  -> on_frame / on_eos / on_format_changed
+                                                (ring views, zero copy; wire.py decodes them)
     tick due            -> on_tick
     heartbeat due       -> heartbeat (+ metrics once a second)
 
 Heartbeats come from this loop and nowhere else, so a stuck hook means a silent actor and the
 supervisor replaces it.  Hooks return actions; the runtime performs them (ring writes, descriptor
-sends, events).  An `EngineError` from a hook is reported with its code and the process exits; the
+sends, events, format changes: `ChangeFormat` is checked, written into the ring header and sent on
+every edge in order with the frames).  An `EngineError` from a hook is reported with its code and the process exits; the
 supervisor decides what happens next.
 """
 
@@ -33,17 +36,44 @@ import numpy.typing as npt
 import zmq
 
 from ..control import protocol as proto
-from ..sdk.actor import Actions, Actor, Context, Emit, EndOfStream, Event, Finish
-from ..sdk.errors import ActorFailedError, EngineError, FieldError, NotAllowedError
-from ..sdk.formats import Format, Frame, Packet, format_from_wire
+from ..sdk.actor import Actions, Actor, ChangeFormat, Context, Emit, EndOfStream, Event, Finish
+from ..sdk.errors import (
+    ActorFailedError,
+    EngineError,
+    FieldError,
+    FormatChangeError,
+    MalformedDescriptorError,
+    NotAllowedError,
+    OptionError,
+    SlotTooSmallError,
+)
+from ..sdk.formats import NS, Format, Frame, Packet, format_from_wire, format_to_wire
 from ..sdk.options import apply_set
 from ..supervision.curve import apply_client_keys
 from ..supervision.rundir import pid_alive
 from ..topology.registry import get_kind
-from .decisions import keep_newest_raw, lent_buffer_fate, still_stalled, take_reply
+from .decisions import (
+    check_input_format,
+    derived_output_changes,
+    keep_newest_raw,
+    lent_buffer_fate,
+    still_stalled,
+    take_reply,
+)
 from .metrics import ActorMetrics
 from .ring import FrameRing, Reservation, RingReader, RingWriter
-from .wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wire
+from .spec import ActorSpec
+from .wire import (
+    EosDesc,
+    FormatDesc,
+    FrameDesc,
+    PacketDesc,
+    decode_desc,
+    eos_desc,
+    format_desc,
+    frame_desc,
+    packet_desc,
+)
 
 PR_SET_PDEATHSIG = 1
 MAX_DRAIN = 512  # descriptors taken from the data socket per loop turn
@@ -109,20 +139,32 @@ class _FaultCrash(RuntimeError):
     """Raised inside a hook by the `crash` fault."""
 
 
+def ring_format(ring: FrameRing, declared: Format) -> Format:
+    """The stream's current format as the ring header says (a producer may have changed it since the
+    topology was loaded); `declared` when the header holds none or something unreadable."""
+    info = ring.format_info
+    if not info:
+        return declared
+    try:
+        return format_from_wire(msgpack.unpackb(info, raw=False))
+    except (EngineError, ValueError, msgpack.UnpackException):
+        return declared
+
+
 class ActorRuntime:
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: ActorSpec) -> None:
         self.spec = spec
-        self.node_id: str = spec["node"]
-        self.epoch_ns: int = int(spec["epoch_ns"])
-        self.hb_interval_ns = int(float(spec.get("heartbeat_interval_s", 0.2)) * 1e9)
-        self.allow_faults = bool(spec.get("allow_faults", False))
+        self.node_id: str = spec.node
+        self.epoch_ns: int = spec.epoch_ns
+        self.hb_interval_ns = int(spec.heartbeat_interval_s * NS)
+        self.allow_faults = spec.allow_faults
         self.ctx = zmq.Context()
         self.ctrl = self.ctx.socket(zmq.DEALER)
         self.ctrl.setsockopt(zmq.IDENTITY, f"a:{self.node_id}".encode())
         self.ctrl.setsockopt(zmq.LINGER, 2000)
-        if spec.get("curve"):  # the engine's control socket is a CURVE server: use this run's actor keypair
-            apply_client_keys(self.ctrl, spec["curve"])
-        self.ctrl.connect(spec["control"])
+        if spec.curve:  # the engine's control socket is a CURVE server: use this run's actor keypair
+            apply_client_keys(self.ctrl, spec.curve)
+        self.ctrl.connect(spec.control)
         self.data: zmq.Socket[bytes] | None = None
         self.inputs: dict[str, _Input] = {}
         self.outputs: dict[str, _Output] = {}
@@ -134,17 +176,19 @@ class ActorRuntime:
         self.fault_corrupt = False
         self.paused = False  # built-in `pause`/`resume` of a video source: video frames are not emitted
         self.actor: Actor[Any] | None = None
-        self.supervisor_pid = int(spec.get("supervisor_pid", 0))
+        self.in_formats: dict[str, Format] = {}  # current formats (the Context given to setup() shows these)
+        self.out_formats: dict[str, Format] = {}
+        self.changed_outputs: set[str] = set()  # outputs a ChangeFormat changed during the current hook
+        self.supervisor_pid = spec.supervisor_pid
 
     # ---- wiring ----------------------------------------------------------------------------
     def _open(self) -> None:
         spec = self.spec
         push_socks: dict[str, zmq.Socket[bytes]] = {}
-        for pad, out in spec["outputs"].items():
-            fmt = format_from_wire(out["format"])
+        for pad, out in spec.outputs.items():
             consumers = []
-            for c in out["consumers"]:
-                sock = push_socks.get(c["endpoint"])
+            for c in out.consumers:
+                sock = push_socks.get(c.endpoint)
                 if sock is None:
                     sock = self.ctx.socket(zmq.PUSH)
                     sock.setsockopt(zmq.SNDHWM, 2000)
@@ -153,31 +197,49 @@ class ActorRuntime:
                     # (ZeroMQ's default 100 ms reconnect interval would be the bulk of a restart's gap)
                     sock.setsockopt(zmq.RECONNECT_IVL, 2)
                     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 50)
-                    sock.connect(c["endpoint"])
-                    push_socks[c["endpoint"]] = sock
-                consumers.append(_Consumer(c["node"], c["pad"], int(c["index"]), c["policy"], sock))
+                    sock.connect(c.endpoint)
+                    push_socks[c.endpoint] = sock
+                consumers.append(_Consumer(c.node, c.pad, c.index, c.policy, sock))
             ring = writer = None
-            if out.get("ring"):
-                ring = FrameRing.attach(out["ring"])
-                writer = RingWriter(ring, [c.policy for c in consumers],
-                                    block_timeout_s=float(spec.get("block_timeout_s", 0.5)),
+            if out.ring:
+                ring = FrameRing.attach(out.ring)
+                writer = RingWriter(ring, [c.policy for c in consumers], block_timeout_s=spec.block_timeout_s,
                                     idle=self._idle)
-            self.outputs[pad] = _Output(pad, fmt, writer, ring, consumers)
-        for pad, inp in spec["inputs"].items():
-            fmt = format_from_wire(inp["format"])
+            self.outputs[pad] = _Output(pad, out.format, writer, ring, consumers)
+        for pad, inp in spec.inputs.items():
             ring = reader = None
-            if inp.get("ring"):
-                ring = FrameRing.attach(inp["ring"])
-                reader = RingReader(ring, int(inp["index"]))
+            fmt = inp.format
+            if inp.ring:
+                ring = FrameRing.attach(inp.ring)
+                reader = RingReader(ring, inp.index)
                 reader.reattach()
+                fmt = ring_format(ring, fmt)  # the producer may have changed it since the topology said
             shape = tuple(getattr(fmt, "shape", ()))
             dtype = getattr(fmt, "dtype", "uint8")
-            self.inputs[pad] = _Input(pad, fmt, inp["policy"], reader, ring, shape, dtype)
+            self.inputs[pad] = _Input(pad, fmt, inp.policy, reader, ring, shape, dtype)
         if self.inputs:
             self.data = self.ctx.socket(zmq.PULL)
             self.data.setsockopt(zmq.RCVHWM, 10000)
             self.data.setsockopt(zmq.LINGER, 0)
-            self.data.bind(spec["data_endpoint"])
+            self.data.bind(spec.data_endpoint)
+
+    def _resume_formats(self, cls: type[Actor[Any]], options: Any) -> None:
+        """After a restart the streams may not have the formats the topology declared.
+
+        An input ring's header tells us its current format (read in `_open`); our outputs then follow
+        from `output_formats()` of those inputs (a source starts again at its declared format).  Where
+        an output ring's header says otherwise (our predecessor changed it), announce our format to
+        the consumers before the first frame, exactly like a `ChangeFormat`.
+        """
+        declared = {pad: i.format for pad, i in self.spec.inputs.items()}
+        actual = {pad: i.fmt for pad, i in self.inputs.items()}
+        if actual != declared and not cls.is_source:
+            for pad, fmt in cls.output_formats(options, actual).items():
+                if pad in self.outputs:
+                    self.outputs[pad].fmt = fmt
+        for out in self.outputs.values():
+            if out.ring is not None and ring_format(out.ring, out.fmt) != out.fmt:
+                self._announce_format(out, out.fmt)
 
     def _send_ctrl(self, msg_type: str, **fields: Any) -> None:
         with contextlib.suppress(zmq.ZMQError):
@@ -189,16 +251,21 @@ class ActorRuntime:
 
     # ---- main ---------------------------------------------------------------------------------
     def context(self) -> Context:
-        """What the actor's `setup(ctx)` is told: identity, restart count, clock, formats, buffers."""
-        return Context(node_id=self.node_id, restart_count=int(self.spec.get("restart_count", 0)),
-                       clock=self.now_ns, input_formats={p: i.fmt for p, i in self.inputs.items()},
-                       output_formats={p: o.fmt for p, o in self.outputs.items()}, lend=self._output_buffer)
+        """What the actor's `setup(ctx)` is told: identity, restart count, clock, formats, buffers.
+
+        Its format mappings are the runtime's own: they follow every format change of the stream.
+        """
+        return Context(node_id=self.node_id, restart_count=self.spec.restart_count, clock=self.now_ns,
+                       input_formats=self.in_formats, output_formats=self.out_formats, lend=self._output_buffer)
 
     def run(self) -> int:
         self._open()
-        cls = get_kind(self.spec["kind"])
-        # the loader validated the options once; they arrive as the frozen Options instance
-        self.actor = cls(self.spec["options"])
+        cls = get_kind(self.spec.kind)
+        options = self.spec.options  # the loader validated them once; they arrive frozen
+        self._resume_formats(cls, options)
+        self.in_formats.update({p: i.fmt for p, i in self.inputs.items()})
+        self.out_formats.update({p: o.fmt for p, o in self.outputs.items()})
+        self.actor = cls(options)
         self._send_ctrl("hello", pid=os.getpid())
         actor, ctx = self.actor, self.context()
         self._run_hook("setup", lambda: actor.setup(ctx))
@@ -215,7 +282,7 @@ class ActorRuntime:
         if self.data is not None:
             poller.register(self.data, zmq.POLLIN)
         next_hb = 0
-        next_metrics = self.now_ns() + 1_000_000_000
+        next_metrics = self.now_ns() + NS
         next_tick: int | None = None
         while True:
             now = self.now_ns()
@@ -233,7 +300,7 @@ class ActorRuntime:
                 next_hb = now + self.hb_interval_ns
             if now >= next_metrics:
                 self._send_metrics()
-                next_metrics = now + 1_000_000_000
+                next_metrics = now + NS
                 if self.supervisor_pid and not pid_alive(self.supervisor_pid):
                     return  # the supervisor is gone: nobody to report to, nothing to feed
 
@@ -331,13 +398,32 @@ class ActorRuntime:
         assert self.actor is not None
         actor = self.actor
         cls = type(actor)
-        input_formats = {p: i.fmt for p, i in self.inputs.items()}
-        options, changed = apply_set(cls.Options, actor.options, changes, node_id=self.node_id,
-                                     validate=lambda o: cls.validate(o, input_formats))
+
+        def validate(options: Any) -> None:
+            cls.validate(options, self.in_formats)
+            self._check_new_formats(cls, options)
+
+        options, changed = apply_set(cls.Options, actor.options, changes, node_id=self.node_id, validate=validate)
         actor.replace_options(options)
         for name, value in changed.items():
             self._run_hook("option", _bind(actor.on_option_changed, name, value))
         return dict(changed)
+
+    def _check_new_formats(self, cls: type[Actor[Any]], options: Any) -> None:
+        """A live option may change an output format (a source's size): refuse a `set` whose formats the
+        actor's own rules reject, or whose frames would not fit the ring's slots, before it applies."""
+        assert self.actor is not None
+        try:
+            formats = cls.output_formats(options, self.in_formats)
+        except EngineError as exc:
+            raise OptionError(exc.message, where=self.node_id) from exc
+        for pad, fmt in formats.items():
+            out = self.outputs.get(pad)
+            need = getattr(fmt, "frame_bytes", 0)
+            if out is not None and out.ring is not None and need > out.ring.slot_bytes:
+                raise OptionError(f"{fmt.describe()} needs {need} bytes per frame; the ring of {pad!r} has "
+                                  f"{out.ring.slot_bytes}-byte slots: declare the largest size in the topology "
+                                  "(e.g. max_width/max_height)", where=self.node_id)
 
     def _fault(self, fault: str, args: dict[str, Any]) -> Any:
         if not self.allow_faults:
@@ -353,13 +439,13 @@ class ActorRuntime:
         elif fault == "corrupt":
             self.fault_corrupt = True
         else:
-            raise FieldError(f"unknown fault {fault!r}; faults: kill, hang, crash, slow, exit, corrupt")
+            raise FieldError(f"unknown fault {fault!r}; faults: {', '.join(proto.FAULTS)}")
         return {"fault": fault}
 
     # ---- data ---------------------------------------------------------------------------------
     def _handle_data(self) -> None:
         assert self.data is not None
-        batch: list[dict[str, Any]] = []
+        batch: list[FrameDesc | PacketDesc | EosDesc | FormatDesc] = []
         for _ in range(MAX_DRAIN):
             try:
                 raw = self.data.recv(zmq.NOBLOCK)
@@ -367,39 +453,38 @@ class ActorRuntime:
                 break
             try:
                 batch.append(decode_desc(raw))
-            except (ValueError, msgpack.UnpackException, TypeError):
+            except MalformedDescriptorError:
                 self.metrics.count("bad_descriptors")
         if not batch:
             return
         # drop_oldest: of several raw frames waiting on one pad, keep only the newest
         keep = keep_newest_raw(batch, {pad: inp.policy for pad, inp in self.inputs.items()})
         for i, d in enumerate(batch):
-            inp = self.inputs.get(d["p"])
+            inp = self.inputs.get(d.pad)
             if inp is None:
                 self.metrics.count("bad_descriptors")
                 continue
-            if not keep[i]:
+            if not keep[i] and isinstance(d, FrameDesc):  # only raw frames are ever dropped here
                 if inp.reader is not None:
-                    inp.reader.release(int(d["s"]), int(d["q"]))
+                    inp.reader.release(d.slot, d.seq)
                 self.metrics.drop(inp.pad)
                 continue
             self._deliver(inp, d)
 
-    def _deliver(self, inp: _Input, d: dict[str, Any]) -> None:
+    def _deliver(self, inp: _Input, d: FrameDesc | PacketDesc | EosDesc | FormatDesc) -> None:
         assert self.actor is not None
         actor = self.actor
-        if d.get("e"):
+        if isinstance(d, EosDesc):
             inp.ended = True
             self._run_hook("eos", lambda: actor.on_eos(inp.pad))
             if all(i.ended for i in self.inputs.values()):
                 self.stopping = True
             return
-        if "k" in d:
-            try:
-                packet = packet_from_wire(d["k"])
-            except (KeyError, TypeError, ValueError):
-                self.metrics.count("bad_descriptors")
-                return
+        if isinstance(d, FormatDesc):
+            self._format_changed(inp, d.fmt)
+            return
+        if isinstance(d, PacketDesc):
+            packet = d.packet
             self.metrics.frame_in(inp.pad)
             self._run_hook("frame", lambda: actor.on_frame(inp.pad, packet), timed=True)
             return
@@ -407,21 +492,46 @@ class ActorRuntime:
             self.metrics.count("bad_descriptors")
             return
         try:
-            slot, seq, pts = int(d["s"]), int(d["q"]), int(d["t"])
-            view = inp.reader.view(slot, seq, inp.shape, inp.dtype)
-        except (KeyError, TypeError, ValueError, IndexError):
+            view = inp.reader.view(d.slot, d.seq, inp.shape, inp.dtype)
+        except (ValueError, IndexError):
             self.metrics.count("bad_descriptors")
             return
         if view is None:
             self.metrics.count("stale_descriptors")
             return
         try:
-            frame = Frame(view, pts, seq, d.get("m") or {})
+            frame = Frame(view, d.pts_ns, d.seq, d.meta)
             self.metrics.frame_in(inp.pad)
             self._run_hook("frame", lambda: actor.on_frame(inp.pad, frame), timed=True)
         finally:
             del view
-            inp.reader.release(slot, seq)
+            inp.reader.release(d.slot, d.seq)
+
+    def _format_changed(self, inp: _Input, fmt: Format) -> None:
+        """A format change arrived on an input: the actor hears of it before the first frame in it."""
+        assert self.actor is not None
+        actor = self.actor
+        if fmt == inp.fmt:
+            return  # e.g. a restarted producer announcing the format we already read from the ring
+        if fmt.kind != inp.fmt.kind:
+            raise FormatChangeError(f"{self.node_id}.{inp.pad}: the stream changed from {inp.fmt.describe()} "
+                                    f"to {fmt.describe()}; a pad cannot change its media kind")
+        check_input_format(type(actor), inp.pad, fmt, where=self.node_id)
+        self.metrics.count("format_changes")
+        self.changed_outputs.clear()
+        self._run_hook("format", lambda: actor.on_format_changed(inp.pad, fmt))
+        self._follow_inputs(type(actor), {**self.in_formats, inp.pad: fmt})
+        inp.fmt = fmt
+        inp.shape = tuple(getattr(fmt, "shape", ()))
+        inp.dtype = getattr(fmt, "dtype", "uint8")
+        self.in_formats[inp.pad] = fmt
+
+    def _follow_inputs(self, cls: type[Actor[Any]], inputs: dict[str, Format]) -> None:
+        """Outputs the `on_format_changed` hook did not change follow `output_formats()` of the new inputs."""
+        assert self.actor is not None
+        for pad, fmt in derived_output_changes(cls, self.actor.options, inputs, self.out_formats,
+                                               self.changed_outputs, where=self.node_id).items():
+            self._change_format(pad, fmt)
 
     # ---- hooks and actions ---------------------------------------------------------------------
     def _run_hook(self, name: str, call: Callable[[], Actions], *, timed: bool = False) -> Any:
@@ -453,6 +563,8 @@ class ActorRuntime:
                 self._end_outputs(action.pad)
             elif isinstance(action, Finish):
                 self.finished = action.reason
+            elif isinstance(action, ChangeFormat):
+                self._change_format(action.pad, action.fmt)
             else:
                 raise ActorFailedError(f"{self.node_id}: hook returned {action!r}, not an action")
 
@@ -510,6 +622,42 @@ class ActorRuntime:
                 continue
             self._send_data(c, frame_desc(c.pad, result.slot, result.seq, media.pts_ns, media.meta))
 
+    def _change_format(self, pad: str, fmt: Format) -> None:
+        """Perform `ChangeFormat`: check it, record it in the ring header, announce it on every edge."""
+        assert self.actor is not None
+        out = self.outputs.get(pad)
+        if out is None:
+            raise ActorFailedError(f"{self.node_id}: ChangeFormat names no output pad {pad!r}")
+        if fmt == out.fmt:
+            return
+        if fmt.kind != out.fmt.kind:
+            raise FormatChangeError(f"{self.node_id}.{pad}: cannot change {out.fmt.describe()} into "
+                                    f"{fmt.describe()}; a pad keeps its media kind")
+        if out.ring is not None:
+            need = getattr(fmt, "frame_bytes", 0)
+            if need > out.ring.slot_bytes:
+                raise SlotTooSmallError(
+                    f"{fmt.describe()} needs {need} bytes per frame, the ring's slots hold "
+                    f"{out.ring.slot_bytes} (sized for {out.fmt.describe()}); declare the largest size "
+                    "when the topology is loaded (e.g. test_pattern max_width/max_height)",
+                    where=f"{self.node_id}.{pad}")
+        self.metrics.count("format_changes")
+        out.fmt = fmt
+        out.reserved = None  # a lent buffer has the old shape; its slot simply stays free
+        self.out_formats[pad] = fmt
+        self.changed_outputs.add(pad)
+        self._announce_format(out, fmt)
+
+    def _announce_format(self, out: _Output, fmt: Format) -> None:
+        """Ring header first (a consumer that attaches from now on reads it), then the edge."""
+        if out.ring is not None:
+            out.ring.set_format_info(msgpack.packb(format_to_wire(fmt)))
+        sent: dict[str, bytes] = {}
+        for c in out.consumers:
+            raw = sent.get(c.pad) or format_desc(c.pad, fmt)
+            sent[c.pad] = raw
+            self._send_data(c, raw, wait_s=0.5)  # never dropped like a frame: it changes what follows
+
     def _output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
         """Lend the actor a free slot of `pad`'s ring to fill in place (see Actor.output_buffer)."""
         out = self.outputs.get(pad)
@@ -521,8 +669,10 @@ class ActorRuntime:
         out.reserved = (res, arr)
         return arr
 
-    def _send_data(self, c: _Consumer, raw: bytes) -> None:
-        deadline = time.monotonic() + (0.5 if c.policy == "block" else 0.0)
+    def _send_data(self, c: _Consumer, raw: bytes, wait_s: float | None = None) -> None:
+        if wait_s is None:
+            wait_s = 0.5 if c.policy == "block" else 0.0
+        deadline = time.monotonic() + wait_s
         while True:
             try:
                 c.sock.send(raw, zmq.NOBLOCK)
@@ -573,7 +723,7 @@ class ActorRuntime:
         self.ctx.destroy(linger=1000)
 
 
-def actor_main(spec: dict[str, Any]) -> None:
+def actor_main(spec: ActorSpec) -> None:
     """Process entry point (picklable by reference for the fork server)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     _die_with_parent()

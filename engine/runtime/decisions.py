@@ -10,28 +10,25 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from ..sdk.actor import Reply
+from ..sdk.actor import Actor, Reply, match_input_pad
+from ..sdk.errors import EngineError, FormatChangeError
+from ..sdk.formats import Format
+from .wire import Desc, FrameDesc
 
 
-def keep_newest_raw(batch: Sequence[Mapping[str, Any]], policies: Mapping[str, str]) -> list[bool]:
+def keep_newest_raw(batch: Sequence[Desc], policies: Mapping[str, str]) -> list[bool]:
     """Which descriptors of one drained batch to deliver (True) and which to drop as stale (False).
 
-    On a `drop_oldest` pad, of several raw frames (descriptors with a slot `s`) waiting in the
-    batch only the newest is delivered: the others are already late.  Packets (`k`), ends of
-    stream (`e`), unknown pads and the other policies are always kept, in order.
+    On a `drop_oldest` pad, of several raw frames (`FrameDesc`) waiting in the batch only the newest
+    is delivered: the others are already late.  Packets, ends of stream, format changes, unknown pads
+    and the other policies are always kept, in order.
     """
     newest: dict[str, int] = {}
     for i, d in enumerate(batch):
-        pad = d.get("p")
-        if isinstance(pad, str) and policies.get(pad) == "drop_oldest" and "s" in d:
-            newest[pad] = i
-    keep = []
-    for i, d in enumerate(batch):
-        pad = d.get("p")
-        stale = (isinstance(pad, str) and policies.get(pad) == "drop_oldest" and "s" in d
-                 and newest.get(pad) != i)
-        keep.append(not stale)
-    return keep
+        if isinstance(d, FrameDesc) and policies.get(d.pad) == "drop_oldest":
+            newest[d.pad] = i
+    return [not (isinstance(d, FrameDesc) and policies.get(d.pad) == "drop_oldest" and newest.get(d.pad) != i)
+            for i, d in enumerate(batch)]
 
 
 def next_free_slot(busy: Sequence[bool], last_slot: int) -> int | None:
@@ -98,3 +95,30 @@ def take_reply(actions: Sequence[Any], *, replying: bool) -> tuple[list[Any], An
         else:
             rest.append(action)
     return rest, reply, misplaced
+
+
+def check_input_format(cls: type[Actor[Any]], pad: str, fmt: Format, *, where: str | None = None) -> None:
+    """Refuse (`FormatChangeError`) a format change on input `pad` that the pad's port does not accept."""
+    key = match_input_pad(pad, cls.inputs)
+    reason = cls.inputs[key].accepts(fmt) if key is not None else f"no input pad {pad!r}"
+    if reason is not None:
+        raise FormatChangeError(f"{cls.__name__} cannot take the new format on {pad!r}: {reason}", where=where)
+
+
+def derived_output_changes(cls: type[Actor[Any]], options: Any, inputs: Mapping[str, Format],
+                           outputs: Mapping[str, Format], changed: Collection[str], *,
+                           where: str | None = None) -> dict[str, Format]:
+    """After `on_format_changed`: the outputs the hook did not change itself (`changed`) that follow
+    `output_formats()` of the new `inputs` to another format (what a pass-through filter needs).
+
+    A kind whose load-time rules reject the new inputs refuses the change (`FormatChangeError`).
+    """
+    if cls.is_source or not cls.outputs:
+        return {}
+    try:
+        derived = cls.output_formats(options, inputs)
+    except EngineError as exc:
+        raise FormatChangeError(f"{cls.__name__} cannot take the new input formats: {exc.message}",
+                                where=where) from exc
+    return {pad: fmt for pad, fmt in derived.items()
+            if pad not in changed and pad in outputs and outputs[pad] != fmt}

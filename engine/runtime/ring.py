@@ -17,8 +17,14 @@ Segment layout (every region starts on a 64-byte line; regions written by differ
 share a line)::
 
     0      static header (creator-written once): magic, version, nslots, slot_bytes, consumers,
-           depth, format_len, data_offset, total_size
-    64     format info, FORMAT_INFO_MAX bytes (the port's format description, opaque bytes)
+           depth, format capacity (FORMAT_INFO_MAX), data_offset, total_size
+    64     format info: u64 version, u32 length, u32 pad, then FORMAT_INFO_MAX bytes: the CURRENT
+           format of the stream on this port (opaque bytes; the engine stores msgpack'd
+           `format_to_wire`).  The creator writes the declared format; after that only the producer
+           writes it (`set_format_info`, before it announces a format change on the edge), as a
+           seqlock: version odd while being rewritten.  A consumer that attaches (or re-attaches after
+           a restart) reads it, so it views slots with the shape of the stream as it is now, not as
+           the topology declared it.
     P      producer counters, u64: write_seq, drops[consumers], delivered[consumers]
     M      slot table, u64 x 4 per slot: seq, pts_ns (i64), nbytes, deliver_mask      (producer)
     R      release table: one 64-byte-aligned row of nslots u64 per consumer  (that consumer only)
@@ -72,6 +78,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..sdk.actor import POLICIES
 from ..sdk.errors import ResourceError
 from .decisions import full_consumers, next_free_slot
 
@@ -91,10 +98,9 @@ __all__ = [
 ]
 
 MAGIC = b"MEFRING\x00"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: format info is a seqlock'd, producer-rewritable region
 MAX_CONSUMERS = 64
 FORMAT_INFO_MAX = 1024
-POLICIES = ("block", "drop_oldest", "drop_newest")
 SHM_DIR = "/dev/shm"
 _PREFIX = "me-"
 _MAX_NAME = 200
@@ -104,6 +110,9 @@ _BLOCK_STEP_S = 0.0005
 # magic, version, nslots, slot_bytes, consumers, depth, format_len, (pad), data_offset, total_size
 _HEADER = struct.Struct("<8sIIQIIIIQQ")
 _FORMAT_OFFSET = _LINE
+_FORMAT_HEAD = struct.Struct("<QII")  # version (odd = being written), length, pad
+_U64, _U32 = struct.Struct("<Q"), struct.Struct("<I")
+_FORMAT_DATA = _FORMAT_OFFSET + _FORMAT_HEAD.size
 _SEQ, _PTS, _NBYTES, _MASK = range(4)
 
 U64 = npt.NDArray[np.uint64]
@@ -198,7 +207,7 @@ class _Layout:
 
     @classmethod
     def compute(cls, nslots: int, slot_bytes: int, consumers: int, depth: int) -> _Layout:
-        prod = _align(_FORMAT_OFFSET + FORMAT_INFO_MAX)
+        prod = _align(_FORMAT_DATA + FORMAT_INFO_MAX)
         meta = _align(prod + 8 * (1 + 2 * consumers))
         release = _align(meta + 32 * nslots)
         row_words = _align(8 * nslots) // 8
@@ -243,12 +252,10 @@ class FrameRing:
     goes away with the last view (pass `strict=True` to get a BufferError instead).
     """
 
-    def __init__(self, name: str, mm: mmap.mmap, layout: _Layout, format_info: bytes, *,
-                 creator: bool) -> None:
+    def __init__(self, name: str, mm: mmap.mmap, layout: _Layout, *, creator: bool) -> None:
         self._name = name
         self._mm: mmap.mmap | None = mm
         self._layout = layout
-        self._format_info = format_info
         self._creator = creator
         lay, c, n = layout, layout.consumers, layout.nslots
         self._prod: U64 = _map(mm, np.uint64, lay.prod_offset, (1 + 2 * c,))
@@ -296,12 +303,13 @@ class FrameRing:
                 raise ResourceError(f"cannot map {layout.total_size} bytes: {exc}", where=name) from exc
             raise
         os.close(fd)
-        mm[_FORMAT_OFFSET:_FORMAT_OFFSET + len(format_info)] = format_info
+        mm[_FORMAT_DATA:_FORMAT_DATA + len(format_info)] = format_info
+        _FORMAT_HEAD.pack_into(mm, _FORMAT_OFFSET, 2, len(format_info), 0)
         # the magic goes in last-but-one store: a half-built segment never looks valid
         _HEADER.pack_into(mm, 0, b"\x00" * 8, LAYOUT_VERSION, nslots, slot_bytes, consumers, depth,
-                          len(format_info), 0, layout.data_offset, layout.total_size)
+                          FORMAT_INFO_MAX, 0, layout.data_offset, layout.total_size)
         mm[0:8] = MAGIC
-        return cls(name, mm, layout, bytes(format_info), creator=True)
+        return cls(name, mm, layout, creator=True)
 
     @classmethod
     def attach(cls, name: str) -> FrameRing:
@@ -314,13 +322,13 @@ class FrameRing:
             raise ResourceError("shared-memory segment does not exist", where=name) from None
         try:
             size = os.fstat(fd).st_size
-            if size < _FORMAT_OFFSET + FORMAT_INFO_MAX:
+            if size < _FORMAT_DATA + FORMAT_INFO_MAX:
                 raise ResourceError(f"not a frame ring (only {size} bytes)", where=name)
             mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
         try:
-            magic, version, nslots, slot_bytes, consumers, depth, flen, _, data_off, total = (
+            magic, version, nslots, slot_bytes, consumers, depth, fcap, _, data_off, total = (
                 _HEADER.unpack_from(mm, 0))
             if magic != MAGIC:
                 raise ResourceError(f"not a frame ring (bad magic {magic!r})", where=name)
@@ -328,13 +336,13 @@ class FrameRing:
                 raise ResourceError(f"ring layout version {version}, expected {LAYOUT_VERSION}",
                                     where=name)
             layout = _Layout.compute(nslots, slot_bytes, consumers, depth)
-            if (layout.data_offset, layout.total_size) != (data_off, total) or total > size:
+            if ((layout.data_offset, layout.total_size) != (data_off, total) or total > size
+                    or fcap != FORMAT_INFO_MAX):
                 raise ResourceError("inconsistent ring header", where=name)
-            info = bytes(mm[_FORMAT_OFFSET:_FORMAT_OFFSET + flen])
         except BaseException:
             mm.close()
             raise
-        return cls(name, mm, layout, info, creator=False)
+        return cls(name, mm, layout, creator=False)
 
     def close(self, *, strict: bool = False) -> None:
         """Unmap.  Views still referenced keep the mapping alive (or raise BufferError if strict)."""
@@ -397,7 +405,34 @@ class FrameRing:
 
     @property
     def format_info(self) -> bytes:
-        return self._format_info
+        """The current format of the stream on this port (see the module docstring), read consistently."""
+        self._check_open()
+        mm = self._mm
+        assert mm is not None
+        for _ in range(10_000):  # seqlock: version, length, data, version again (stores are ordered)
+            v1 = _U64.unpack_from(mm, _FORMAT_OFFSET)[0]
+            n = _U32.unpack_from(mm, _FORMAT_OFFSET + 8)[0]
+            if v1 % 2 == 0 and n <= FORMAT_INFO_MAX:
+                data = bytes(mm[_FORMAT_DATA:_FORMAT_DATA + n])
+                if _U64.unpack_from(mm, _FORMAT_OFFSET)[0] == v1:
+                    return data
+            time.sleep(0)
+        raise ResourceError("format info kept changing while being read (is the producer looping?)",
+                            where=self._name)
+
+    def set_format_info(self, info: bytes) -> None:
+        """Rewrite the current format (the producer only, before it announces the change on the edge)."""
+        self._check_open()
+        mm = self._mm
+        assert mm is not None
+        if len(info) > FORMAT_INFO_MAX:
+            raise ValueError(f"format_info is {len(info)} bytes, at most {FORMAT_INFO_MAX}")
+        version = _U64.unpack_from(mm, _FORMAT_OFFSET)[0]
+        version += 1 + version % 2  # odd: being written
+        _U64.pack_into(mm, _FORMAT_OFFSET, version)
+        mm[_FORMAT_DATA:_FORMAT_DATA + len(info)] = info
+        _U32.pack_into(mm, _FORMAT_OFFSET + 8, len(info))
+        _U64.pack_into(mm, _FORMAT_OFFSET, version + 1)  # even again, after everything else
 
     @property
     def closed(self) -> bool:

@@ -20,6 +20,7 @@ runtime does the I/O::
     on_control(command, args) -> actions   a control command; `Reply(value)` answers it
     on_option_changed(name, value) -> actions   `set` changed a live option (self.options is new)
     on_eos(pad) -> actions            an input ended (the default ends the outputs once all inputs ended)
+    on_format_changed(pad, fmt) -> actions   the frames that follow on an input pad have a new format
     stop() -> actions                 orderly end: flush encoders, finalise files
     metrics() -> dict                 the actor's own counters, published with the runtime's metrics
 
@@ -32,7 +33,9 @@ next.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -51,7 +54,8 @@ from .options import (  # re-exported: the option helpers were first defined her
 )
 
 Policy = Literal["block", "drop_oldest", "drop_newest"]
-POLICIES: tuple[str, ...] = ("block", "drop_oldest", "drop_newest")
+#: the one list of overflow policies (the loader, the schema and the ring read it)
+POLICIES: tuple[str, ...] = typing.get_args(Policy)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,28 @@ class InPort:
         if self.kind == "video" and self.pix_fmts and pix_fmt not in self.pix_fmts:
             return f"expects pixel format {'/'.join(self.pix_fmts)}, got {fmt.describe()}"
         return None
+
+
+def is_template(pad: str) -> bool:
+    """A request-pad template such as ``in_%s`` or ``in_%d``: any number of pads matching it."""
+    return "%s" in pad or "%d" in pad or "%u" in pad
+
+
+def template_regex(pad: str) -> re.Pattern[str]:
+    parts = re.split(r"(%[sdu])", pad)
+    pattern = "".join("[0-9]+" if p in ("%d", "%u") else "[A-Za-z0-9_]+" if p == "%s" else re.escape(p)
+                      for p in parts)
+    return re.compile(pattern)
+
+
+def match_input_pad(pad: str, ports: Mapping[str, InPort]) -> str | None:
+    """The declared pad (or template) that input pad `pad` instantiates, or None."""
+    if pad in ports:
+        return pad
+    for key in ports:
+        if is_template(key) and template_regex(key).fullmatch(pad):
+            return key
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,6 +136,18 @@ class EndOfStream:
 
 
 @dataclass
+class ChangeFormat:
+    """From now on the frames on output `pad` have format `fmt` (GStreamer's CAPS event, Membrane's
+    `stream_format` action).  Return it before the first frame of the new format: the runtime sends
+    it down the edge in order with the frames, and every consumer gets `on_format_changed` before
+    that first frame.  The media kind cannot change, and a raw frame must fit the ring's slots
+    (a `VideoFormat`'s `max_width` x `max_height`, declared when the topology is loaded)."""
+
+    pad: str
+    fmt: Format
+
+
+@dataclass
 class Finish:
     """The actor is done (e.g. a file source reached its end without `loop`): stop normally."""
 
@@ -123,7 +161,7 @@ class Reply:
     value: Any = None
 
 
-Action = Emit | Event | EndOfStream | Finish | Reply
+Action = Emit | Event | EndOfStream | Finish | Reply | ChangeFormat
 Actions = list[Action] | None
 
 
@@ -230,6 +268,17 @@ class Actor(Generic[OptionsT]):
         return None
 
     def on_eos(self, pad: str) -> Actions:
+        return None
+
+    def on_format_changed(self, pad: str, fmt: Format) -> Actions:
+        """The frames that follow on input `pad` have format `fmt` (called before the first of them).
+
+        The runtime has already checked that the pad's port accepts `fmt` (else `FormatChangeError`).
+        The context's `input_formats[pad]` still holds the old format during the call and the new one
+        after it.  Outputs the hook does not change with a `ChangeFormat` follow `output_formats()` of
+        the new inputs, so a pass-through filter needs no code.  Override it to reconfigure (e.g.
+        reopen an encoder); raise `FormatChangeError` to refuse a format.
+        """
         return None
 
     def stop(self) -> Actions:

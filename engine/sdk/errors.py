@@ -15,6 +15,9 @@
     │   ├── SupervisionError         1111  bad restart / group / supervisor settings
     │   └── UnlinkedInputError       1112  a required input pad is not linked
     ├── FormatError                  1200  a frame does not match its port (stream time)
+    │   ├── MalformedDescriptorError 1201  a data-plane descriptor does not decode
+    │   ├── FormatChangeError        1202  a mid-stream format change is refused
+    │   ├── SlotTooSmallError        1203  a new format does not fit the ring's slots
     │   ├── MalformedMediaError      1210  a file or stream is not valid media (truncated, corrupt)
     │   └── FrameSizeError           1211  a source declares a frame larger than the engine accepts
     ├── ResourceError                1300  a device, file or network endpoint failed
@@ -152,6 +155,22 @@ class FormatError(EngineError):
     code = 1200
 
 
+class MalformedDescriptorError(FormatError):
+    """A data-plane descriptor (frame, packet, end of stream, format change) does not decode."""
+
+    code = 1201
+
+
+class FormatChangeError(FormatError):
+    """A mid-stream format change is refused (another media kind, or a format the port does not accept)."""
+
+    code = 1202
+
+
+class SlotTooSmallError(FormatError):
+    """A new format's frames do not fit the slots of the pad's ring (declare a larger maximum size)."""
+
+    code = 1203
 class MalformedMediaError(FormatError):
     """A file or stream is not valid media: truncated, corrupt, empty or of another format."""
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy.typing as npt
 
-from .errors import FrameSizeError, OptionError
+from .errors import FormatError, FrameSizeError, OptionError
 
 MediaKind = Literal["video", "audio", "encoded"]
 
@@ -30,21 +30,35 @@ NS = 1_000_000_000
 
 @dataclass(frozen=True)
 class VideoFormat:
+    """Raw video.  `max_width` x `max_height` (0 = the size itself) bound the sizes this stream may
+    switch to mid-stream (`ChangeFormat`): ring slots are sized for the bound, so a change within it
+    needs no new segment (docs/architecture.md, "Format changes")."""
+
     width: int
     height: int
     fps: float
     pix_fmt: str = "rgb24"
     kind: MediaKind = "video"
+    max_width: int = 0
+    max_height: int = 0
+
+    @property
+    def channels(self) -> int:
+        return {"rgb24": 3, "bgr24": 3, "gray": 1, "rgba": 4}.get(self.pix_fmt, 3)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        channels = {"rgb24": 3, "bgr24": 3, "gray": 1, "rgba": 4}.get(self.pix_fmt, 3)
-        return (self.height, self.width, channels)
+        return (self.height, self.width, self.channels)
 
     @property
     def frame_bytes(self) -> int:
         h, w, c = self.shape
         return h * w * c
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes a ring slot needs for any frame of this stream, up to its declared maximum size."""
+        return max(self.width, self.max_width) * max(self.height, self.max_height) * self.channels
 
     @property
     def dtype(self) -> str:
@@ -69,6 +83,10 @@ class AudioFormat:
     @property
     def frame_bytes(self) -> int:
         return self.samples_per_frame * self.channels * 2
+
+    @property
+    def slot_bytes(self) -> int:
+        return self.frame_bytes
 
     @property
     def dtype(self) -> str:
@@ -130,22 +148,41 @@ AAC = EncodedFormat("aac", "raw")
 def format_to_wire(fmt: Format) -> dict[str, Any]:
     """A msgpack-able dict for a format (used in ring headers and descriptors)."""
     if isinstance(fmt, VideoFormat):
-        return {"kind": "video", "width": fmt.width, "height": fmt.height, "fps": fmt.fps,
-                "pix_fmt": fmt.pix_fmt}
+        d: dict[str, Any] = {"kind": "video", "width": fmt.width, "height": fmt.height, "fps": fmt.fps,
+                             "pix_fmt": fmt.pix_fmt}
+        if fmt.max_width or fmt.max_height:
+            d.update(max_width=fmt.max_width, max_height=fmt.max_height)
+        return d
     if isinstance(fmt, AudioFormat):
         return {"kind": "audio", "rate": fmt.rate, "channels": fmt.channels,
                 "samples_per_frame": fmt.samples_per_frame, "sample_fmt": fmt.sample_fmt}
     return {"kind": "encoded", "codec": fmt.codec, "bitstream": fmt.bitstream}
 
 
-def format_from_wire(d: dict[str, Any]) -> Format:
+def _field(d: dict[str, Any], name: str, tp: type[Any], default: Any = None) -> Any:
+    value = d.get(name, default)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, tp) or isinstance(value, bool):
+        raise FormatError(f"format field {name!r} is {value!r}, expected {tp.__name__}")
+    return value
+
+
+def format_from_wire(d: Any) -> Format:
+    """Inverse of `format_to_wire`, checking every field: anything malformed is a FormatError."""
+    if not isinstance(d, dict):
+        raise FormatError(f"a format must be a map, got {type(d).__name__}")
     kind = d.get("kind")
     if kind == "video":
-        return VideoFormat(int(d["width"]), int(d["height"]), float(d["fps"]), str(d["pix_fmt"]))
+        return VideoFormat(_field(d, "width", int), _field(d, "height", int), _field(d, "fps", float),
+                           _field(d, "pix_fmt", str), max_width=_field(d, "max_width", int, 0),
+                           max_height=_field(d, "max_height", int, 0))
     if kind == "audio":
-        return AudioFormat(int(d["rate"]), int(d["channels"]), int(d["samples_per_frame"]),
-                           str(d["sample_fmt"]))
-    return EncodedFormat(str(d["codec"]), str(d.get("bitstream", "")))
+        return AudioFormat(_field(d, "rate", int), _field(d, "channels", int),
+                           _field(d, "samples_per_frame", int), _field(d, "sample_fmt", str))
+    if kind == "encoded":
+        return EncodedFormat(_field(d, "codec", str), _field(d, "bitstream", str, ""))
+    raise FormatError(f"unknown format kind {kind!r} (video, audio or encoded)")
 
 
 @dataclass

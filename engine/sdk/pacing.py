@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-NS = 1_000_000_000
+from .formats import NS
+
 MAX_CATCHUP_FRAMES = 5  # video frames a late source still emits rather than skips
 MAX_CATCHUP_NS = NS // 2  # audio a late source still emits rather than skips
 

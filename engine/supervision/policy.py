@@ -13,27 +13,63 @@ Nothing here reads a clock: callers pass `now_ns`, so tests run without sleeping
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeVar, assert_never
 
-NS = 1_000_000_000
+from ..sdk.errors import SupervisionError
+from ..sdk.formats import NS
+
+E = TypeVar("E", bound=enum.StrEnum)
 
 
-def should_restart(restart: str, abnormal: bool) -> bool:
-    if restart == "permanent":
+class Restart(enum.StrEnum):
+    """A node's restart type (OTP): when the supervisor brings it back."""
+
+    PERMANENT = "permanent"  # always
+    TRANSIENT = "transient"  # only after an abnormal exit
+    TEMPORARY = "temporary"  # never
+
+
+class Strategy(enum.StrEnum):
+    """A group's restart strategy (OTP): who else goes down and comes back with a failed member."""
+
+    ONE_FOR_ONE = "one_for_one"  # only the failed node
+    ONE_FOR_ALL = "one_for_all"  # every member
+    REST_FOR_ONE = "rest_for_one"  # the failed node and the members started after it
+
+
+def _member(cls: type[E], value: str, what: str) -> E:
+    """`value` as a member of `cls`; anything else is a SupervisionError naming the choices."""
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in cls)
+        raise SupervisionError(f"unknown {what} {value!r}; one of {choices}") from None
+
+
+def should_restart(restart: Restart | str, abnormal: bool) -> bool:
+    kind = _member(Restart, restart, "restart type")
+    if kind is Restart.PERMANENT:
         return True
-    if restart == "transient":
+    if kind is Restart.TRANSIENT:
         return abnormal
-    return False
+    if kind is Restart.TEMPORARY:
+        return False
+    assert_never(kind)
 
 
-def affected_members(strategy: str, members: list[str], failed: str) -> list[str]:
+def affected_members(strategy: Strategy | str, members: list[str], failed: str) -> list[str]:
     """The nodes to restart when `failed` dies, in start order (`members` is in start order)."""
-    if strategy == "one_for_all":
+    kind = _member(Strategy, strategy, "strategy")
+    if kind is Strategy.ONE_FOR_ALL:
         return list(members)
-    if strategy == "rest_for_one":
+    if kind is Strategy.REST_FOR_ONE:
         return members[members.index(failed):]
-    return [failed]
+    if kind is Strategy.ONE_FOR_ONE:
+        return [failed]
+    assert_never(kind)
 
 
 @dataclass

@@ -15,6 +15,7 @@ told to stop too; after `shutdown_timeout_s` what is left is terminated, then ki
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ import zmq
 
 from ..control import protocol as proto
 from ..runtime.ring import FrameRing, segment_name
+from ..runtime.spec import ActorSpec, ConsumerSpec, InputSpec, OutputSpec
 from ..sdk.errors import (
     ERRORS_BY_CODE,
     EngineError,
@@ -40,7 +42,7 @@ from ..sdk.errors import (
     TimeoutError_,
     UnknownTargetError,
 )
-from ..sdk.formats import format_to_wire
+from ..sdk.formats import NS, EncodedFormat, format_to_wire
 from ..topology.loader import NodeSpec, Topology
 from .curve import CurveServer, check_exposure
 from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
@@ -49,11 +51,26 @@ from .rundir import RunDir, process_start_time, reap_stale
 
 log = logging.getLogger("mediaengine")
 
-NS = 1_000_000_000
 STARTUP_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 5.0
 PRELOAD = ["mediaengine.runtime.preload"]
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
+
+
+class NodeStatus(enum.StrEnum):
+    """Where a node is in its life (shown by `ps` and the monitor; a str, so it goes on the wire as is)."""
+
+    NEW = "new"  # not started yet
+    STARTING = "starting"  # process started, no hello/heartbeat yet
+    RUNNING = "running"
+    RESTARTING = "restarting"  # dead, a restart is scheduled
+    STOPPED = "stopped"  # ended by request or normally, or not restarted by its policy
+    DONE = "done"  # the actor finished on its own (`Finish`)
+    FAILED = "failed"  # ended abnormally and not restarted
+
+
+#: states in which a node has ended for good
+FINAL_STATES = frozenset({NodeStatus.DONE, NodeStatus.STOPPED, NodeStatus.FAILED})
 
 
 @dataclass
@@ -62,7 +79,7 @@ class NodeState:
     stability: StabilityTracker
     proc: Any = None
     pid: int = 0
-    state: str = "new"  # starting | running | restarting | stopped | done | failed
+    state: NodeStatus = NodeStatus.NEW
     restarts: int = 0
     last_hb_ns: int = 0
     started_ns: int = 0
@@ -190,11 +207,12 @@ class Supervisor:
         for node in self.topo.nodes:
             for pad, edges in node.outputs.items():
                 fmt = node.output_formats[pad]
-                if fmt.kind == "encoded":
+                if isinstance(fmt, EncodedFormat):
                     continue
                 name = segment_name(self.engine_id, node.id, pad)
                 depth = 4 if fmt.kind == "video" else 16
-                ring = FrameRing.create(name, slot_bytes=fmt.frame_bytes, consumers=len(edges), depth=depth,  # type: ignore[union-attr]
+                # slots fit the largest size the stream may switch to (docs/architecture.md, format changes)
+                ring = FrameRing.create(name, slot_bytes=fmt.slot_bytes, consumers=len(edges), depth=depth,
                                         format_info=msgpack.packb(format_to_wire(fmt)))
                 self.rings.append(ring)
                 self.ring_names[(node.id, pad)] = name
@@ -202,41 +220,38 @@ class Supervisor:
     def _data_endpoint(self, node_id: str) -> str:
         return self.rundir.endpoint(f"data-{node_id}.sock")
 
-    def _spec(self, st: NodeState) -> dict[str, Any]:
+    def _spec(self, st: NodeState) -> ActorSpec:
         n = st.spec
-        outputs = {}
-        for pad, edges in n.outputs.items():
-            outputs[pad] = {
-                "format": format_to_wire(n.output_formats[pad]),
-                "ring": self.ring_names.get((n.id, pad)),
-                "consumers": [
-                    {"node": e.dst, "pad": e.dst_pad, "index": i, "policy": e.policy,
-                     "endpoint": self._data_endpoint(e.dst)}
-                    for i, e in enumerate(edges)
-                ],
-            }
+        outputs = {
+            pad: OutputSpec(
+                format=n.output_formats[pad],
+                ring=self.ring_names.get((n.id, pad)),
+                consumers=tuple(ConsumerSpec(e.dst, e.dst_pad, i, e.policy, self._data_endpoint(e.dst))
+                                for i, e in enumerate(edges)),
+            )
+            for pad, edges in n.outputs.items()
+        }
         inputs = {}
         for pad, e in n.inputs.items():
             src = self.topo.node(e.src)
             index = list(src.outputs[e.src_pad]).index(e)
-            inputs[pad] = {"format": format_to_wire(e.format), "ring": self.ring_names.get((e.src, e.src_pad)),
-                           "index": index, "policy": e.policy}
-        return {
-            "engine_id": self.engine_id,
-            "node": n.id,
-            "kind": n.kind,
-            "options": n.options,  # validated and frozen by the loader; pickled to the actor as is
-            "control": self.control_endpoint,
-            "data_endpoint": self._data_endpoint(n.id),
-            "epoch_ns": self.epoch_ns,
-            "heartbeat_interval_s": self.sup.heartbeat_interval_s,
-            "inputs": inputs,
-            "outputs": outputs,
-            "restart_count": st.restarts,
-            "allow_faults": self.allow_faults,
-            "supervisor_pid": os.getpid(),
-            "curve": self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
-        }
+            inputs[pad] = InputSpec(e.format, self.ring_names.get((e.src, e.src_pad)), index, e.policy)
+        return ActorSpec(
+            engine_id=self.engine_id,
+            node=n.id,
+            kind=n.kind,
+            options=n.options,  # validated and frozen by the loader; pickled to the actor as is
+            control=self.control_endpoint,
+            data_endpoint=self._data_endpoint(n.id),
+            epoch_ns=self.epoch_ns,
+            heartbeat_interval_s=self.sup.heartbeat_interval_s,
+            inputs=inputs,
+            outputs=outputs,
+            restart_count=st.restarts,
+            allow_faults=self.allow_faults,
+            supervisor_pid=os.getpid(),
+            curve=self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
+        )
 
     def _mp(self) -> Any:
         if self.mp_ctx is None:
@@ -259,7 +274,7 @@ class Supervisor:
         proc.start()
         st.proc, st.pid = proc, int(proc.pid)
         st.last_code = None  # a new run: judge its own failure
-        st.state = "starting"
+        st.state = NodeStatus.STARTING
         st.told_shutdown = False
         st.killed_for_hang = False
         st.done_reason = None
@@ -370,7 +385,7 @@ class Supervisor:
             self.metrics_refresh_ns = self.now_ns() + NS // 2
 
     def _all_ended(self) -> bool:
-        return all(st.state in ("done", "stopped", "failed") for st in self.nodes.values())
+        return all(st.state in FINAL_STATES for st in self.nodes.values())
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -389,7 +404,7 @@ class Supervisor:
         hb_timeout = int(self.sup.heartbeat_timeout_s * NS)
         for st in self.nodes.values():
             if st.alive and not st.killed_for_hang:
-                limit = hb_timeout if st.state == "running" else int(STARTUP_TIMEOUT_S * NS)
+                limit = hb_timeout if st.state == NodeStatus.RUNNING else int(STARTUP_TIMEOUT_S * NS)
                 if now - st.last_hb_ns > limit:
                     self._say(logging.WARNING,
                               f"node {st.spec.id} missed heartbeats for {(now - st.last_hb_ns) / NS:.1f}s "
@@ -398,9 +413,9 @@ class Supervisor:
                     st.killed_for_hang = True
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(st.pid, signal.SIGKILL)
-            if st.state == "restarting" and st.restart_due_ns is not None and now >= st.restart_due_ns:
+            if st.state == NodeStatus.RESTARTING and st.restart_due_ns is not None and now >= st.restart_due_ns:
                 if self.stopping:
-                    st.state = "stopped"
+                    st.state = NodeStatus.STOPPED
                 else:
                     self._start(st)
         if (self.duration_s is not None and self.run_started_ns is not None and not self.stopping
@@ -421,8 +436,8 @@ class Supervisor:
         self.stop_deadline_ns = self.now_ns() + int(self.sup.shutdown_timeout_s * NS)
         self._event("engine", "stopping", {"reason": reason})
         for st in self.nodes.values():
-            if st.state == "restarting":
-                st.state = "stopped"
+            if st.state == NodeStatus.RESTARTING:
+                st.state = NodeStatus.STOPPED
         self._shutdown_step(self.now_ns())
 
     def _shutdown_step(self, now: int) -> None:
@@ -460,7 +475,7 @@ class Supervisor:
         self._event(nid, "exited", {"pid": st.pid, "exit": code, "normal": normal, "error": st.last_error})
         self._write_info()
         if self.stopping:
-            st.state = "stopped" if normal or code == 0 else "failed"
+            st.state = NodeStatus.STOPPED if normal or code == 0 else NodeStatus.FAILED
             self._say(logging.INFO if code == 0 else logging.WARNING, f"node {nid} exited ({how})")
             return
         if st.restart_after_exit:
@@ -468,7 +483,7 @@ class Supervisor:
             self._schedule_restart(st, 0)
             return
         if normal:
-            st.state = "done"
+            st.state = NodeStatus.DONE
             self._say(logging.INFO, f"node {nid} finished: {st.done_reason}")
             return
         detail = f": {st.last_error}" if st.last_error else ""
@@ -476,13 +491,13 @@ class Supervisor:
         abnormal = code != 0 or st.killed_for_hang
         cls = ERRORS_BY_CODE.get(st.last_code) if st.last_code is not None else None
         if cls is not None and not cls.restartable and not st.killed_for_hang:
-            st.state = "failed"  # bad input: restarting would fail the same way, in a loop
+            st.state = NodeStatus.FAILED  # bad input: restarting would fail the same way, in a loop
             self._event(nid, "gave_up", {"code": st.last_code, "reason": f"{cls.__name__}: a restart cannot cure it"})
             self._say(logging.WARNING, f"node {nid} is not restarted: {cls.__name__} ({st.last_code}) is not "
                       "cured by a restart; the rest of the engine keeps running")
             return
         if not should_restart(st.spec.restart, abnormal):
-            st.state = "stopped"
+            st.state = NodeStatus.STOPPED
             self._say(logging.INFO, f"node {nid} is {st.spec.restart}: not restarted")
             return
         now = self.now_ns()
@@ -512,7 +527,7 @@ class Supervisor:
         self._schedule_restart(st, delay)
 
     def _schedule_restart(self, st: NodeState, delay_ns: int) -> None:
-        st.state = "restarting"
+        st.state = NodeStatus.RESTARTING
         st.restarts += 1
         st.restart_due_ns = self.now_ns() + delay_ns
         self._event(st.spec.id, "restarting", {"restarts": st.restarts, "delay_s": delay_ns / NS})
@@ -526,8 +541,8 @@ class Supervisor:
                     os.kill(st.pid, signal.SIGKILL)
                 st.proc.join(5.0)
                 st.proc = None
-                if st.state not in ("done", "failed"):
-                    st.state = "stopped"
+                if st.state not in (NodeStatus.DONE, NodeStatus.FAILED):
+                    st.state = NodeStatus.STOPPED
 
     def _cleanup(self) -> None:
         for ring in self.rings:
@@ -593,10 +608,10 @@ class Supervisor:
         st.last_hb_ns = now
         if st.stability.heartbeat(now) and st.restarts:
             self._event(nid, "restart_stable", {"restarts": st.restarts})
-        if mtype in ("hello", "heartbeat") and st.state == "starting":
-            st.state = "running"  # a heartbeat also proves the actor is up, should its hello be lost
+        if mtype in ("hello", "heartbeat") and st.state == NodeStatus.STARTING:
+            st.state = NodeStatus.RUNNING  # a heartbeat also proves the actor is up, should its hello be lost
         if mtype == "hello":
-            if self.run_started_ns is None and all(s.state == "running" for s in self.nodes.values()):
+            if self.run_started_ns is None and all(s.state == NodeStatus.RUNNING for s in self.nodes.values()):
                 self.run_started_ns = now
                 self._event("engine", "running", {})
         elif mtype == "metrics":
@@ -655,7 +670,7 @@ class Supervisor:
                 self._reply(ident, proto.ok(rid, {"fault": msg["fault"], "pid": st.pid}))
                 return
             self._event(nid, "fault_injected", {"fault": msg["fault"]})
-        if not st.alive or st.state != "running":
+        if not st.alive or st.state != NodeStatus.RUNNING:
             raise ResourceError(f"node {nid} is {st.state}; try again when it is running")
         fwd_id = self.next_rid
         self.next_rid += 1

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from ..sdk.actor import POLICIES, InPort
+from ..sdk.actor import POLICIES, match_input_pad
 from ..sdk.errors import (
     CycleError,
     DuplicateIdError,
@@ -57,13 +57,14 @@ from ..sdk.errors import (
 )
 from ..sdk.formats import Format, VideoFormat, check_frame_size
 from ..sdk.options import check_declared, coerce, option_fields, option_spec, resolved_hints, type_name
+from ..supervision.policy import Restart, Strategy
 from .registry import ActorClass, did_you_mean, get_kind
 from .topofile import join_path, parse_cli_value, read_source, redact, substitute
 
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
-RESTARTS = ("permanent", "transient", "temporary")
-STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+RESTARTS: tuple[str, ...] = tuple(r.value for r in Restart)  # the enums in supervision/policy.py
+STRATEGIES: tuple[str, ...] = tuple(s.value for s in Strategy)
 TOP_KEYS = ("version", "name", "supervisor", "nodes", "groups")
 NODE_KEYS = ("id", "kind", "options", "inputs", "restart")
 GROUP_KEYS = ("members", "strategy", "intensity", "period_s")
@@ -249,26 +250,7 @@ def validate_options(cls: ActorClass, kind: str, given: Mapping[str, Any], *,
 
 # ---- pads --------------------------------------------------------------------------------------
 
-def is_template(pad: str) -> bool:
-    """A request-pad template such as ``in_%s`` or ``in_%d``: any number of pads matching it."""
-    return "%s" in pad or "%d" in pad or "%u" in pad
-
-
-def template_regex(pad: str) -> re.Pattern[str]:
-    parts = re.split(r"(%[sdu])", pad)
-    pattern = "".join("[0-9]+" if p in ("%d", "%u") else "[A-Za-z0-9_]+" if p == "%s" else re.escape(p)
-                      for p in parts)
-    return re.compile(pattern)
-
-
-def match_input_pad(pad: str, ports: Mapping[str, InPort]) -> str | None:
-    """The declared pad (or template) that input pad `pad` instantiates, or None."""
-    if pad in ports:
-        return pad
-    for key in ports:
-        if is_template(key) and template_regex(key).fullmatch(pad):
-            return key
-    return None
+# is_template, template_regex and match_input_pad live in sdk/actor.py (the pads' own rules)
 
 
 # ---- the builder -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import types
 import typing
 from typing import Any, Literal
 
-from ..sdk.actor import POLICIES
+from ..sdk.actor import POLICIES, is_template, template_regex
 from ..sdk.errors import UnknownKindError
 from .loader import (
     ID_PATTERN,
@@ -27,8 +27,6 @@ from .loader import (
     STRATEGIES,
     VERSION,
     SupervisorSpec,
-    is_template,
-    template_regex,
 )
 from .registry import get_kind, kind_names, kind_summary, option_table
 

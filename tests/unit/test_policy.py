@@ -71,3 +71,15 @@ def test_stability_resets_failures_after_stable_period() -> None:
     assert s.heartbeat(7 * NS) is True  # 2 s up: stable, failures forgotten
     assert s.heartbeat(8 * NS) is False  # reported once
     assert s.failed() == 1
+
+
+def test_restart_types_and_strategies_are_enums_with_an_explicit_default() -> None:
+    from mediaengine.sdk.errors import SupervisionError
+    from mediaengine.supervision.policy import Restart, Strategy
+
+    assert should_restart(Restart.TRANSIENT, abnormal=True) and not should_restart("transient", abnormal=False)
+    assert affected_members(Strategy.REST_FOR_ONE, ["a", "b", "c"], "b") == ["b", "c"]
+    with pytest.raises(SupervisionError, match="unknown restart type 'sometimes'; one of permanent"):
+        should_restart("sometimes", abnormal=True)
+    with pytest.raises(SupervisionError, match="unknown strategy 'all_for_none'"):
+        affected_members("all_for_none", ["a"], "a")

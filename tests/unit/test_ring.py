@@ -20,10 +20,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import numpy.typing as npt
 import pytest
 from mediaengine.runtime.ring import (
+    FORMAT_INFO_MAX,
     FrameRing,
     RingReader,
     RingWriter,
@@ -553,3 +555,19 @@ def test_close_with_live_views(make_ring: Callable[..., FrameRing]) -> None:
     assert kept is not None and kept.tobytes() == b"abcdefgh"
     with pytest.raises(ValueError, match="closed"):
         third.write_seq()
+
+
+def test_the_ring_header_holds_the_current_format_for_consumers_that_attach_later(
+        make_ring: Callable[..., FrameRing]) -> None:
+    first, second = msgpack.packb({"w": 640}), msgpack.packb({"w": 1280, "h": 720})
+    ring = make_ring("fmt", format_info=first)
+    with FrameRing.attach(ring.name) as consumer:
+        assert consumer.format_info == first
+        ring.set_format_info(second)  # the producer, before it announces the change on the edge
+        assert consumer.format_info == second
+    with FrameRing.attach(ring.name) as restarted:
+        assert restarted.format_info == second
+    ring.set_format_info(b"")
+    assert ring.format_info == b""
+    with pytest.raises(ValueError, match="format_info"):
+        ring.set_format_info(b"x" * (FORMAT_INFO_MAX + 1))

@@ -8,6 +8,7 @@ reply goes, and what `set` accepts.  Plain lists in, a choice out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,10 @@ from mediaengine.runtime.decisions import (
     still_stalled,
     take_reply,
 )
+from mediaengine.runtime.wire import EosDesc, FormatDesc, FrameDesc, PacketDesc
 from mediaengine.sdk.actor import Emit, Event, Reply, option
 from mediaengine.sdk.errors import OptionError
-from mediaengine.sdk.formats import Frame
+from mediaengine.sdk.formats import Frame, Packet, VideoFormat
 from mediaengine.sdk.options import apply_set
 
 # ---- batching of drop_oldest --------------------------------------------------------------------
@@ -30,8 +32,8 @@ from mediaengine.sdk.options import apply_set
 POLICIES = {"v": "drop_oldest", "b": "block", "n": "drop_newest"}
 
 
-def raw(pad: str, slot: int) -> dict[str, Any]:
-    return {"p": pad, "s": slot, "q": slot + 1, "t": 0}
+def raw(pad: str, slot: int) -> FrameDesc:
+    return FrameDesc(pad, slot, slot + 1, 0, {})
 
 
 def test_drop_oldest_keeps_only_the_newest_raw_frame_of_a_batch() -> None:
@@ -40,9 +42,10 @@ def test_drop_oldest_keeps_only_the_newest_raw_frame_of_a_batch() -> None:
 
 
 def test_packets_ends_and_other_policies_are_never_dropped_from_a_batch() -> None:
-    batch = [{"p": "v", "k": {}}, raw("v", 0), {"p": "v", "e": True}, raw("n", 0), raw("n", 1),
-             {"p": "unknown", "s": 1}, raw("v", 1)]
-    assert keep_newest_raw(batch, POLICIES) == [True, False, True, True, True, True, True]
+    packet = Packet(b"\x00", pts=0, dts=0, time_base=Fraction(1, 1000), keyframe=True)
+    batch = [PacketDesc("v", packet), raw("v", 0), EosDesc("v"), raw("n", 0), raw("n", 1),
+             raw("unknown", 1), FormatDesc("v", VideoFormat(64, 48, 30.0)), raw("v", 1)]
+    assert keep_newest_raw(batch, POLICIES) == [True, False, True, True, True, True, True, True]
 
 
 def test_a_single_frame_per_pad_is_delivered() -> None:

@@ -205,8 +205,10 @@ class ActorRuntime:
         self.actor.restart_count = int(self.spec.get("restart_count", 0))  # type: ignore[attr-defined]
         self.actor.epoch_ns = self.epoch_ns  # type: ignore[attr-defined]
         self.actor._lend_buffer = self._output_buffer
-        self._send_ctrl("hello", pid=os.getpid())
+        # `hello` only after `setup()`: until then the supervisor applies its startup timeout, so a slow
+        # setup (opening a network URL) fails with its own error instead of being taken for a hang.
         self.actor.setup()
+        self._send_ctrl("hello", pid=os.getpid())
         self._loop()
         return 0
 
@@ -602,7 +604,8 @@ class ActorRuntime:
 
 def actor_main(spec: dict[str, Any]) -> None:
     """Process entry point (picklable by reference for the fork server)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and a hang-up are the supervisor's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
     stop_flag: list[bool] = []
 

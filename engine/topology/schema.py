@@ -22,6 +22,7 @@ from typing import Any, Literal
 from ..sdk.actor import POLICIES
 from ..sdk.errors import UnknownKindError
 from .loader import (
+    GROUP_RESTARTS,
     ID_PATTERN,
     RESTARTS,
     STRATEGIES,
@@ -163,6 +164,7 @@ def topology_schema() -> dict[str, Any]:
             "strategy": {"enum": list(STRATEGIES), "default": "one_for_one"},
             "intensity": {"type": "integer", "minimum": 1},
             "period_s": {"type": "number", "exclusiveMinimum": 0},
+            "restart": {"enum": list(GROUP_RESTARTS), "default": "permanent"},
         },
     }
     return {

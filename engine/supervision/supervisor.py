@@ -37,6 +37,7 @@ from ..sdk.errors import (
     MalformedMessageError,
     NotAllowedError,
     ResourceError,
+    SharedMemoryError,
     TimeoutError_,
     UnknownTargetError,
 )
@@ -201,8 +202,11 @@ class Supervisor:
                     continue
                 name = segment_name(self.engine_id, node.id, pad)
                 depth = 4 if fmt.kind == "video" else 16
-                ring = FrameRing.create(name, slot_bytes=fmt.frame_bytes, consumers=len(edges), depth=depth,  # type: ignore[union-attr]
-                                        format_info=msgpack.packb(format_to_wire(fmt)))
+                try:
+                    ring = FrameRing.create(name, slot_bytes=fmt.frame_bytes, consumers=len(edges),  # type: ignore[union-attr]
+                                            depth=depth, format_info=msgpack.packb(format_to_wire(fmt)))
+                except SharedMemoryError as exc:  # name the ring as the topology does: node and pad
+                    raise SharedMemoryError(exc.message, where=f"node {node.id} output {pad!r}") from None
                 self.rings.append(ring)
                 self.ring_names[(node.id, pad)] = name
 

@@ -45,6 +45,10 @@ from numpy.typing import NDArray
 __all__ = ["MAX_AHEAD_NS", "MAX_BUFFER_BYTES", "FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
 
 MAX_AHEAD_NS = 3 * NS  # decoded media held beyond what is due, per track (interleaving needs < 1 s)
+# A read blocks the actor's loop, which alone sends heartbeats: a stalled network read must give up (and
+# be reported as a ConnectError) before the supervisor's heartbeat timeout (1.5 s by default) takes the
+# source for hung.
+READ_TIMEOUT_S = 1.0
 MAX_BUFFER_BYTES = 96 * 1024 * 1024  # decoded bytes held across both tracks (~30 frames of 1080p yuv420)
 
 
@@ -60,7 +64,7 @@ class FileSourceOptions:
     rate: int = 48000  # output sample rate
     channels: int = 2  # output channels: 1 or 2
     samples_per_frame: int = 1024  # samples per output audio frame
-    timeout_s: float = 10.0  # open/read timeout for network URLs (0 = none)
+    timeout_s: float = 10.0  # open timeout for network URLs (0 = none); reads give up after READ_TIMEOUT_S
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -172,7 +176,7 @@ class _Reader:
 
     def _open(self) -> None:
         o = self.o
-        kwargs: dict[str, Any] = {"timeout": o.timeout_s} if o.timeout_s > 0 else {}
+        kwargs: dict[str, Any] = {"timeout": (o.timeout_s if o.timeout_s > 0 else None, READ_TIMEOUT_S)}
         try:
             container = av.open(o.url, "r", **kwargs)
         except FileNotFoundError as e:
@@ -267,6 +271,9 @@ class _Reader:
         except StopIteration:
             self._end_of_pass()
             return not self.eof
+        except av.error.ExitError as e:  # the read timeout: nothing arrived for READ_TIMEOUT_S
+            raise ConnectError(f"no data from {self.o.url!r} for {READ_TIMEOUT_S:g}s (read timeout); is the "
+                               "server still sending?") from e
         except (av.error.FFmpegError, OSError) as e:  # a broken file or a dropped connection
             raise _input_error(self.o.url, "read", e) from e
         try:

@@ -10,6 +10,7 @@ from mediaengine.supervision.policy import (
     StabilityTracker,
     affected_members,
     should_restart,
+    when_group_exhausted,
 )
 
 
@@ -71,3 +72,8 @@ def test_stability_resets_failures_after_stable_period() -> None:
     assert s.heartbeat(7 * NS) is True  # 2 s up: stable, failures forgotten
     assert s.heartbeat(8 * NS) is False  # reported once
     assert s.failed() == 1
+
+
+def test_a_group_beyond_its_intensity_gives_up_alone_only_when_temporary() -> None:
+    assert when_group_exhausted("temporary") == "give_up"
+    assert when_group_exhausted("permanent") == "escalate"

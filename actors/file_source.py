@@ -15,7 +15,12 @@ loop).  Without `loop`, the source ends with `EndOfStream()` then `Finish("end o
       - {id: aenc, kind: audio_encoder, inputs: {in: clip/audio}}
 
 Decoding runs in `on_tick`, on demand (only as far as the due frames need), so a slow decoder shows
-up as late ticks (caught up by up to 5 video frames / 0.5 s of audio, then skipped).  Packets the
+up as late ticks (caught up by up to 5 video frames / 0.5 s of audio, then skipped).  What is decoded
+ahead is bounded (`MAX_AHEAD_NS` of media and `MAX_BUFFER_BYTES` across both tracks): when one track
+ends or pauses (cover art, video shorter than audio or the reverse) the other is read only that far
+ahead, the paused track holds its last picture (video) or plays silence (audio), and a track past its
+declared end (the container's stream duration) ends there.  `metrics()` reports the buffered amount
+and its peak.  Packets the
 decoder rejects as invalid are skipped and counted in `decode_errors`.  A pad switched off
 (`video: false` / `audio: false`) still has its format but ends (end of stream) at the first tick.
 """
@@ -30,6 +35,7 @@ from typing import Any
 
 import av
 import av.error
+import av.stream
 import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Context, Emit, EndOfStream, Finish, OutPort, option
 from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
@@ -37,7 +43,14 @@ from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, che
 from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
 from numpy.typing import NDArray
 
-__all__ = ["FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
+__all__ = ["MAX_AHEAD_NS", "MAX_BUFFER_BYTES", "FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
+
+MAX_AHEAD_NS = 3 * NS  # decoded media held beyond what is due, per track (interleaving needs < 1 s)
+# A read blocks the actor's loop, which alone sends heartbeats: a stalled network read must give up (and
+# be reported as a ConnectError) before the supervisor's heartbeat timeout (1.5 s by default) takes the
+# source for hung.
+READ_TIMEOUT_S = 1.0
+MAX_BUFFER_BYTES = 96 * 1024 * 1024  # decoded bytes held across both tracks (~30 frames of 1080p yuv420)
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,8 @@ class FileSourceOptions:
     rate: int = option(48000, range=(8000, 192000), doc="output sample rate")
     channels: int = option(2, choices=(1, 2), doc="output channels: 1 or 2")
     samples_per_frame: int = option(1024, doc="samples per output audio frame")
-    timeout_s: float = option(10.0, range=(0.0, None), doc="open/read timeout for network URLs (0 = none)")
+    timeout_s: float = option(10.0, range=(0.0, None),
+                              doc="open timeout for network URLs (0 = none); reads give up after READ_TIMEOUT_S")
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -76,6 +90,10 @@ class SampleFifo:
     @property
     def available(self) -> int:
         return self.end - self.pos
+
+    @property
+    def nbytes(self) -> int:
+        return self.available * self.channels * 2
 
     def push(self, samples: NDArray[np.int16]) -> None:
         """Append (n, channels) int16 samples."""
@@ -124,6 +142,10 @@ class SampleFifo:
 
 # ---- decoding -------------------------------------------------------------------------------------
 
+def _frame_bytes(frame: av.VideoFrame) -> int:
+    return sum(p.buffer_size for p in frame.planes)
+
+
 def _input_error(url: str, doing: str, e: BaseException) -> FileError | ConnectError | MalformedMediaError:
     if isinstance(e, ConnectionError):
         return ConnectError(f"cannot {doing} {url!r}: {e}; is the server up and the URL right?")
@@ -150,6 +172,11 @@ class _Reader:
         self.video_end_ns = 0  # stream time at which the last video frame stops showing
         self.decode_errors = 0
         self.loops = 0
+        self.video_bytes = 0  # decoded bytes held in `video`
+        self.peak_ahead_ns = 0  # the most media ever held ahead of the playout point (either track)
+        self.peak_bytes = 0  # the most decoded bytes ever held
+        self.video_due_ns = 0  # stream time the player has asked for last (set by the actor)
+        self.audio_due = 0  # stream sample index the player has asked for last
         self.frame_ns = NS // 30  # nominal source frame duration (set from the video stream)
         self._base_ns = 0  # stream time of the current pass's start
         self._container: Any = None
@@ -157,7 +184,7 @@ class _Reader:
 
     def _open(self) -> None:
         o = self.o
-        kwargs: dict[str, Any] = {"timeout": o.timeout_s} if o.timeout_s > 0 else {}
+        kwargs: dict[str, Any] = {"timeout": (o.timeout_s if o.timeout_s > 0 else None, READ_TIMEOUT_S)}
         try:
             container = av.open(o.url, "r", **kwargs)
         except FileNotFoundError as e:
@@ -190,8 +217,53 @@ class _Reader:
                                             rate=o.rate)
         self._pass_video_end_ns = 0
         self._pass_audio_start = self.audio.end
+        self._video_declared_end_ns = self._declared_end_ns(self._vstream)
+        self._audio_declared_end_ns = self._declared_end_ns(self._astream)
         self._pass_items = 0
         self._last_video_ns = -1
+
+    def _declared_end_ns(self, stream: Any) -> int | None:
+        """Stream time (this pass) at which the container says `stream` ends, or None if it does not say."""
+        if stream is None or not stream.duration or stream.time_base is None:
+            return None
+        start = stream.start_time if stream.start_time is not None else 0
+        return round((start + stream.duration) * stream.time_base * NS) - self._start_ns
+
+    def video_ended(self, t_ns: int) -> bool:
+        """True when the video track has no more pictures at stream time `t_ns` (not looping)."""
+        if self.video:
+            return False
+        if self.eof:
+            return t_ns >= self.video_end_ns
+        end = self._video_declared_end_ns
+        return not self.o.loop and end is not None and t_ns >= self._base_ns + end
+
+    def audio_ended(self, start: int) -> bool:
+        """True when the audio track has no more samples from stream sample `start` on (not looping)."""
+        if self.audio.end > max(start, self.audio.pos):
+            return False
+        if self.eof:
+            return True
+        end = self._audio_declared_end_ns
+        return not self.o.loop and end is not None and start * NS // self.o.rate >= self._base_ns + end
+
+    def pop_video(self) -> tuple[int, av.VideoFrame]:
+        item = self.video.popleft()
+        self.video_bytes -= _frame_bytes(item[1])
+        return item
+
+    def ahead_ns(self) -> int:
+        """Media held beyond the playout point: the larger of the two tracks'."""
+        video = self.video[-1][0] - self.video_due_ns if self.video else 0
+        audio = (self.audio.end - max(self.audio_due, self.audio.pos)) * NS // self.o.rate
+        return max(video, audio, 0)
+
+    def buffered_bytes(self) -> int:
+        return self.video_bytes + self.audio.nbytes
+
+    def full(self) -> bool:
+        """True when reading on would hold more than the bounds: the track asking must wait or make do."""
+        return self.ahead_ns() >= MAX_AHEAD_NS or self.buffered_bytes() >= MAX_BUFFER_BYTES
 
     def close(self) -> None:
         if self._container is not None:
@@ -207,6 +279,9 @@ class _Reader:
         except StopIteration:
             self._end_of_pass()
             return not self.eof
+        except av.error.ExitError as e:  # the read timeout: nothing arrived for READ_TIMEOUT_S
+            raise ConnectError(f"no data from {self.o.url!r} for {READ_TIMEOUT_S:g}s (read timeout); is the "
+                               "server still sending?") from e
         except (av.error.FFmpegError, OSError) as e:  # a broken file or a dropped connection
             raise _input_error(self.o.url, "read", e) from e
         try:
@@ -219,6 +294,8 @@ class _Reader:
                 self._add_video(frame)
             else:
                 self._add_audio(self._resampler.resample(frame))
+        self.peak_ahead_ns = max(self.peak_ahead_ns, self.ahead_ns())
+        self.peak_bytes = max(self.peak_bytes, self.buffered_bytes())
         return True
 
     def _add_video(self, frame: av.VideoFrame) -> None:
@@ -233,6 +310,7 @@ class _Reader:
         dur = round(frame.duration * tb * NS) if frame.duration and tb is not None else default_dur
         self._pass_video_end_ns = max(self._pass_video_end_ns, rel + dur)
         self.video.append((self._base_ns + rel, frame))
+        self.video_bytes += _frame_bytes(frame)
         self._pass_items += 1
 
     def _add_audio(self, frames: list[av.AudioFrame]) -> None:
@@ -246,7 +324,12 @@ class _Reader:
         audio_ns = (self.audio.end - self._pass_audio_start) * NS // self.o.rate
         pass_ns = max(self._pass_video_end_ns, audio_ns)
         if not self.o.loop:
-            self.video_end_ns = self._base_ns + self._pass_video_end_ns
+            # the last picture shows until the track's declared end; a cover (attached picture) for as
+            # long as the audio plays
+            video_end = max(self._pass_video_end_ns, self._video_declared_end_ns or 0)
+            if self._vstream is not None and self._vstream.disposition & av.stream.Disposition.attached_pic:
+                video_end = max(video_end, audio_ns)
+            self.video_end_ns = self._base_ns + video_end
             self.eof = True
             self.close()
             return
@@ -352,15 +435,19 @@ class FileSource(Actor[FileSourceOptions]):
         r = self._reader
         # container timestamps are rounded (often to 1 ms): a frame counts as due a little early
         due = t_ns + min(self._vint, r.frame_ns) // 4
+        r.video_due_ns = due
         while True:
             while r.video and r.video[0][0] <= due:
-                self._held, self._held_rgb = r.video.popleft(), None
-            if r.video or not r.pump():
+                self._held, self._held_rgb = r.pop_video(), None
+            # read on only while the bounds allow: past them the video pauses (the audio runs ahead of it)
+            if r.video or r.video_ended(due) or r.full() or not r.pump():
                 break
         if self._held is None and r.video:  # the first frame starts late: show it early
-            self._held, self._held_rgb = r.video.popleft(), None
-        if self._held is None or (r.eof and not r.video and due >= r.video_end_ns):
+            self._held, self._held_rgb = r.pop_video(), None
+        if r.video_ended(due) or (self._held is None and r.eof):
             return None
+        if self._held is None:  # nothing decoded yet within the bounds: black until the first picture
+            return np.zeros((self.options.height, self.options.width, 3), dtype=np.uint8)
         if self._held_rgb is None:
             self._held_rgb = video_to_rgb(self._held[1], self.options.width, self.options.height)
         return self._held_rgb
@@ -369,12 +456,21 @@ class FileSource(Actor[FileSourceOptions]):
         """Samples [start, start+spf) of the stream, or None once the stream has run out."""
         r = self._reader
         spf = self.options.samples_per_frame
-        while r.audio.end < start + spf and r.pump():
+        r.audio_due = start
+        # read on only while the bounds allow: past them the audio pauses (silence) and the video runs on
+        while r.audio.end < start + spf and not r.audio_ended(start) and not r.full() and r.pump():
             if r.audio.available > 4 * r.o.rate:  # far behind (a jump): don't hold seconds of audio
                 r.audio.drop_to(start)
-        if r.eof and r.audio.end <= max(start, r.audio.pos):
+        if r.audio_ended(start):
             return None
         return r.audio.read(start, spf)
+
+    def metrics(self) -> dict[str, Any]:
+        """Decoded media held ahead of playout (now and at its peak), so the bounds can be watched."""
+        r = self._reader
+        return {"buffered_ms": r.ahead_ns() // 1_000_000, "buffered_bytes": r.buffered_bytes(),
+                "peak_buffered_ms": r.peak_ahead_ns // 1_000_000, "peak_buffered_bytes": r.peak_bytes,
+                "decode_errors": r.decode_errors, "loops": r.loops}
 
     def stop(self) -> list[Action]:
         self._reader.close()

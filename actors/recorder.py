@@ -32,6 +32,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ import av.container
 import av.stream
 from mediaengine.sdk.actor import Action, Actions, Actor, Context, Event, InPort, option
 from mediaengine.sdk.codec import add_stream_from_params, packet_to_av, time_base_of
-from mediaengine.sdk.errors import FileError, FormatError, OptionError, ResourceError
+from mediaengine.sdk.errors import DiskFullError, FileError, FormatError, OptionError, ResourceError
 from mediaengine.sdk.formats import Format, Frame, Packet
 
 EXTENSIONS = {".mp4": "mp4", ".m4a": "mp4", ".flv": "flv", ".ts": "mpegts", ".m3u8": "hls"}
@@ -94,6 +95,14 @@ def container_options(fmt: str, path: Path, fragment_s: float) -> dict[str, str]
             "hls_segment_filename": str(path.with_name(f"{path.stem}_%05d.ts")),
         })
     return opts
+
+
+def _write_error(what: str, e: BaseException, node: str | None) -> ResourceError:
+    """A write failure as a ResourceError; a full disk is told apart (DiskFullError) with its fix."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"{what}: no space left on the device ({e}); free space or set `path` to "
+                             "another filesystem", where=node or None)
+    return ResourceError(f"{what}: {e}", where=node or None)
 
 
 def numbered_path(path: Path, n: int) -> Path:
@@ -208,8 +217,7 @@ class Recorder(Actor[RecorderOptions]):
             container.start_encoding()  # header now: the file is valid from here on
         except (OSError, av.FFmpegError, ValueError) as e:
             container.close()
-            raise ResourceError(f"cannot start {self.fmt} file {path}: {e}",
-                                where=self.node_id or None) from e
+            raise _write_error(f"cannot start {self.fmt} file {path}", e, self.node_id) from e
         self._container = container
         self._files += 1
         self.path = path
@@ -273,7 +281,7 @@ class Recorder(Actor[RecorderOptions]):
         try:
             self._container.mux(packet_to_av(p, t.stream, offset=off))
         except (OSError, av.FFmpegError) as e:
-            raise ResourceError(f"writing {self.path} failed: {e}", where=self.node_id or None) from e
+            raise _write_error(f"writing {self.path} failed", e, self.node_id) from e
         t.last_dts = dts
         t.muxed += 1
         self.packets_muxed += 1
@@ -353,7 +361,7 @@ class Recorder(Actor[RecorderOptions]):
         try:
             container.close()
         except (OSError, av.FFmpegError) as e:
-            raise ResourceError(f"finishing {self.path} failed: {e}", where=self.node_id or None) from e
+            raise _write_error(f"finishing {self.path} failed", e, self.node_id) from e
         duration = max((t.end for t in self._tracks.values()), default=Fraction(0))
         actions.append(Event("recording_finished", {
             "path": str(self.path), "duration_s": round(float(duration), 3),

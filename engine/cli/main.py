@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +48,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                      # monitoring and remote control (docs/monitoring.md)
                      public_control=args.control, public_events=args.events, curve_keys=args.curve_keys,
                      metrics_port=args.metrics_port, metrics_host=args.metrics_host)
-    return sup.run()
+    code = sup.run()
+    if sup.exit_error is not None:
+        args.final_error = sup.exit_error
+    return code
+
+
+def write_result(path: str, status: int, error: EngineError | None) -> None:
+    """The run's outcome as JSON for whoever started it (the Python API), so nobody parses the log.
+
+    Written to a temporary name and renamed, so a reader sees all of it or nothing.
+    """
+    body = {"exit": status, "error": error.to_wire() if error is not None else None}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(body, f)
+    os.replace(tmp, path)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -202,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=float, default=None, help="stop after S seconds of running")
     r.add_argument("--set", action="append", metavar="NODE.OPTION=VALUE", help="override an option")
     r.add_argument("--allow-faults", action="store_true", help="accept fault-injection commands")
+    r.add_argument("--result-file", default=None, metavar="PATH",
+                   help="on exit, write the exit status and the final error (code, name, message) there as JSON")
     r.add_argument("--metrics-port", type=int, default=0, metavar="N",
                    help="serve Prometheus metrics at http://HOST:N/metrics (0 = off)")
     r.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
@@ -279,17 +297,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    error: EngineError | None = None
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        error = getattr(args, "final_error", None)
     except TopologyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(f"  (error {exc.code} {exc.name})", file=sys.stderr)
-        return 2
+        status, error = 2, exc
     except EngineError as exc:
         print(f"error: {exc} (error {exc.code} {exc.name})", file=sys.stderr)
-        return 1
+        status, error = 1, exc
     except KeyboardInterrupt:
-        return 130
+        status = 130
+    if getattr(args, "result_file", None):
+        write_result(args.result_file, status, error)
+    return status
 
 
 if __name__ == "__main__":

@@ -185,12 +185,30 @@ def _not_running(status: Mapping[str, Any]) -> list[str]:
 
 
 class _Process:
-    """What `start` owns: the subprocess, its temporary directory and log."""
+    """What `start` owns: the subprocess, its temporary directory, log and result file."""
 
     def __init__(self, workdir: Path, log_path: Path) -> None:
         self.workdir = workdir
         self.log_path = log_path
+        self.result_path = workdir / "result.json"  # `mediaengine run --result-file`: exit status, final error
         self.saved_log: str | None = None
+        self.saved_result: dict[str, Any] | None = None
+
+    def result(self) -> dict[str, Any] | None:
+        if self.saved_result is None:
+            with contextlib.suppress(OSError, ValueError):
+                self.saved_result = dict(json.loads(self.result_path.read_text()))
+        return self.saved_result
+
+    def final_error(self, returncode: int | None) -> EngineError:
+        """The typed error the engine wrote into its result file; from its log only if it wrote none
+        (killed by a signal before it could)."""
+        result = self.result()
+        if result is not None and isinstance(result.get("error"), dict):
+            return error_from_wire(result["error"])
+        if result is not None:
+            return EngineError(f"the engine exited with status {result.get('exit', returncode)}")
+        return error_from_log(self.log_text(), returncode)
 
     def log_text(self) -> str:
         if self.saved_log is not None:
@@ -202,6 +220,7 @@ class _Process:
 
     def cleanup(self) -> None:
         self.saved_log = self.log_text()
+        self.result()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -276,7 +295,7 @@ def _prepare_run(topology: str | os.PathLike[str] | Mapping[str, Any], *, durati
     owned = _Process(workdir, workdir / "engine.log")
     try:
         argv = _run_argv(_topology_file(topology, workdir), duration=duration, allow_faults=allow_faults,
-                         overrides=overrides, args=args)
+                         overrides=overrides, args=["--result-file", str(owned.result_path), *args])
     except BaseException:
         owned.cleanup()
         raise
@@ -289,7 +308,7 @@ def _started(rdir: Path, pid: int, returncode: int | None, owned: _Process) -> d
     if info is not None:
         return info
     if returncode is not None:
-        err = error_from_log(owned.log_text(), returncode)
+        err = owned.final_error(returncode)
         owned.cleanup()
         raise err
     return None
@@ -387,6 +406,8 @@ class Engine:
 
     def _exited_error(self) -> EngineError:
         assert self.proc is not None
+        if self._owned is not None:
+            return self._owned.final_error(self.proc.returncode)
         return error_from_log(self.log, self.proc.returncode)
 
     # ---- requests ----------------------------------------------------------------------------------------
@@ -685,7 +706,8 @@ class AsyncEngine:
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if not self.alive():
-                raise error_from_log(self.log, self.returncode)
+                raise (self._owned.final_error(self.returncode) if self._owned is not None
+                       else error_from_log(self.log, self.returncode))
             with contextlib.suppress(TimeoutError_):
                 status = await self.ps()
                 if status.get("nodes") and not _not_running(status):

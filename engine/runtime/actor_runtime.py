@@ -266,9 +266,11 @@ class ActorRuntime:
         self.in_formats.update({p: i.fmt for p, i in self.inputs.items()})
         self.out_formats.update({p: o.fmt for p, o in self.outputs.items()})
         self.actor = cls(options)
-        self._send_ctrl("hello", pid=os.getpid())
         actor, ctx = self.actor, self.context()
+        # `hello` only after `setup()`: until then the supervisor applies its startup timeout, so a slow
+        # setup (opening a network URL) fails with its own error instead of being taken for a hang.
         self._run_hook("setup", lambda: actor.setup(ctx))
+        self._send_ctrl("hello", pid=os.getpid())
         self._loop()
         return 0
 
@@ -725,7 +727,8 @@ class ActorRuntime:
 
 def actor_main(spec: ActorSpec) -> None:
     """Process entry point (picklable by reference for the fork server)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and a hang-up are the supervisor's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
     stop_flag: list[bool] = []
 

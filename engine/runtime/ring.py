@@ -62,6 +62,7 @@ bounded by `depth` (which the producer enforces).
 from __future__ import annotations
 
 import _posixshmem
+import errno
 import hashlib
 import math
 import mmap
@@ -79,7 +80,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..sdk.actor import POLICIES
-from ..sdk.errors import ResourceError
+from ..sdk.errors import ResourceError, SharedMemoryError
 from .decisions import full_consumers, next_free_slot
 
 __all__ = [
@@ -137,6 +138,35 @@ def _engine_part(engine_id: str) -> str:
     if not part or len(part) > 64:
         raise ValueError(f"engine id {engine_id!r} must be 1..64 characters")
     return part
+
+
+def shm_free_bytes() -> int | None:
+    """Bytes still free in the shared-memory filesystem, or None when it cannot be told."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _reserve(fd: int, name: str, size: int) -> None:
+    """Back every page of a new segment now, or fail naming the ring, its size and the free space.
+
+    `ftruncate` only sets the size: the pages of a tmpfs file are allocated on first touch, so on a full
+    /dev/shm (Docker's default is 64 MB) the producer would die of SIGBUS at its first write, and again
+    after every restart.  `posix_fallocate` allocates them here, where the error can still be reported.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            raise
+        free = shm_free_bytes()
+        room = f"{free / 1e6:.1f} MB free" if free is not None else "free space unknown"
+        raise SharedMemoryError(
+            f"no room in {SHM_DIR} for ring {name!r}: it needs {size / 1e6:.1f} MB ({size} bytes), "
+            f"{room} ({exc.strerror}); make {SHM_DIR} larger (e.g. docker run --shm-size=512m), stop "
+            "what else uses it, or use smaller frames", where=name) from None
 
 
 def segment_name(engine_id: str, node: str, pad: str) -> str:
@@ -295,11 +325,12 @@ class FrameRing:
                 "unlink_segments(engine_id))", where=name) from None
         try:
             os.ftruncate(fd, layout.total_size)
+            _reserve(fd, name, layout.total_size)
             mm = mmap.mmap(fd, layout.total_size)
         except BaseException as exc:
             os.close(fd)
             _posixshmem.shm_unlink(name)
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) and not isinstance(exc, ResourceError):
                 raise ResourceError(f"cannot map {layout.total_size} bytes: {exc}", where=name) from exc
             raise
         os.close(fd)

@@ -24,7 +24,9 @@
     │   ├── FileError                1301  a file is missing or unreadable
     │   ├── ConnectError             1302  a server cannot be reached
     │   │   └── TlsError                 1313  a TLS server's certificate or host name is not verified
-    │   └── EncoderError             1303  a codec failed to open or encode
+    │   ├── EncoderError             1303  a codec failed to open or encode
+    │   ├── SharedMemoryError        1304  no room in shared memory for a ring
+    │   └── DiskFullError            1305  no space left on the device being written
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -37,7 +39,8 @@
     │   └── TimeoutError_            1408  the node did not answer in time
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
-        └── ActorFailedError         1502  an actor failed and its policy says stop
+        ├── ActorFailedError         1502  an actor failed and its policy says stop
+        └── GroupGaveUpError         1503  a temporary group exceeded its intensity and stopped alone
 
 The same codes are used by the CLI (stderr + exit status 2 for usage/topology errors, 1 for run
 failures), the Python API (these classes) and the control protocol (`error` replies carry `code`,
@@ -216,6 +219,18 @@ class EncoderError(ResourceError):
     code = 1303
 
 
+class SharedMemoryError(ResourceError, MemoryError):
+    """No room in shared memory (/dev/shm) for a ring: the message names the ring, its size and the free space."""
+
+    code = 1304
+
+
+class DiskFullError(ResourceError, OSError):
+    """No space left on the device a file is written to."""
+
+    code = 1305
+
+
 class ProtocolError(EngineError):
     """The control plane got a bad message."""
 
@@ -292,6 +307,12 @@ class ActorFailedError(SupervisorError):
     """An actor failed with an unexpected exception (its message names the place)."""
 
     code = 1502
+
+
+class GroupGaveUpError(SupervisorError):
+    """A `restart: temporary` group exceeded its own intensity: its members stay stopped, the engine runs on."""
+
+    code = 1503
 
 
 def _all_subclasses(cls: type[EngineError]) -> list[type[EngineError]]:

@@ -134,3 +134,15 @@ class StabilityTracker:
         self.failures += 1
         self.started_ns = None
         return self.failures
+
+
+def when_group_exhausted(group_restart: str) -> str:
+    """What a group does once its own intensity is exceeded, as an OTP child supervisor would.
+
+    A group is a supervisor of its own: its members' restarts count against its intensity only.
+    Beyond it the group exits; its parent (the engine) then treats it as one child:
+    - `"give_up"` for a `temporary` group: its members stop, the engine runs on, nothing counts upstream;
+    - `"escalate"` otherwise: the group restarts as a whole, and that counts as one restart against the
+      engine's intensity (so a group that keeps exhausting itself still stops the engine in the end).
+    """
+    return "give_up" if group_restart == "temporary" else "escalate"

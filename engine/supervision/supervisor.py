@@ -35,23 +35,31 @@ from ..sdk.errors import (
     ERRORS_BY_CODE,
     EngineError,
     FieldError,
+    GroupGaveUpError,
     IntensityExceededError,
     MalformedMessageError,
     NotAllowedError,
     ResourceError,
+    SharedMemoryError,
     TimeoutError_,
     UnknownTargetError,
 )
 from ..sdk.formats import NS, EncodedFormat, format_to_wire
-from ..topology.loader import NodeSpec, Topology
+from ..topology.loader import GroupSpec, NodeSpec, Topology
 from .curve import CurveServer, check_exposure
-from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
+from .policy import (
+    Backoff,
+    IntensityTracker,
+    StabilityTracker,
+    affected_members,
+    should_restart,
+    when_group_exhausted,
+)
 from .prometheus import MetricsServer
 from .rundir import RunDir, process_start_time, reap_stale
 
 log = logging.getLogger("mediaengine")
 
-STARTUP_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 5.0
 PRELOAD = ["mediaengine.runtime.preload"]
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
@@ -87,6 +95,7 @@ class NodeState:
     told_shutdown: bool = False
     restart_after_exit: bool = False
     killed_for_hang: bool = False
+    given_up: bool = False  # its group gave up (temporary group beyond its intensity): never restarted
     done_reason: str | None = None
     last_error: str | None = None
     last_code: int | None = None  # code of last_error
@@ -212,8 +221,11 @@ class Supervisor:
                 name = segment_name(self.engine_id, node.id, pad)
                 depth = 4 if fmt.kind == "video" else 16
                 # slots fit the largest size the stream may switch to (docs/architecture.md, format changes)
-                ring = FrameRing.create(name, slot_bytes=fmt.slot_bytes, consumers=len(edges), depth=depth,
-                                        format_info=msgpack.packb(format_to_wire(fmt)))
+                try:
+                    ring = FrameRing.create(name, slot_bytes=fmt.slot_bytes, consumers=len(edges), depth=depth,
+                                            format_info=msgpack.packb(format_to_wire(fmt)))
+                except SharedMemoryError as exc:  # name the ring as the topology does: node and pad
+                    raise SharedMemoryError(exc.message, where=f"node {node.id} output {pad!r}") from None
                 self.rings.append(ring)
                 self.ring_names[(node.id, pad)] = name
 
@@ -315,7 +327,8 @@ class Supervisor:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP (the terminal or ssh session went away) stops cleanly like SIGTERM
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             self._bind()
             self._create_rings()
@@ -404,11 +417,15 @@ class Supervisor:
         hb_timeout = int(self.sup.heartbeat_timeout_s * NS)
         for st in self.nodes.values():
             if st.alive and not st.killed_for_hang:
-                limit = hb_timeout if st.state == NodeStatus.RUNNING else int(STARTUP_TIMEOUT_S * NS)
+                # until its `hello` (sent after `setup()`) a node has the startup timeout, not the heartbeat's
+                starting = st.state != NodeStatus.RUNNING
+                limit = int(self.sup.startup_timeout_s * NS) if starting else hb_timeout
                 if now - st.last_hb_ns > limit:
+                    silent = f"{(now - st.last_hb_ns) / NS:.1f}s"
                     self._say(logging.WARNING,
-                              f"node {st.spec.id} missed heartbeats for {(now - st.last_hb_ns) / NS:.1f}s "
-                              f"(pid={st.pid}); replacing it")
+                              f"node {st.spec.id} did not finish starting (setup) within {silent} "
+                              f"(supervisor.startup_timeout_s; pid={st.pid}); replacing it" if starting else
+                              f"node {st.spec.id} missed heartbeats for {silent} (pid={st.pid}); replacing it")
                     self._event(st.spec.id, "hang_detected", {"pid": st.pid})
                     st.killed_for_hang = True
                     with contextlib.suppress(ProcessLookupError):
@@ -489,6 +506,9 @@ class Supervisor:
         detail = f": {st.last_error}" if st.last_error else ""
         self._say(logging.WARNING, f"node {nid} died ({how}){detail}")
         abnormal = code != 0 or st.killed_for_hang
+        if st.given_up:  # its group gave up while it was running: it stays down
+            st.state = NodeStatus.FAILED
+            return
         cls = ERRORS_BY_CODE.get(st.last_code) if st.last_code is not None else None
         if cls is not None and not cls.restartable and not st.killed_for_hang:
             st.state = NodeStatus.FAILED  # bad input: restarting would fail the same way, in a loop
@@ -497,34 +517,80 @@ class Supervisor:
                       "cured by a restart; the rest of the engine keeps running")
             return
         if not should_restart(st.spec.restart, abnormal):
-            st.state = NodeStatus.STOPPED
-            self._say(logging.INFO, f"node {nid} is {st.spec.restart}: not restarted")
+            st.state = NodeStatus.FAILED if abnormal else NodeStatus.STOPPED
+            self._say(logging.INFO, f"node {nid} is {st.spec.restart}: not restarted; the rest runs on")
+            self._event(nid, "gave_up", {"restart": st.spec.restart, "error": st.last_error,
+                                         "code": st.last_code})
             return
         now = self.now_ns()
         group = self.groups.get(st.spec.group) if st.spec.group else None
-        if self.engine_intensity.record(now):
-            self._fail(IntensityExceededError(
-                f"more than {self.sup.intensity} restarts within {self.sup.period_s:g}s "
-                f"(last: node {nid} {how}{detail}); giving up"))
-            return
+        why = f"(last: node {nid} {how}{detail})"
+        # OTP: a group is a supervisor of its own; its members' restarts count against its intensity
+        # only, and only its escalation counts against the engine's.
         if group is not None and self.group_intensity[group.name].record(now):
+            self._group_exhausted(group, why)
+            return
+        if group is None and self.engine_intensity.record(now):
             self._fail(IntensityExceededError(
-                f"group {group.name!r}: more than {group.intensity} restarts within {group.period_s:g}s "
-                f"(last: node {nid} {how}{detail}); giving up"))
+                f"more than {self.sup.intensity} restarts within {self.sup.period_s:g}s {why}; giving up"))
             return
         failures = st.stability.failed()
         delay = self.backoff.delay_ns(failures)
         members = [m for m in self.order if group is not None and m in group.members]
         targets = affected_members(group.strategy, members, nid) if group is not None else [nid]
+        self._restart_others(targets, nid)
+        self._schedule_restart(st, delay)
+
+    def _restart_others(self, targets: list[str], failed: str) -> None:
+        """Kill the live `targets` other than `failed`; each is restarted when its exit is seen."""
         for other in targets:
             ost = self.nodes[other]
-            if other == nid:
+            if other == failed:
                 continue
             if ost.alive:
                 ost.restart_after_exit = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(ost.pid, signal.SIGKILL)
-        self._schedule_restart(st, delay)
+
+    def _group_exhausted(self, group: GroupSpec, why: str) -> None:
+        """The group's own intensity is exceeded: it gives up alone, or escalates to the engine."""
+        limit = f"more than {group.intensity} restarts within {group.period_s:g}s {why}"
+        members = [m for m in self.order if m in group.members]
+        if when_group_exhausted(group.restart) == "give_up":
+            err = GroupGaveUpError(f"group {group.name!r}: {limit}; it is temporary, so its members "
+                                   f"({', '.join(members)}) stay stopped and the engine runs on")
+            self._say(logging.WARNING, str(err))
+            self._event("engine", "group_gave_up", {"group": group.name, "members": members,
+                                                    "code": err.code, "message": str(err)})
+            for m in members:
+                mst = self.nodes[m]
+                mst.given_up = True
+                mst.restart_after_exit = False
+                if mst.alive:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(mst.pid, signal.SIGKILL)
+                else:
+                    mst.state = NodeStatus.FAILED
+                    mst.restart_due_ns = None
+            return
+        now = self.now_ns()
+        if self.engine_intensity.record(now):
+            self._fail(IntensityExceededError(
+                f"group {group.name!r}: {limit}, and the engine allows no more than {self.sup.intensity} "
+                f"restarts within {self.sup.period_s:g}s; giving up"))
+            return
+        self._say(logging.WARNING, f"group {group.name!r}: {limit}; restarting the whole group (escalated)")
+        self._event("engine", "group_escalated", {"group": group.name, "members": members})
+        self.group_intensity[group.name] = IntensityTracker(group.intensity, group.period_s)
+        for m in members:
+            mst = self.nodes[m]
+            if mst.alive:
+                mst.restart_after_exit = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(mst.pid, signal.SIGKILL)
+            elif mst.state != NodeStatus.RESTARTING:
+                failures = mst.stability.failed()
+                self._schedule_restart(mst, self.backoff.delay_ns(failures))
 
     def _schedule_restart(self, st: NodeState, delay_ns: int) -> None:
         st.state = NodeStatus.RESTARTING

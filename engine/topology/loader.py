@@ -64,10 +64,11 @@ from .topofile import join_path, parse_cli_value, read_source, redact, substitut
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 RESTARTS: tuple[str, ...] = tuple(r.value for r in Restart)  # the enums in supervision/policy.py
+GROUP_RESTARTS = ("permanent", "temporary")  # what a group does when its own intensity is exceeded
 STRATEGIES: tuple[str, ...] = tuple(s.value for s in Strategy)
 TOP_KEYS = ("version", "name", "supervisor", "nodes", "groups")
 NODE_KEYS = ("id", "kind", "options", "inputs", "restart")
-GROUP_KEYS = ("members", "strategy", "intensity", "period_s")
+GROUP_KEYS = ("members", "strategy", "intensity", "period_s", "restart")
 LINK_KEYS = ("from", "policy")
 
 
@@ -107,6 +108,9 @@ class GroupSpec:
     strategy: str
     intensity: int
     period_s: float
+    # beyond its own intensity: `permanent` escalates (the whole group restarts, counting once against
+    # the engine's intensity), `temporary` gives up alone (its members stop, the engine runs on)
+    restart: str = "permanent"
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class SupervisorSpec:
     backoff_initial_s: float = 0.0
     backoff_max_s: float = 5.0
     shutdown_timeout_s: float = 10.0
+    startup_timeout_s: float = 20.0  # start until `hello` (i.e. through `setup()`) before it counts as hung
 
 
 @dataclass(frozen=True)
@@ -359,8 +364,10 @@ class _Builder:
                                 minimum=1, strict=False, err=SupervisionError)
             period = _number(g.get("period_s", sup.period_s), f"{where}.period_s", integer=False,
                              minimum=0, strict=True, err=SupervisionError)
+            restart = _choice(g.get("restart", "permanent"), GROUP_RESTARTS, f"{where}.restart",
+                              "group restart", SupervisionError)
             ordered = tuple(sorted(members, key=rank.__getitem__))
-            out.append(GroupSpec(gname, ordered, strategy, intensity, period))
+            out.append(GroupSpec(gname, ordered, strategy, intensity, period, restart))
         return tuple(out), group_of
 
     # -- nodes

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from ..sdk.actor import POLICIES, is_template, template_regex
 from ..sdk.errors import UnknownKindError
 from .loader import (
+    GROUP_RESTARTS,
     ID_PATTERN,
     RESTARTS,
     STRATEGIES,
@@ -168,6 +169,7 @@ def topology_schema() -> dict[str, Any]:
             "strategy": {"enum": list(STRATEGIES), "default": "one_for_one"},
             "intensity": {"type": "integer", "minimum": 1},
             "period_s": {"type": "number", "exclusiveMinimum": 0},
+            "restart": {"enum": list(GROUP_RESTARTS), "default": "permanent"},
         },
     }
     return {

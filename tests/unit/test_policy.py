@@ -10,6 +10,7 @@ from mediaengine.supervision.policy import (
     StabilityTracker,
     affected_members,
     should_restart,
+    when_group_exhausted,
 )
 
 
@@ -83,3 +84,6 @@ def test_restart_types_and_strategies_are_enums_with_an_explicit_default() -> No
         should_restart("sometimes", abnormal=True)
     with pytest.raises(SupervisionError, match="unknown strategy 'all_for_none'"):
         affected_members("all_for_none", ["a"], "a")
+def test_a_group_beyond_its_intensity_gives_up_alone_only_when_temporary() -> None:
+    assert when_group_exhausted("temporary") == "give_up"
+    assert when_group_exhausted("permanent") == "escalate"

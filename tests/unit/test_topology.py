@@ -244,6 +244,8 @@ def test_fan_out_and_group_defaults() -> None:
     assert all(e.format == VideoFormat(640, 360, 30.0) for e in edges)
     (g,) = topo.groups
     assert (g.members, g.strategy, g.intensity, g.period_s) == (("a", "c"), "one_for_one", 7, 20.0)
+    assert g.restart == "permanent"  # beyond its intensity a group escalates unless marked temporary
+    assert topo.supervisor.startup_timeout_s == 20.0
     assert topo.name == "topology"
     assert topo.supervisor.heartbeat_interval_s == 0.2 and topo.supervisor.shutdown_timeout_s == 10.0
 
@@ -433,6 +435,8 @@ nodes:
      "groups.up.intensity", "must be an integer"),
     ("period_zero", BASE + "groups: {up: {members: [enc], period_s: 0}}\n", SupervisionError,
      "groups.up.period_s", "must be > 0"),
+    ("group_restart_transient", BASE + "groups: {up: {members: [enc], restart: transient}}\n", SupervisionError,
+     "groups.up.restart", "expected one of: permanent, temporary"),
     ("group_unknown_key", BASE + "groups: {up: {members: [enc], stratgy: one_for_all}}\n", SupervisionError,
      "groups.up.stratgy", "did you mean 'strategy'?"),
     ("supervisor_unknown_key", BASE + "supervisor: {intensty: 3}\n", SupervisionError,

@@ -51,12 +51,27 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 REQUEST_TYPES = frozenset({"ps", "snapshot", "command", "set", "stop", "fault", "ping"})
+# sent only by the engine's own actors, on their own authenticated socket (a client sending one gets
+# ActorOnlyError); `ok`/`error` are their replies to forwarded requests
+ACTOR_TYPES = frozenset({"hello", "heartbeat", "metrics", "event", "failed", "done", "ok", "error"})
+RESERVED = ("v", "type")  # set by the encoder, never taken from a message's fields
 
 
 def encode(msg_type: str, **fields: Any) -> bytes:
-    """Pack one message; fields must be msgpack-able."""
-    body: dict[str, Any] = {"v": VERSION, "type": msg_type}
-    body.update(fields)
+    """Pack one message from keyword fields (the engine's own messages; names are Python identifiers)."""
+    return encode_map(msg_type, fields)
+
+
+def encode_map(msg_type: str, fields: Mapping[Any, Any]) -> bytes:
+    """Pack one message from a map, e.g. one received and forwarded.
+
+    Its keys may be anything msgpack holds (ints, nil, bytes, names like `msg_type`): they are packed as
+    they are, never passed as keyword arguments; `v` and `type` are always this engine's.
+    """
+    body: dict[Any, Any] = {"v": VERSION, "type": msg_type}
+    for key, value in fields.items():
+        if not (isinstance(key, str) and key in RESERVED):
+            body[key] = value
     return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
 
 

@@ -37,10 +37,12 @@ from ..control import protocol as proto
 from ..sdk.actor import Actor, Emit, EndOfStream, Event, Finish, coerce, resolved_hints
 from ..sdk.errors import (
     ActorFailedError,
+    CommandFailedError,
     EngineError,
     FieldError,
     NotAllowedError,
     OptionError,
+    RequestFailedError,
     UnknownCommandError,
 )
 from ..sdk.formats import Format, Frame, Packet, format_from_wire
@@ -123,7 +125,7 @@ class ActorRuntime:
         self.ctrl = self.ctx.socket(zmq.DEALER)
         self.ctrl.setsockopt(zmq.IDENTITY, f"a:{self.node_id}".encode())
         self.ctrl.setsockopt(zmq.LINGER, 2000)
-        if spec.get("curve"):  # the engine's control socket is a CURVE server: use this run's actor keypair
+        if spec.get("curve"):  # the supervisor's actors' socket: CURVE with this node's keypair for this run
             apply_client_keys(self.ctrl, spec["curve"])
         self.ctrl.connect(spec["control"])
         self.data: zmq.Socket[bytes] | None = None
@@ -286,12 +288,26 @@ class ActorRuntime:
                 self.stopping = True
                 continue
             rid = int(msg.get("id", 0))
-            try:
-                result = self._dispatch(mtype, msg)
-            except EngineError as exc:
-                self._send_raw_ctrl(proto.error(rid, exc))
-            else:
-                self._send_raw_ctrl(proto.ok(rid, result))
+            self._send_raw_ctrl(self._answer(rid, mtype, msg))
+
+    def _answer(self, rid: int, mtype: str, msg: dict[str, Any]) -> bytes:
+        """The reply to one request.  A hostile request (forwarded by the supervisor from any client)
+        gets an error reply, never kills the actor: a hook that raises something other than an
+        EngineError is a refused command (CommandFailedError), a result msgpack cannot carry is a
+        RequestFailedError."""
+        try:
+            result = self._dispatch(mtype, msg)
+        except EngineError as exc:
+            return proto.error(rid, exc)
+        except Exception as exc:
+            return proto.error(rid, CommandFailedError(
+                f"{type(exc).__name__}: {exc}; the node refused this {mtype} and keeps running",
+                where=self.node_id))
+        try:
+            return proto.ok(rid, result)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return proto.error(rid, RequestFailedError(
+                f"the result of this {mtype} cannot be sent ({type(exc).__name__}: {exc})", where=self.node_id))
 
     def _dispatch(self, mtype: str, msg: dict[str, Any]) -> Any:
         assert self.actor is not None
@@ -299,6 +315,10 @@ class ActorRuntime:
             return self._set_options(msg["options"])
         if mtype == "command":
             command, args = msg["command"], msg["args"]
+            bad = [k for k in args if not isinstance(k, str)]
+            if bad:
+                raise FieldError(f"command.args: argument names must be strings, got {bad[0]!r}",
+                                 where=self.node_id)
             if command == "stats":
                 return self.metrics.snapshot(self._ring_stats())
             if command == "stop":

@@ -27,7 +27,11 @@
     │   ├── UnknownCommandError      1405  the node has no such command
     │   ├── CommandFailedError       1406  the command was refused by the node
     │   ├── NotAllowedError          1407  e.g. fault injection without --allow-faults
-    │   └── TimeoutError_            1408  the node did not answer in time
+    │   ├── TimeoutError_            1408  the node did not answer in time
+    │   ├── RequestFailedError       1409  handling a well-formed message failed unexpectedly
+    │   ├── ActorOnlyError           1410  a client sent a message only actors may send
+    │   ├── InsecureEndpointError    1411  TCP control/events without CURVE keys
+    │   └── ActorAuthError           1412  an actor connection failed authentication
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
         └── ActorFailedError         1502  an actor failed and its policy says stop
@@ -221,6 +225,30 @@ class TimeoutError_(ProtocolError, TimeoutError):
     """The engine or node did not answer in time."""
 
     code = 1408
+
+
+class RequestFailedError(ProtocolError):
+    """Handling a well-formed message failed unexpectedly; the message is dropped, the engine goes on."""
+
+    code = 1409
+
+
+class ActorOnlyError(ProtocolError):
+    """A client sent a message type only the engine's own actors send (hello, heartbeat, event, ...)."""
+
+    code = 1410
+
+
+class InsecureEndpointError(NotAllowedError):
+    """Control or events over TCP without CURVE keys (also on loopback, unless `--insecure-loopback`)."""
+
+    code = 1411
+
+
+class ActorAuthError(ProtocolError):
+    """A connection to the actors' socket was refused: not this run's key for the node it claims to be."""
+
+    code = 1412
 
 
 class SupervisorError(EngineError):

@@ -1,11 +1,17 @@
 """The supervisor: starts the actors of a topology, watches them, restarts the ones that fail.
 
 One process, one loop, no threads: a ZeroMQ poller over the control ROUTER socket, every actor's
-process sentinel (death is noticed at once) and a signal wake-up pipe.  (Two optional helper threads
-work on the side without touching the loop's state: the Prometheus server of `--metrics-port` and the
-CURVE ZAP handler of `--curve-keys`; see docs/monitoring.md.)  Hangs are noticed from missed
-heartbeats.  Restart decisions come from `_policy` (OTP vocabulary); rings are created here, before
-any actor starts, so a crashed actor never takes a ring with it, and unlinked at the end.
+process sentinel (death is noticed at once) and a signal wake-up pipe.  (One optional helper thread
+works on the side without touching the loop's state: the Prometheus server of `--metrics-port`; see
+docs/monitoring.md.)  Hangs are noticed from missed heartbeats.  Restart decisions come from `_policy`
+(OTP vocabulary); rings are created here, before any actor starts, so a crashed actor never takes a
+ring with it, and unlinked at the end.
+
+Clients and actors use different sockets, both in the poller (docs/security.md): the control ROUTER
+takes requests only, and nothing a client sends, whatever its content, raises out of the loop (an
+unexpected error is logged with its code and answered with `RequestFailedError`); the actors' ROUTER
+takes actor messages only from connections that authenticated with this run's per-node CURVE keys,
+checked by a ZAP socket answered from the same loop (engine/supervision/zap.py).
 
 Shutdown is orderly: sources are told to stop first; each actor ends when its inputs end (end of
 stream travels down the graph, encoders flush, files are finalised); nodes whose upstream is gone are
@@ -30,11 +36,14 @@ import zmq
 from ..control import protocol as proto
 from ..runtime.ring import FrameRing, segment_name
 from ..sdk.errors import (
+    ActorAuthError,
+    ActorOnlyError,
     EngineError,
     FieldError,
     IntensityExceededError,
     MalformedMessageError,
     NotAllowedError,
+    RequestFailedError,
     ResourceError,
     TimeoutError_,
     UnknownTargetError,
@@ -45,6 +54,7 @@ from .curve import CurveServer, check_exposure
 from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
 from .prometheus import MetricsServer
 from .rundir import RunDir, process_start_time, reap_stale
+from .zap import ACTOR_PREFIX, ActorKeys, ZapHandler
 
 log = logging.getLogger("mediaengine")
 
@@ -91,13 +101,16 @@ class Supervisor:
     def __init__(self, topology: Topology, *, duration_s: float | None = None, allow_faults: bool = False,
                  control_endpoint: str | None = None, events_endpoint: str | None = None,
                  public_control: str | None = None, public_events: str | None = None,
-                 curve_keys: str | os.PathLike[str] | None = None,
+                 curve_keys: str | os.PathLike[str] | None = None, insecure_loopback: bool = False,
                  metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> None:
-        # Exposure beyond loopback needs CURVE keys: refused here, before anything is created or bound.
-        # public_control/public_events are extra binds (e.g. tcp://0.0.0.0:5555) of the same sockets; the
-        # actors and local tools keep using the ipc endpoints.  See engine/_curve.py, docs/monitoring.md.
-        check_exposure((control_endpoint, events_endpoint, public_control, public_events), curve_keys)
+        # TCP needs CURVE keys (on loopback too, unless insecure_loopback): refused here, before anything
+        # is created or bound.  public_control/public_events are extra binds (e.g. tcp://0.0.0.0:5555) of
+        # the same sockets; local tools keep using the ipc endpoints, actors have a socket of their own.
+        # See engine/supervision/curve.py and zap.py, docs/security.md.
+        self.open_locally = check_exposure((control_endpoint, events_endpoint, public_control, public_events),
+                                           curve_keys, insecure_loopback=insecure_loopback)
         self.curve = CurveServer.load(curve_keys) if curve_keys is not None else None
+        self.actor_keys = ActorKeys.generate([n.id for n in topology.nodes])
         self.public_control = public_control
         self.public_events = public_events
         self.metrics_port = metrics_port  # Prometheus /metrics on an HTTP thread; 0 = off (engine/_prometheus.py)
@@ -112,6 +125,7 @@ class Supervisor:
         self.rundir = RunDir.create()
         self.engine_id = self.rundir.engine_id
         self.control_endpoint = control_endpoint or self.rundir.endpoint("control.sock")
+        self.actors_endpoint = self.rundir.endpoint("actors.sock")
         self.events_endpoint = events_endpoint or self.rundir.endpoint("events.sock")
         self.epoch_ns = time.monotonic_ns()
         self.nodes: dict[str, NodeState] = {
@@ -135,8 +149,10 @@ class Supervisor:
         self.run_started_ns: int | None = None
         self.signals: list[int] = []
         self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router = self.ctx.socket(zmq.ROUTER)  # clients: requests only
+        self.actor_router = self.ctx.socket(zmq.ROUTER)  # actors only, CURVE with this run's keys
         self.pub = self.ctx.socket(zmq.PUB)
+        self.zap: ZapHandler | None = None
         self.mp_ctx: Any = None
 
     # ---- helpers --------------------------------------------------------------------------------
@@ -158,20 +174,34 @@ class Supervisor:
 
     # ---- setup --------------------------------------------------------------------------------
     def _bind(self) -> None:
-        for sock in (self.router, self.pub):
+        for sock in (self.router, self.actor_router, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        for sock in (self.router, self.actor_router):
+            sock.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         # A restarted actor reconnects with its predecessor's identity (a:<node>) within milliseconds,
         # possibly before the dead connection is torn down: the new connection must take the identity
-        # over, or ROUTER would ignore the newcomer and the restart would look hung.
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # over, or ROUTER would ignore the newcomer and the restart would look hung.  Only on the actors'
+        # socket, where ZAP lets a connection use a:<node> only with that node's key; on the clients'
+        # socket a second connection with a used routing id is refused, not handed the route.
+        self.actor_router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)
         self.pub.setsockopt(zmq.SNDHWM, 10000)
-        if self.curve is not None:  # CURVE servers, keys checked by a ZAP thread (engine/_curve.py)
-            self.curve.start(self.ctx)
+        # ZAP (zap.py) answers from this loop: the actors' keys always, the clients' keys with --curve-keys
+        try:
+            self.zap = ZapHandler(self.ctx, self.actor_keys,
+                                  self.curve.authorized if self.curve is not None else None)
+        except zmq.ZMQError as exc:
+            raise ResourceError(f"cannot start the ZAP authentication handler: {exc}") from None
+        self.actor_keys.make_server(self.actor_router)
+        if self.curve is not None:
             for sock in (self.router, self.pub):
                 self.curve.make_server(sock)
-        binds = [(self.router, self.control_endpoint), (self.pub, self.events_endpoint)]
+        for ep in self.open_locally:
+            self._say(logging.WARNING, f"{ep} has no CURVE keys (--insecure-loopback): every local user can "
+                                       "connect, drive and stop this engine")
+        binds = [(self.router, self.control_endpoint), (self.actor_router, self.actors_endpoint),
+                 (self.pub, self.events_endpoint)]
         binds += [(sock, ep) for sock, ep in ((self.router, self.public_control), (self.pub, self.public_events))
                   if ep]
         for sock, endpoint in binds:
@@ -224,7 +254,7 @@ class Supervisor:
             "node": n.id,
             "kind": n.kind,
             "options": n.raw_options,
-            "control": self.control_endpoint,
+            "control": self.actors_endpoint,  # the actors' socket, not the clients' control endpoint
             "data_endpoint": self._data_endpoint(n.id),
             "epoch_ns": self.epoch_ns,
             "heartbeat_interval_s": self.sup.heartbeat_interval_s,
@@ -233,7 +263,7 @@ class Supervisor:
             "restart_count": st.restarts,
             "allow_faults": self.allow_faults,
             "supervisor_pid": os.getpid(),
-            "curve": self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
+            "curve": self.actor_keys.for_node(n.id),  # this node's keypair for this run (spec only, never argv)
         }
 
     def _mp(self) -> Any:
@@ -333,6 +363,9 @@ class Supervisor:
     def _loop(self, wake_r: socket.socket) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.actor_router, zmq.POLLIN)
+        assert self.zap is not None
+        poller.register(self.zap.sock, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
         registered: dict[int, str] = {}
         while True:
@@ -350,6 +383,12 @@ class Supervisor:
                 with contextlib.suppress(BlockingIOError):
                     wake_r.recv(64)
             self._handle_signals()
+            if self.zap.sock in events:
+                for refused in self.zap.handle():
+                    self._say(logging.WARNING, f"refused a connection to the actors' socket: {refused.reason} "
+                                               f"(error {ActorAuthError.code})")
+            if self.actor_router in events:
+                self._handle_actors()
             if self.router in events:
                 self._handle_router()
             for fd, nid in registered.items():
@@ -532,16 +571,17 @@ class Supervisor:
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.router.close(0)
+        self.actor_router.close(0)
         self.pub.close(0)
-        if self.curve is not None:
-            self.curve.stop()  # the ZAP thread holds a socket of self.ctx
+        if self.zap is not None:
+            self.zap.close()
         self.ctx.term()
         self.rundir.remove()
 
     # ---- control plane ----------------------------------------------------------------------------
     def _send_actor(self, node: str, raw: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):
-            self.router.send_multipart([f"a:{node}".encode(), raw], zmq.NOBLOCK)
+            self.actor_router.send_multipart([ACTOR_PREFIX + node.encode(), raw], zmq.NOBLOCK)
 
     def _reply(self, client: bytes, raw: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):
@@ -551,6 +591,8 @@ class Supervisor:
         self._reply(client, proto.error(rid, err))
 
     def _handle_router(self) -> None:
+        """Client requests.  Nothing a client sends may raise out of here (issue 9.1): an unexpected
+        exception is logged with its code and answered with RequestFailedError, and the loop goes on."""
         for _ in range(1000):
             try:
                 frames = self.router.recv_multipart(zmq.NOBLOCK)
@@ -564,13 +606,38 @@ class Supervisor:
             ident, raw = frames
             try:
                 msg = proto.decode(raw)
+                self._from_client(ident, msg)
             except EngineError as exc:
                 self._reply_error(ident, proto.request_id(raw), exc)
+            except Exception as exc:  # a bug in handling one message must not stop every actor
+                err = RequestFailedError(f"the engine failed to handle this {type(exc).__name__}: {exc}; the "
+                                         "request was dropped, the engine goes on (please report it)")
+                self._say(logging.ERROR, f"control request failed: {err} (error {err.code})")
+                self._reply_error(ident, proto.request_id(raw), err)
+
+    def _handle_actors(self) -> None:
+        """Actor messages, from connections ZAP authenticated with a node's key (zap.py).  The ZAP user id
+        on each message must be the node its routing id names; anything else is dropped unread."""
+        for _ in range(1000):
+            try:
+                frames = self.actor_router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
                 continue
-            if ident.startswith(b"a:"):
-                self._from_actor(ident[2:].decode(errors="replace"), msg)
-            else:
-                self._from_client(ident, msg)
+            ident, body = frames[0].bytes, frames[1]
+            nid = ident[len(ACTOR_PREFIX):].decode(errors="replace")
+            if not ident.startswith(ACTOR_PREFIX) or body.get("User-Id") != nid:
+                self._say(logging.WARNING, f"dropped a message on the actors' socket from {ident[:64]!r}: not "
+                                           f"authenticated as that node (error {ActorAuthError.code})")
+                continue
+            try:
+                self._from_actor(nid, proto.decode(body.bytes))
+            except EngineError as exc:
+                self._say(logging.WARNING, f"node {nid} sent a bad message: {exc} (error {exc.code})")
+            except Exception as exc:  # our own actors, but one bad message must not stop the engine
+                err = RequestFailedError(f"handling a message of node {nid} failed: {type(exc).__name__}: {exc}")
+                self._say(logging.ERROR, f"{err} (error {err.code})")
 
     def _from_actor(self, nid: str, msg: dict[str, Any]) -> None:
         st = self.nodes.get(nid)
@@ -599,11 +666,8 @@ class Supervisor:
             st.done_reason = msg["reason"]
         elif mtype in ("ok", "error"):
             pend = self.pending.pop(int(msg["id"]), None)
-            if pend is not None:
-                msg["id"] = pend.client_id
-                msg.pop("v", None)
-                mt = msg.pop("type")
-                self._reply(pend.client, proto.encode(mt, **msg))
+            if pend is not None:  # relayed as a map: whatever its keys, never as **kwargs
+                self._reply(pend.client, proto.encode_map(mtype, {**msg, "id": pend.client_id}))
 
     def _from_client(self, ident: bytes, msg: dict[str, Any]) -> None:
         mtype = msg["type"]
@@ -612,6 +676,9 @@ class Supervisor:
         if not isinstance(rid, int) or isinstance(rid, bool):
             rid = 0
         try:
+            if mtype in proto.ACTOR_TYPES:
+                raise ActorOnlyError(f"{mtype!r} is sent by the engine's own actors, on their own authenticated "
+                                     f"socket; clients send requests: {', '.join(sorted(proto.REQUEST_TYPES))}")
             if mtype not in proto.REQUEST_TYPES:
                 raise FieldError(f"{mtype!r} is not a request a client may send")
             if mtype in ("ps", "snapshot"):
@@ -647,8 +714,8 @@ class Supervisor:
         fwd_id = self.next_rid
         self.next_rid += 1
         self.pending[fwd_id] = _Pending(ident, rid, self.now_ns() + int(REQUEST_TIMEOUT_S * NS))
-        fields = {k: v for k, v in msg.items() if k not in ("v", "type", "id")}
-        self._send_actor(nid, proto.encode(msg["type"], id=fwd_id, **fields))
+        # the client's map is forwarded as a map (its keys may be anything msgpack holds), never as **kwargs
+        self._send_actor(nid, proto.encode_map(msg["type"], {**msg, "id": fwd_id}))
 
     def status(self, *, with_events: bool = False) -> dict[str, Any]:
         now = self.now_ns()

@@ -54,7 +54,7 @@ from .curve import CurveServer, check_exposure
 from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
 from .prometheus import MetricsServer
 from .rundir import RunDir, process_start_time, reap_stale
-from .zap import ACTOR_PREFIX, ActorKeys, ZapHandler
+from .zap import ACTOR_PREFIX, ActorKeys, ZapHandler, user_id
 
 log = logging.getLogger("mediaengine")
 
@@ -209,6 +209,11 @@ class Supervisor:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 raise ResourceError(f"cannot bind {endpoint}: {exc}; is another engine using it?") from None
+        # a wildcard port (tcp://127.0.0.1:*) is reported as the port the system chose
+        if self.public_control:
+            self.public_control = self.router.last_endpoint.decode()
+        if self.public_events:
+            self.public_events = self.pub.last_endpoint.decode()
         if self.metrics_port:
             self.metrics_server = MetricsServer(self.metrics_host, self.metrics_port)
             self.metrics_server.update(self.status())
@@ -627,7 +632,7 @@ class Supervisor:
                 continue
             ident, body = frames[0].bytes, frames[1]
             nid = ident[len(ACTOR_PREFIX):].decode(errors="replace")
-            if not ident.startswith(ACTOR_PREFIX) or body.get("User-Id") != nid:
+            if not ident.startswith(ACTOR_PREFIX) or user_id(body) != nid:
                 self._say(logging.WARNING, f"dropped a message on the actors' socket from {ident[:64]!r}: not "
                                            f"authenticated as that node (error {ActorAuthError.code})")
                 continue

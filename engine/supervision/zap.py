@@ -137,3 +137,12 @@ class ZapHandler:
 
     def close(self) -> None:
         self.sock.close(0)
+
+
+def user_id(frame: zmq.Frame) -> str | None:
+    """The ZAP user id of the connection a message came on (None if the connection has none)."""
+    try:
+        value = frame.get("User-Id")
+    except zmq.ZMQError:  # EINVAL: no such property (no ZAP, or an inproc connection)
+        return None
+    return value if isinstance(value, str) else None

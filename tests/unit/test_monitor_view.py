@@ -241,11 +241,19 @@ def test_which_endpoints_stay_on_this_machine(endpoint: str, local: bool) -> Non
 
 
 def test_exposure_without_keys_is_refused_with_the_fix() -> None:
-    check_exposure(["ipc:///x", None, "tcp://127.0.0.1:1"], None)
-    check_exposure(["tcp://0.0.0.0:1"], "keys/")
+    assert check_exposure(["ipc:///x", None, "inproc://y"], None) == []
+    assert check_exposure(["tcp://0.0.0.0:1", "tcp://127.0.0.1:2"], "keys/") == []
     with pytest.raises(NotAllowedError, match=r"tcp://0\.0\.0\.0:5555.*mediaengine keys.*--curve-keys") as info:
         check_exposure(["ipc:///x", "tcp://0.0.0.0:5555"], None)
-    assert info.value.code == 1407
+    assert info.value.code == 1411
+    # loopback TCP is not private either (issue 9.3): keys, or an explicit --insecure-loopback
+    with pytest.raises(NotAllowedError, match=r"tcp://127\.0\.0\.1:1 without keys.*--curve-keys.*"
+                                              r"--insecure-loopback") as info:
+        check_exposure(["ipc:///x", "tcp://127.0.0.1:1"], None)
+    assert info.value.code == 1411
+    assert check_exposure(["ipc:///x", "tcp://127.0.0.1:1"], None, insecure_loopback=True) == ["tcp://127.0.0.1:1"]
+    with pytest.raises(NotAllowedError, match="beyond this machine"):
+        check_exposure(["tcp://0.0.0.0:5555"], None, insecure_loopback=True)  # never beyond loopback
 
 
 def test_connectable_endpoints() -> None:

@@ -211,9 +211,9 @@ class Supervisor:
                 raise ResourceError(f"cannot bind {endpoint}: {exc}; is another engine using it?") from None
         # a wildcard port (tcp://127.0.0.1:*) is reported as the port the system chose
         if self.public_control:
-            self.public_control = self.router.last_endpoint.decode()
+            self.public_control = self.router.get_string(zmq.LAST_ENDPOINT)
         if self.public_events:
-            self.public_events = self.pub.last_endpoint.decode()
+            self.public_events = self.pub.get_string(zmq.LAST_ENDPOINT)
         if self.metrics_port:
             self.metrics_server = MetricsServer(self.metrics_host, self.metrics_port)
             self.metrics_server.update(self.status())

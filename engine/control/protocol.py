@@ -20,6 +20,7 @@ from ..sdk.errors import EngineError, FieldError, MalformedMessageError, Unknown
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20  # control messages are small; media never travels here
+MAX_ERROR_TEXT = 2000  # characters of an error reply's message (it may quote a value a client sent)
 
 # type -> required fields and their Python types (checked by `decode`)
 _STR = (str,)
@@ -122,4 +123,9 @@ def ok(rid: int, result: Any = None) -> bytes:
 
 
 def error(rid: int, err: EngineError) -> bytes:
-    return encode("error", id=rid, **err.to_wire())
+    """An `error` reply; its message is cut to MAX_ERROR_TEXT characters (it may quote hostile input)."""
+    wire = err.to_wire()
+    text = str(wire["message"])
+    if len(text) > MAX_ERROR_TEXT:
+        text = f"{text[:MAX_ERROR_TEXT]}... ({len(text) - MAX_ERROR_TEXT} more characters)"
+    return encode_map("error", {**wire, "id": rid, "message": text})

@@ -56,6 +56,7 @@ from .wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wi
 
 PR_SET_PDEATHSIG = 1
 MAX_DRAIN = 512  # descriptors taken from the data socket per loop turn
+CONTROL_SLICE_S = 0.01  # control messages handled per loop turn, at most
 
 
 def _die_with_parent() -> None:
@@ -273,7 +274,12 @@ class ActorRuntime:
 
     # ---- control ------------------------------------------------------------------------------
     def _handle_control(self) -> None:
+        """Up to 64 control messages or CONTROL_SLICE_S per loop turn: a flood of (forwarded, possibly
+        hostile) requests cannot hold up frames and heartbeats; the rest waits for the next turn."""
+        until = time.monotonic() + CONTROL_SLICE_S
         for _ in range(64):
+            if time.monotonic() > until:
+                return
             try:
                 raw = self.ctrl.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -304,10 +310,15 @@ class ActorRuntime:
                 f"{type(exc).__name__}: {exc}; the node refused this {mtype} and keeps running",
                 where=self.node_id))
         try:
-            return proto.ok(rid, result)
+            raw = proto.ok(rid, result)
         except (TypeError, ValueError, OverflowError) as exc:
             return proto.error(rid, RequestFailedError(
                 f"the result of this {mtype} cannot be sent ({type(exc).__name__}: {exc})", where=self.node_id))
+        if len(raw) > proto.MAX_MESSAGE_BYTES:  # the supervisor would drop it, and this connection with it
+            return proto.error(rid, RequestFailedError(
+                f"the result of this {mtype} is {len(raw)} bytes, over the {proto.MAX_MESSAGE_BYTES}-byte limit",
+                where=self.node_id))
+        return raw
 
     def _dispatch(self, mtype: str, msg: dict[str, Any]) -> Any:
         assert self.actor is not None

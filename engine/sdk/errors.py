@@ -31,7 +31,8 @@
     │   ├── RequestFailedError       1409  handling a well-formed message failed unexpectedly
     │   ├── ActorOnlyError           1410  a client sent a message only actors may send
     │   ├── InsecureEndpointError    1411  TCP control/events without CURVE keys
-    │   └── ActorAuthError           1412  an actor connection failed authentication
+    │   ├── ActorAuthError           1412  an actor connection failed authentication
+    │   └── BusyError                1413  the node has too many requests waiting
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
         └── ActorFailedError         1502  an actor failed and its policy says stop
@@ -249,6 +250,12 @@ class ActorAuthError(ProtocolError):
     """A connection to the actors' socket was refused: not this run's key for the node it claims to be."""
 
     code = 1412
+
+
+class BusyError(ProtocolError):
+    """The node has too many requests waiting for an answer; try again when it has answered them."""
+
+    code = 1413
 
 
 class SupervisorError(EngineError):

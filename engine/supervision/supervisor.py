@@ -26,7 +26,7 @@ import os
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from ..runtime.ring import FrameRing, segment_name
 from ..sdk.errors import (
     ActorAuthError,
     ActorOnlyError,
+    BusyError,
     EngineError,
     FieldError,
     IntensityExceededError,
@@ -61,6 +62,8 @@ log = logging.getLogger("mediaengine")
 NS = 1_000_000_000
 STARTUP_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 5.0
+CLIENT_SLICE_S = 0.02  # client requests handled per loop turn, at most (then actors, exits, timers)
+MAX_PENDING_PER_NODE = 64  # forwarded requests a node may have unanswered; more get BusyError
 PRELOAD = ["mediaengine.runtime.preload"]
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
 
@@ -93,6 +96,7 @@ class _Pending:
     client: bytes
     client_id: int
     deadline_ns: int
+    node: str = ""
 
 
 class Supervisor:
@@ -139,6 +143,7 @@ class Supervisor:
         self.rings: list[FrameRing] = []
         self.ring_names: dict[tuple[str, str], str] = {}
         self.pending: dict[int, _Pending] = {}
+        self.pending_per_node: Counter[str] = Counter()  # bounded by MAX_PENDING_PER_NODE
         self.next_rid = 1
         self.events: deque[dict[str, Any]] = deque(maxlen=200)
         self.stopping = False
@@ -392,10 +397,10 @@ class Supervisor:
                 for refused in self.zap.handle():
                     self._say(logging.WARNING, f"refused a connection to the actors' socket: {refused.reason} "
                                                f"(error {ActorAuthError.code})")
-            if self.actor_router in events:
-                self._handle_actors()
             if self.router in events:
                 self._handle_router()
+            # always, right before the hang check: heartbeats that came while clients were served count
+            self._handle_actors()
             for fd, nid in registered.items():
                 if fd in events:
                     self._handle_exit(self.nodes[nid])
@@ -448,7 +453,7 @@ class Supervisor:
             self._begin_shutdown("duration reached")
         for rid, pend in list(self.pending.items()):
             if now > pend.deadline_ns:
-                del self.pending[rid]
+                self._take_pending(rid)
                 self._reply_error(pend.client, pend.client_id, TimeoutError_("the node did not answer in time"))
         if self.stopping:
             self._shutdown_step(now)
@@ -597,8 +602,13 @@ class Supervisor:
 
     def _handle_router(self) -> None:
         """Client requests.  Nothing a client sends may raise out of here (issue 9.1): an unexpected
-        exception is logged with its code and answered with RequestFailedError, and the loop goes on."""
+        exception is logged with its code and answered with RequestFailedError, and the loop goes on.
+        At most CLIENT_SLICE_S of work per loop turn, so a flood of requests cannot delay heartbeats,
+        exits and timers (what is left waits for the next turn)."""
+        until = time.monotonic() + CLIENT_SLICE_S
         for _ in range(1000):
+            if time.monotonic() > until:
+                return
             try:
                 frames = self.router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -670,7 +680,7 @@ class Supervisor:
         elif mtype == "done":
             st.done_reason = msg["reason"]
         elif mtype in ("ok", "error"):
-            pend = self.pending.pop(int(msg["id"]), None)
+            pend = self._take_pending(int(msg["id"]))
             if pend is not None:  # relayed as a map: whatever its keys, never as **kwargs
                 self._reply(pend.client, proto.encode_map(mtype, {**msg, "id": pend.client_id}))
 
@@ -698,6 +708,12 @@ class Supervisor:
         except EngineError as exc:
             self._reply_error(ident, rid, exc)
 
+    def _take_pending(self, fwd_id: int) -> _Pending | None:
+        pend = self.pending.pop(fwd_id, None)
+        if pend is not None:
+            self.pending_per_node[pend.node] -= 1
+        return pend
+
     def _forward(self, ident: bytes, rid: int, msg: dict[str, Any]) -> None:
         nid = msg["node"]
         st = self.nodes.get(nid)
@@ -716,9 +732,14 @@ class Supervisor:
             self._event(nid, "fault_injected", {"fault": msg["fault"]})
         if not st.alive or st.state != "running":
             raise ResourceError(f"node {nid} is {st.state}; try again when it is running")
+        waiting = self.pending_per_node[nid]
+        if waiting >= MAX_PENDING_PER_NODE:
+            raise BusyError(f"node {nid} has {waiting} requests waiting for an answer; try again when it has "
+                            "answered them")
         fwd_id = self.next_rid
         self.next_rid += 1
-        self.pending[fwd_id] = _Pending(ident, rid, self.now_ns() + int(REQUEST_TIMEOUT_S * NS))
+        self.pending[fwd_id] = _Pending(ident, rid, self.now_ns() + int(REQUEST_TIMEOUT_S * NS), nid)
+        self.pending_per_node[nid] += 1
         # the client's map is forwarded as a map (its keys may be anything msgpack holds), never as **kwargs
         self._send_actor(nid, proto.encode_map(msg["type"], {**msg, "id": fwd_id}))
 

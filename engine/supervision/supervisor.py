@@ -52,6 +52,7 @@ from ..sdk.errors import (
 from ..sdk.formats import format_to_wire
 from ..topology.loader import NodeSpec, Topology
 from .curve import CurveServer, check_exposure
+from .heap import bound_heap_growth
 from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
 from .prometheus import MetricsServer
 from .rundir import RunDir, process_start_time, reap_stale
@@ -179,6 +180,7 @@ class Supervisor:
 
     # ---- setup --------------------------------------------------------------------------------
     def _bind(self) -> None:
+        bound_heap_growth()  # large client messages must not ratchet our heap up (heap.py)
         for sock in (self.router, self.actor_router, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
         for sock in (self.router, self.actor_router):

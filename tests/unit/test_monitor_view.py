@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import zmq.auth
+from zmq.utils import z85
 from mediaengine.cli.monitor import MonitorState, node_view, render_text
 from mediaengine.sdk.errors import FileError, NotAllowedError, ResourceError
 from mediaengine.supervision.curve import (

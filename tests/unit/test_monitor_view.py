@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import zmq.auth
-from zmq.utils import z85
 from mediaengine.cli.monitor import MonitorState, node_view, render_text
 from mediaengine.sdk.errors import FileError, NotAllowedError, ResourceError
 from mediaengine.supervision.curve import (
@@ -23,6 +22,7 @@ from mediaengine.supervision.curve import (
     is_local_endpoint,
 )
 from mediaengine.supervision.prometheus import CONTENT_TYPE, MetricsServer, metric_name, render
+from zmq.utils import z85
 
 
 def _metrics(fps_out: float = 30.0, **extra: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     mediaengine run FILE [--duration S] [--set node.option=value ...] [--allow-faults]
                          [--metrics-port N] [--control EP] [--events EP] [--curve-keys DIR]
+                         [--insecure-loopback]
     mediaengine validate FILE [--set ...]
     mediaengine graph FILE -o out.svg|out.png|out.dot
     mediaengine ps [--json]
@@ -47,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sup = Supervisor(topo, duration_s=args.duration, allow_faults=args.allow_faults,
                      # monitoring and remote control (docs/monitoring.md)
                      public_control=args.control, public_events=args.events, curve_keys=args.curve_keys,
+                     insecure_loopback=args.insecure_loopback,
                      metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     code = sup.run()
     if sup.exit_error is not None:
@@ -225,11 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                    help="address of the metrics server (default loopback; it has no authentication)")
     r.add_argument("--control", default=None, metavar="ENDPOINT",
-                   help="also bind control here, e.g. tcp://127.0.0.1:5555 (beyond loopback needs --curve-keys)")
+                   help="also bind control here, e.g. tcp://127.0.0.1:5555 (TCP needs --curve-keys)")
     r.add_argument("--events", default=None, metavar="ENDPOINT",
-                   help="also publish events and metrics here (beyond loopback needs --curve-keys)")
+                   help="also publish events and metrics here (TCP needs --curve-keys)")
     r.add_argument("--curve-keys", default=None, metavar="DIR",
                    help="CURVE keys from `mediaengine keys`: only authorized clients get answers")
+    r.add_argument("--insecure-loopback", action="store_true",
+                   help="allow --control/--events on a loopback TCP address without keys (every local user "
+                        "can then drive the engine; a warning is logged)")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a topology file without running it")

@@ -20,6 +20,7 @@ from ..sdk.errors import EngineError, FieldError, MalformedMessageError, Unknown
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20  # control messages are small; media never travels here
+MAX_ERROR_TEXT = 2000  # characters of an error reply's message (it may quote a value a client sent)
 
 # type -> required fields and their Python types (checked by `decode`)
 _STR = (str,)
@@ -54,12 +55,27 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
 FAULTS: tuple[str, ...] = ("kill", "hang", "crash", "slow", "exit", "corrupt")
 
 REQUEST_TYPES = frozenset({"ps", "snapshot", "command", "set", "stop", "fault", "ping"})
+# sent only by the engine's own actors, on their own authenticated socket (a client sending one gets
+# ActorOnlyError); `ok`/`error` are their replies to forwarded requests
+ACTOR_TYPES = frozenset({"hello", "heartbeat", "metrics", "event", "failed", "done", "ok", "error"})
+RESERVED = ("v", "type")  # set by the encoder, never taken from a message's fields
 
 
 def encode(msg_type: str, **fields: Any) -> bytes:
-    """Pack one message; fields must be msgpack-able."""
-    body: dict[str, Any] = {"v": VERSION, "type": msg_type}
-    body.update(fields)
+    """Pack one message from keyword fields (the engine's own messages; names are Python identifiers)."""
+    return encode_map(msg_type, fields)
+
+
+def encode_map(msg_type: str, fields: Mapping[Any, Any]) -> bytes:
+    """Pack one message from a map, e.g. one received and forwarded.
+
+    Its keys may be anything msgpack holds (ints, nil, bytes, names like `msg_type`): they are packed as
+    they are, never passed as keyword arguments; `v` and `type` are always this engine's.
+    """
+    body: dict[Any, Any] = {"v": VERSION, "type": msg_type}
+    for key, value in fields.items():
+        if not (isinstance(key, str) and key in RESERVED):
+            body[key] = value
     return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -110,4 +126,9 @@ def ok(rid: int, result: Any = None) -> bytes:
 
 
 def error(rid: int, err: EngineError) -> bytes:
-    return encode("error", id=rid, **err.to_wire())
+    """An `error` reply; its message is cut to MAX_ERROR_TEXT characters (it may quote hostile input)."""
+    wire = err.to_wire()
+    text = str(wire["message"])
+    if len(text) > MAX_ERROR_TEXT:
+        text = f"{text[:MAX_ERROR_TEXT]}... ({len(text) - MAX_ERROR_TEXT} more characters)"
+    return encode_map("error", {**wire, "id": rid, "message": text})

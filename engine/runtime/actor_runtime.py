@@ -39,12 +39,14 @@ from ..control import protocol as proto
 from ..sdk.actor import Actions, Actor, ChangeFormat, Context, Emit, EndOfStream, Event, Finish
 from ..sdk.errors import (
     ActorFailedError,
+    CommandFailedError,
     EngineError,
     FieldError,
     FormatChangeError,
     MalformedDescriptorError,
     NotAllowedError,
     OptionError,
+    RequestFailedError,
     SlotTooSmallError,
 )
 from ..sdk.formats import NS, Format, Frame, Packet, format_from_wire, format_to_wire
@@ -77,6 +79,7 @@ from .wire import (
 
 PR_SET_PDEATHSIG = 1
 MAX_DRAIN = 512  # descriptors taken from the data socket per loop turn
+CONTROL_SLICE_S = 0.01  # control messages handled per loop turn, at most
 
 
 def _die_with_parent() -> None:
@@ -162,7 +165,7 @@ class ActorRuntime:
         self.ctrl = self.ctx.socket(zmq.DEALER)
         self.ctrl.setsockopt(zmq.IDENTITY, f"a:{self.node_id}".encode())
         self.ctrl.setsockopt(zmq.LINGER, 2000)
-        if spec.curve:  # the engine's control socket is a CURVE server: use this run's actor keypair
+        if spec.curve:  # the supervisor's actors' socket: CURVE with this node's keypair for this run
             apply_client_keys(self.ctrl, spec.curve)
         self.ctrl.connect(spec.control)
         self.data: zmq.Socket[bytes] | None = None
@@ -340,7 +343,12 @@ class ActorRuntime:
 
     # ---- control ------------------------------------------------------------------------------
     def _handle_control(self) -> None:
+        """Up to 64 control messages or CONTROL_SLICE_S per loop turn: a flood of (forwarded, possibly
+        hostile) requests cannot hold up frames and heartbeats; the rest waits for the next turn."""
+        until = time.monotonic() + CONTROL_SLICE_S
         for _ in range(64):
+            if time.monotonic() > until:
+                return
             try:
                 raw = self.ctrl.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -355,12 +363,31 @@ class ActorRuntime:
                 self.stopping = True
                 continue
             rid = int(msg.get("id", 0))
-            try:
-                result = self._dispatch(mtype, msg)
-            except EngineError as exc:
-                self._send_raw_ctrl(proto.error(rid, exc))
-            else:
-                self._send_raw_ctrl(proto.ok(rid, result))
+            self._send_raw_ctrl(self._answer(rid, mtype, msg))
+
+    def _answer(self, rid: int, mtype: str, msg: dict[str, Any]) -> bytes:
+        """The reply to one request.  A hostile request (forwarded by the supervisor from any client)
+        gets an error reply, never kills the actor: a hook that raises something other than an
+        EngineError is a refused command (CommandFailedError), a result msgpack cannot carry is a
+        RequestFailedError."""
+        try:
+            result = self._dispatch(mtype, msg)
+        except EngineError as exc:
+            return proto.error(rid, exc)
+        except Exception as exc:
+            return proto.error(rid, CommandFailedError(
+                f"{type(exc).__name__}: {exc}; the node refused this {mtype} and keeps running",
+                where=self.node_id))
+        try:
+            raw = proto.ok(rid, result)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return proto.error(rid, RequestFailedError(
+                f"the result of this {mtype} cannot be sent ({type(exc).__name__}: {exc})", where=self.node_id))
+        if len(raw) > proto.MAX_MESSAGE_BYTES:  # the supervisor would drop it, and this connection with it
+            return proto.error(rid, RequestFailedError(
+                f"the result of this {mtype} is {len(raw)} bytes, over the {proto.MAX_MESSAGE_BYTES}-byte limit",
+                where=self.node_id))
+        return raw
 
     def _dispatch(self, mtype: str, msg: dict[str, Any]) -> Any:
         assert self.actor is not None
@@ -368,6 +395,10 @@ class ActorRuntime:
             return self._set_options(msg["options"])
         if mtype == "command":
             command, args = msg["command"], msg["args"]
+            bad = [k for k in args if not isinstance(k, str)]
+            if bad:
+                raise FieldError(f"command.args: argument names must be strings, got {bad[0]!r}",
+                                 where=self.node_id)
             if command == "stats":
                 return self.metrics.snapshot(self._ring_stats())
             if command == "stop":

@@ -35,8 +35,13 @@
     │   ├── UnknownCommandError      1405  the node has no such command
     │   ├── CommandFailedError       1406  the command was refused by the node
     │   ├── NotAllowedError          1407  e.g. fault injection without --allow-faults
-    │   │   (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
-    │   └── TimeoutError_            1408  the node did not answer in time
+    │   ├── TimeoutError_            1408  the node did not answer in time
+    │   ├── RequestFailedError       1409  handling a well-formed message failed unexpectedly
+    │   ├── ActorOnlyError           1410  a client sent a message only actors may send
+    │   ├── InsecureEndpointError    1411  TCP control/events without CURVE keys
+    │   ├── ActorAuthError           1412  an actor connection failed authentication
+    │   ├── BusyError                1413  the node has too many requests waiting
+    │   └── (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
         ├── ActorFailedError         1502  an actor failed and its policy says stop
@@ -289,6 +294,36 @@ class TimeoutError_(ProtocolError, TimeoutError):
     """The engine or node did not answer in time."""
 
     code = 1408
+
+
+class RequestFailedError(ProtocolError):
+    """Handling a well-formed message failed unexpectedly; the message is dropped, the engine goes on."""
+
+    code = 1409
+
+
+class ActorOnlyError(ProtocolError):
+    """A client sent a message type only the engine's own actors send (hello, heartbeat, event, ...)."""
+
+    code = 1410
+
+
+class InsecureEndpointError(NotAllowedError):
+    """Control or events over TCP without CURVE keys (also on loopback, unless `--insecure-loopback`)."""
+
+    code = 1411
+
+
+class ActorAuthError(ProtocolError):
+    """A connection to the actors' socket was refused: not this run's key for the node it claims to be."""
+
+    code = 1412
+
+
+class BusyError(ProtocolError):
+    """The node has too many requests waiting for an answer; try again when it has answered them."""
+
+    code = 1413
 
 
 class SupervisorError(EngineError):

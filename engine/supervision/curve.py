@@ -3,7 +3,8 @@
 By default an engine listens on `ipc://` sockets in its 0700 runtime directory, reachable only by its
 user.  Binding a TCP address that is not loopback is refused unless the engine has CURVE keys; with
 keys its control ROUTER and events PUB are CURVE servers and only clients whose public key is in the
-authorized directory get an answer (a ZAP handler, `zmq.auth.ThreadAuthenticator`, checks them)::
+authorized directory get an answer (the supervisor's ZAP handler, engine/supervision/zap.py, checks
+them)::
 
     mediaengine keys -o keys/
     mediaengine run FILE --control tcp://0.0.0.0:5555 --events tcp://0.0.0.0:5556 --curve-keys keys/
@@ -17,8 +18,12 @@ A keys directory uses ZeroMQ's certificate format (`zmq.auth.load_certificate` r
     client.key_secret    client public + secret    (client side only)
     authorized_clients/  *.key public keys the engine answers (re-read at every connection)
 
-Every file is created 0600 and the directories 0700.  The engine's own actors connect to the same
-CURVE socket with a keypair made for that run only, which never touches the disk.
+Every file is created 0600 and the directories 0700.  The engine's own actors never use these keys: they
+connect to a socket of their own with keypairs made for that run only (engine/supervision/zap.py).
+
+TCP is never private, not even on loopback (every local user can connect to 127.0.0.1): a TCP control
+or events endpoint needs CURVE keys, or, on a loopback address only, an explicit `--insecure-loopback`
+that the engine warns about.
 """
 
 from __future__ import annotations
@@ -27,15 +32,16 @@ import datetime
 import ipaddress
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
-from ..sdk.errors import FileError, NotAllowedError
+from ..sdk.errors import FileError, InsecureEndpointError
+from .zap import CLIENTS_DOMAIN
 
 SERVER = "server"
 CLIENT = "client"
@@ -67,16 +73,31 @@ def is_local_endpoint(endpoint: str) -> bool:
         return False  # "*", an interface name or a host name: assume it is reachable from outside
 
 
-def check_exposure(endpoints: Iterable[str | None], curve_keys: str | os.PathLike[str] | None) -> None:
-    """Refuse, before anything binds, to expose an endpoint beyond loopback without CURVE keys."""
+def check_exposure(endpoints: Iterable[str | None], curve_keys: str | os.PathLike[str] | None,
+                   *, insecure_loopback: bool = False) -> list[str]:
+    """Refuse, before anything binds, a TCP endpoint without CURVE keys.
+
+    Beyond loopback keys are always needed; on loopback `insecure_loopback` lets it pass.  Returns the
+    endpoints that are open to every local user (the caller warns about them).
+    """
     if curve_keys is not None:
-        return
+        return []
+    open_locally = []
     for ep in endpoints:
-        if ep and not is_local_endpoint(ep):
-            raise NotAllowedError(
+        if not ep or ep.startswith(("ipc://", "inproc://")):
+            continue
+        if not is_local_endpoint(ep):
+            raise InsecureEndpointError(
                 f"binding {ep} would expose the engine beyond this machine without authentication; "
                 "create keys with `mediaengine keys -o DIR` and add `--curve-keys DIR`, or bind a "
                 "loopback address such as tcp://127.0.0.1:PORT")
+        if not insecure_loopback:
+            raise InsecureEndpointError(
+                f"binding {ep} without keys would let every local user drive the engine (loopback TCP is "
+                "not private); create keys with `mediaengine keys -o DIR` and add `--curve-keys DIR`, use "
+                "the default ipc endpoint, or accept the risk with --insecure-loopback")
+        open_locally.append(ep)
+    return open_locally
 
 
 def connectable(endpoint: str, host: str | None = None) -> str:
@@ -148,32 +169,16 @@ def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
 
 # ---- server side (the supervisor) ------------------------------------------------------------------
 
-class _Authorized:
-    """ZAP credentials provider: the run's own actor key, or any public key in the authorized directory."""
-
-    def __init__(self, directory: Path, internal: bytes) -> None:
-        self.directory = directory
-        self.internal = internal
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        if key == self.internal:
-            return True
-        try:
-            return key in zmq.auth.load_certificates(self.directory)
-        except (OSError, ValueError):
-            return False
-
-
 @dataclass
 class CurveServer:
-    """The engine's CURVE identity and the clients it answers."""
+    """The engine's CURVE identity for clients (control ROUTER, events PUB) and the clients it answers.
+
+    The keys are checked by the supervisor's ZAP handler (engine/supervision/zap.py), in its own loop.
+    """
 
     keys_dir: Path
     public: bytes
     secret: bytes
-    internal_public: bytes
-    internal_secret: bytes
-    auth: ThreadAuthenticator | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, keys_dir: str | os.PathLike[str]) -> CurveServer:
@@ -182,37 +187,28 @@ class CurveServer:
         if not (d / AUTHORIZED).is_dir():
             raise FileError(f"no {AUTHORIZED}/ directory of client public keys; `mediaengine keys` creates it",
                             where=str(d))
-        ipub, isec = zmq.curve_keypair()
         assert secret is not None
-        return cls(d, public, secret, ipub, isec)
+        return cls(d, public, secret)
 
-    def start(self, ctx: zmq.Context[Any]) -> None:
-        """Start the ZAP handler (a thread of the supervisor) for every socket of `ctx`."""
-        auth = ThreadAuthenticator(ctx)
-        auth.start()
-        auth.configure_curve_callback("*", _Authorized(self.keys_dir / AUTHORIZED, self.internal_public))
-        self.auth = auth
+    def authorized(self, raw_key: bytes) -> bool:
+        """Is this client public key (32 raw bytes, as ZAP gives it) in authorized_clients/ right now?"""
+        try:
+            return z85.encode(raw_key) in zmq.auth.load_certificates(self.keys_dir / AUTHORIZED)
+        except (OSError, ValueError):
+            return False
 
     def make_server(self, sock: zmq.Socket[Any]) -> None:
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
-
-    def actor_keys(self) -> dict[str, str]:
-        """What an actor of this run needs to connect (travels in its spec, never on disk)."""
-        return {"server": self.public.decode(), "public": self.internal_public.decode(),
-                "secret": self.internal_secret.decode()}
-
-    def stop(self) -> None:
-        if self.auth is not None:
-            self.auth.stop()
-            self.auth = None
+        sock.zap_domain = CLIENTS_DOMAIN.encode()
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler answering = no connection
 
 
 # ---- client side -----------------------------------------------------------------------------------
 
 def apply_client_keys(sock: zmq.Socket[Any], keys: dict[str, str]) -> None:
-    """Make `sock` a CURVE client from an `actor_keys()` dict (before connect)."""
+    """Make `sock` a CURVE client from a `{server, public, secret}` dict of Z85 keys (before connect)."""
     sock.curve_serverkey = keys["server"].encode()
     sock.curve_publickey = keys["public"].encode()
     sock.curve_secretkey = keys["secret"].encode()

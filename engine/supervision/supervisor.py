@@ -1,11 +1,17 @@
 """The supervisor: starts the actors of a topology, watches them, restarts the ones that fail.
 
 One process, one loop, no threads: a ZeroMQ poller over the control ROUTER socket, every actor's
-process sentinel (death is noticed at once) and a signal wake-up pipe.  (Two optional helper threads
-work on the side without touching the loop's state: the Prometheus server of `--metrics-port` and the
-CURVE ZAP handler of `--curve-keys`; see docs/monitoring.md.)  Hangs are noticed from missed
-heartbeats.  Restart decisions come from `_policy` (OTP vocabulary); rings are created here, before
-any actor starts, so a crashed actor never takes a ring with it, and unlinked at the end.
+process sentinel (death is noticed at once) and a signal wake-up pipe.  (One optional helper thread
+works on the side without touching the loop's state: the Prometheus server of `--metrics-port`; see
+docs/monitoring.md.)  Hangs are noticed from missed heartbeats.  Restart decisions come from `_policy`
+(OTP vocabulary); rings are created here, before any actor starts, so a crashed actor never takes a
+ring with it, and unlinked at the end.
+
+Clients and actors use different sockets, both in the poller (docs/security.md): the control ROUTER
+takes requests only, and nothing a client sends, whatever its content, raises out of the loop (an
+unexpected error is logged with its code and answered with `RequestFailedError`); the actors' ROUTER
+takes actor messages only from connections that authenticated with this run's per-node CURVE keys,
+checked by a ZAP socket answered from the same loop (engine/supervision/zap.py).
 
 Shutdown is orderly: sources are told to stop first; each actor ends when its inputs end (end of
 stream travels down the graph, encoders flush, files are finalised); nodes whose upstream is gone are
@@ -21,7 +27,7 @@ import os
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +39,16 @@ from ..runtime.ring import FrameRing, segment_name
 from ..runtime.spec import ActorSpec, ConsumerSpec, InputSpec, OutputSpec
 from ..sdk.errors import (
     ERRORS_BY_CODE,
+    ActorAuthError,
+    ActorOnlyError,
+    BusyError,
     EngineError,
     FieldError,
     GroupGaveUpError,
     IntensityExceededError,
     MalformedMessageError,
     NotAllowedError,
+    RequestFailedError,
     ResourceError,
     SharedMemoryError,
     TimeoutError_,
@@ -47,6 +57,7 @@ from ..sdk.errors import (
 from ..sdk.formats import NS, EncodedFormat, format_to_wire
 from ..topology.loader import GroupSpec, NodeSpec, Topology
 from .curve import CurveServer, check_exposure
+from .heap import bound_heap_growth
 from .policy import (
     Backoff,
     IntensityTracker,
@@ -57,10 +68,13 @@ from .policy import (
 )
 from .prometheus import MetricsServer
 from .rundir import RunDir, process_start_time, reap_stale
+from .zap import ACTOR_PREFIX, ActorKeys, ZapHandler, user_id
 
 log = logging.getLogger("mediaengine")
 
 REQUEST_TIMEOUT_S = 5.0
+CLIENT_SLICE_S = 0.02  # client requests handled per loop turn, at most (then actors, exits, timers)
+MAX_PENDING_PER_NODE = 64  # forwarded requests a node may have unanswered; more get BusyError
 PRELOAD = ["mediaengine.runtime.preload"]
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
 
@@ -111,6 +125,7 @@ class _Pending:
     client: bytes
     client_id: int
     deadline_ns: int
+    node: str = ""
 
 
 class Supervisor:
@@ -119,13 +134,16 @@ class Supervisor:
     def __init__(self, topology: Topology, *, duration_s: float | None = None, allow_faults: bool = False,
                  control_endpoint: str | None = None, events_endpoint: str | None = None,
                  public_control: str | None = None, public_events: str | None = None,
-                 curve_keys: str | os.PathLike[str] | None = None,
+                 curve_keys: str | os.PathLike[str] | None = None, insecure_loopback: bool = False,
                  metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> None:
-        # Exposure beyond loopback needs CURVE keys: refused here, before anything is created or bound.
-        # public_control/public_events are extra binds (e.g. tcp://0.0.0.0:5555) of the same sockets; the
-        # actors and local tools keep using the ipc endpoints.  See engine/_curve.py, docs/monitoring.md.
-        check_exposure((control_endpoint, events_endpoint, public_control, public_events), curve_keys)
+        # TCP needs CURVE keys (on loopback too, unless insecure_loopback): refused here, before anything
+        # is created or bound.  public_control/public_events are extra binds (e.g. tcp://0.0.0.0:5555) of
+        # the same sockets; local tools keep using the ipc endpoints, actors have a socket of their own.
+        # See engine/supervision/curve.py and zap.py, docs/security.md.
+        self.open_locally = check_exposure((control_endpoint, events_endpoint, public_control, public_events),
+                                           curve_keys, insecure_loopback=insecure_loopback)
         self.curve = CurveServer.load(curve_keys) if curve_keys is not None else None
+        self.actor_keys = ActorKeys.generate([n.id for n in topology.nodes])
         self.public_control = public_control
         self.public_events = public_events
         self.metrics_port = metrics_port  # Prometheus /metrics on an HTTP thread; 0 = off (engine/_prometheus.py)
@@ -140,6 +158,7 @@ class Supervisor:
         self.rundir = RunDir.create()
         self.engine_id = self.rundir.engine_id
         self.control_endpoint = control_endpoint or self.rundir.endpoint("control.sock")
+        self.actors_endpoint = self.rundir.endpoint("actors.sock")
         self.events_endpoint = events_endpoint or self.rundir.endpoint("events.sock")
         self.epoch_ns = time.monotonic_ns()
         self.nodes: dict[str, NodeState] = {
@@ -153,6 +172,7 @@ class Supervisor:
         self.rings: list[FrameRing] = []
         self.ring_names: dict[tuple[str, str], str] = {}
         self.pending: dict[int, _Pending] = {}
+        self.pending_per_node: Counter[str] = Counter()  # bounded by MAX_PENDING_PER_NODE
         self.next_rid = 1
         self.events: deque[dict[str, Any]] = deque(maxlen=200)
         self.stopping = False
@@ -163,8 +183,10 @@ class Supervisor:
         self.run_started_ns: int | None = None
         self.signals: list[int] = []
         self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router = self.ctx.socket(zmq.ROUTER)  # clients: requests only
+        self.actor_router = self.ctx.socket(zmq.ROUTER)  # actors only, CURVE with this run's keys
         self.pub = self.ctx.socket(zmq.PUB)
+        self.zap: ZapHandler | None = None
         self.mp_ctx: Any = None
 
     # ---- helpers --------------------------------------------------------------------------------
@@ -186,20 +208,35 @@ class Supervisor:
 
     # ---- setup --------------------------------------------------------------------------------
     def _bind(self) -> None:
-        for sock in (self.router, self.pub):
+        bound_heap_growth()  # large client messages must not ratchet our heap up (heap.py)
+        for sock in (self.router, self.actor_router, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        for sock in (self.router, self.actor_router):
+            sock.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         # A restarted actor reconnects with its predecessor's identity (a:<node>) within milliseconds,
         # possibly before the dead connection is torn down: the new connection must take the identity
-        # over, or ROUTER would ignore the newcomer and the restart would look hung.
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # over, or ROUTER would ignore the newcomer and the restart would look hung.  Only on the actors'
+        # socket, where ZAP lets a connection use a:<node> only with that node's key; on the clients'
+        # socket a second connection with a used routing id is refused, not handed the route.
+        self.actor_router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)
         self.pub.setsockopt(zmq.SNDHWM, 10000)
-        if self.curve is not None:  # CURVE servers, keys checked by a ZAP thread (engine/_curve.py)
-            self.curve.start(self.ctx)
+        # ZAP (zap.py) answers from this loop: the actors' keys always, the clients' keys with --curve-keys
+        try:
+            self.zap = ZapHandler(self.ctx, self.actor_keys,
+                                  self.curve.authorized if self.curve is not None else None)
+        except zmq.ZMQError as exc:
+            raise ResourceError(f"cannot start the ZAP authentication handler: {exc}") from None
+        self.actor_keys.make_server(self.actor_router)
+        if self.curve is not None:
             for sock in (self.router, self.pub):
                 self.curve.make_server(sock)
-        binds = [(self.router, self.control_endpoint), (self.pub, self.events_endpoint)]
+        for ep in self.open_locally:
+            self._say(logging.WARNING, f"{ep} has no CURVE keys (--insecure-loopback): every local user can "
+                                       "connect, drive and stop this engine")
+        binds = [(self.router, self.control_endpoint), (self.actor_router, self.actors_endpoint),
+                 (self.pub, self.events_endpoint)]
         binds += [(sock, ep) for sock, ep in ((self.router, self.public_control), (self.pub, self.public_events))
                   if ep]
         for sock, endpoint in binds:
@@ -207,6 +244,11 @@ class Supervisor:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 raise ResourceError(f"cannot bind {endpoint}: {exc}; is another engine using it?") from None
+        # a wildcard port (tcp://127.0.0.1:*) is reported as the port the system chose
+        if self.public_control:
+            self.public_control = self.router.get_string(zmq.LAST_ENDPOINT)
+        if self.public_events:
+            self.public_events = self.pub.get_string(zmq.LAST_ENDPOINT)
         if self.metrics_port:
             self.metrics_server = MetricsServer(self.metrics_host, self.metrics_port)
             self.metrics_server.update(self.status())
@@ -253,7 +295,7 @@ class Supervisor:
             node=n.id,
             kind=n.kind,
             options=n.options,  # validated and frozen by the loader; pickled to the actor as is
-            control=self.control_endpoint,
+            control=self.actors_endpoint,  # the actors' socket, not the clients' control endpoint
             data_endpoint=self._data_endpoint(n.id),
             epoch_ns=self.epoch_ns,
             heartbeat_interval_s=self.sup.heartbeat_interval_s,
@@ -262,7 +304,7 @@ class Supervisor:
             restart_count=st.restarts,
             allow_faults=self.allow_faults,
             supervisor_pid=os.getpid(),
-            curve=self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
+            curve=self.actor_keys.for_node(n.id),  # this node's keypair for this run (spec only, never argv)
         )
 
     def _mp(self) -> Any:
@@ -364,6 +406,9 @@ class Supervisor:
     def _loop(self, wake_r: socket.socket) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.actor_router, zmq.POLLIN)
+        assert self.zap is not None
+        poller.register(self.zap.sock, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
         registered: dict[int, str] = {}
         while True:
@@ -381,11 +426,17 @@ class Supervisor:
                 with contextlib.suppress(BlockingIOError):
                     wake_r.recv(64)
             self._handle_signals()
+            if self.zap.sock in events:
+                for refused in self.zap.handle():
+                    self._say(logging.WARNING, f"refused a connection to the actors' socket: {refused.reason} "
+                                               f"(error {ActorAuthError.code})")
             if self.router in events:
                 self._handle_router()
+            # always, right before the hang check: heartbeats that came while clients were served count
+            self._handle_actors()
             exited = [nid for fd, nid in registered.items() if fd in events]
-            if exited and self.router.poll(50):  # its `failed` message may still be on the way: it says
-                self._handle_router()                 # whether a restart can help (see _handle_exit)
+            if exited and self.actor_router.poll(50):  # its `failed` message may still be on the way: it
+                self._handle_actors()                      # says whether a restart can help (_handle_exit)
             for nid in exited:
                 self._handle_exit(self.nodes[nid])
             self._timers()
@@ -441,7 +492,7 @@ class Supervisor:
             self._begin_shutdown("duration reached")
         for rid, pend in list(self.pending.items()):
             if now > pend.deadline_ns:
-                del self.pending[rid]
+                self._take_pending(rid)
                 self._reply_error(pend.client, pend.client_id, TimeoutError_("the node did not answer in time"))
         if self.stopping:
             self._shutdown_step(now)
@@ -625,16 +676,17 @@ class Supervisor:
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.router.close(0)
+        self.actor_router.close(0)
         self.pub.close(0)
-        if self.curve is not None:
-            self.curve.stop()  # the ZAP thread holds a socket of self.ctx
+        if self.zap is not None:
+            self.zap.close()
         self.ctx.term()
         self.rundir.remove()
 
     # ---- control plane ----------------------------------------------------------------------------
     def _send_actor(self, node: str, raw: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):
-            self.router.send_multipart([f"a:{node}".encode(), raw], zmq.NOBLOCK)
+            self.actor_router.send_multipart([ACTOR_PREFIX + node.encode(), raw], zmq.NOBLOCK)
 
     def _reply(self, client: bytes, raw: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):
@@ -644,7 +696,14 @@ class Supervisor:
         self._reply(client, proto.error(rid, err))
 
     def _handle_router(self) -> None:
+        """Client requests.  Nothing a client sends may raise out of here (issue 9.1): an unexpected
+        exception is logged with its code and answered with RequestFailedError, and the loop goes on.
+        At most CLIENT_SLICE_S of work per loop turn, so a flood of requests cannot delay heartbeats,
+        exits and timers (what is left waits for the next turn)."""
+        until = time.monotonic() + CLIENT_SLICE_S
         for _ in range(1000):
+            if time.monotonic() > until:
+                return
             try:
                 frames = self.router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -657,13 +716,38 @@ class Supervisor:
             ident, raw = frames
             try:
                 msg = proto.decode(raw)
+                self._from_client(ident, msg)
             except EngineError as exc:
                 self._reply_error(ident, proto.request_id(raw), exc)
+            except Exception as exc:  # a bug in handling one message must not stop every actor
+                err = RequestFailedError(f"the engine failed to handle this {type(exc).__name__}: {exc}; the "
+                                         "request was dropped, the engine goes on (please report it)")
+                self._say(logging.ERROR, f"control request failed: {err} (error {err.code})")
+                self._reply_error(ident, proto.request_id(raw), err)
+
+    def _handle_actors(self) -> None:
+        """Actor messages, from connections ZAP authenticated with a node's key (zap.py).  The ZAP user id
+        on each message must be the node its routing id names; anything else is dropped unread."""
+        for _ in range(1000):
+            try:
+                frames = self.actor_router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
                 continue
-            if ident.startswith(b"a:"):
-                self._from_actor(ident[2:].decode(errors="replace"), msg)
-            else:
-                self._from_client(ident, msg)
+            ident, body = frames[0].bytes, frames[1]
+            nid = ident[len(ACTOR_PREFIX):].decode(errors="replace")
+            if not ident.startswith(ACTOR_PREFIX) or user_id(body) != nid:
+                self._say(logging.WARNING, f"dropped a message on the actors' socket from {ident[:64]!r}: not "
+                                           f"authenticated as that node (error {ActorAuthError.code})")
+                continue
+            try:
+                self._from_actor(nid, proto.decode(body.bytes))
+            except EngineError as exc:
+                self._say(logging.WARNING, f"node {nid} sent a bad message: {exc} (error {exc.code})")
+            except Exception as exc:  # our own actors, but one bad message must not stop the engine
+                err = RequestFailedError(f"handling a message of node {nid} failed: {type(exc).__name__}: {exc}")
+                self._say(logging.ERROR, f"{err} (error {err.code})")
 
     def _from_actor(self, nid: str, msg: dict[str, Any]) -> None:
         st = self.nodes.get(nid)
@@ -692,12 +776,9 @@ class Supervisor:
         elif mtype == "done":
             st.done_reason = msg["reason"]
         elif mtype in ("ok", "error"):
-            pend = self.pending.pop(int(msg["id"]), None)
-            if pend is not None:
-                msg["id"] = pend.client_id
-                msg.pop("v", None)
-                mt = msg.pop("type")
-                self._reply(pend.client, proto.encode(mt, **msg))
+            pend = self._take_pending(int(msg["id"]))
+            if pend is not None:  # relayed as a map: whatever its keys, never as **kwargs
+                self._reply(pend.client, proto.encode_map(mtype, {**msg, "id": pend.client_id}))
 
     def _from_client(self, ident: bytes, msg: dict[str, Any]) -> None:
         mtype = msg["type"]
@@ -706,6 +787,9 @@ class Supervisor:
         if not isinstance(rid, int) or isinstance(rid, bool):
             rid = 0
         try:
+            if mtype in proto.ACTOR_TYPES:
+                raise ActorOnlyError(f"{mtype!r} is sent by the engine's own actors, on their own authenticated "
+                                     f"socket; clients send requests: {', '.join(sorted(proto.REQUEST_TYPES))}")
             if mtype not in proto.REQUEST_TYPES:
                 raise FieldError(f"{mtype!r} is not a request a client may send")
             if mtype in ("ps", "snapshot"):
@@ -719,6 +803,12 @@ class Supervisor:
                 self._forward(ident, rid, msg)
         except EngineError as exc:
             self._reply_error(ident, rid, exc)
+
+    def _take_pending(self, fwd_id: int) -> _Pending | None:
+        pend = self.pending.pop(fwd_id, None)
+        if pend is not None:
+            self.pending_per_node[pend.node] -= 1
+        return pend
 
     def _forward(self, ident: bytes, rid: int, msg: dict[str, Any]) -> None:
         nid = msg["node"]
@@ -738,11 +828,16 @@ class Supervisor:
             self._event(nid, "fault_injected", {"fault": msg["fault"]})
         if not st.alive or st.state != NodeStatus.RUNNING:
             raise ResourceError(f"node {nid} is {st.state}; try again when it is running")
+        waiting = self.pending_per_node[nid]
+        if waiting >= MAX_PENDING_PER_NODE:
+            raise BusyError(f"node {nid} has {waiting} requests waiting for an answer; try again when it has "
+                            "answered them")
         fwd_id = self.next_rid
         self.next_rid += 1
-        self.pending[fwd_id] = _Pending(ident, rid, self.now_ns() + int(REQUEST_TIMEOUT_S * NS))
-        fields = {k: v for k, v in msg.items() if k not in ("v", "type", "id")}
-        self._send_actor(nid, proto.encode(msg["type"], id=fwd_id, **fields))
+        self.pending[fwd_id] = _Pending(ident, rid, self.now_ns() + int(REQUEST_TIMEOUT_S * NS), nid)
+        self.pending_per_node[nid] += 1
+        # the client's map is forwarded as a map (its keys may be anything msgpack holds), never as **kwargs
+        self._send_actor(nid, proto.encode_map(msg["type"], {**msg, "id": fwd_id}))
 
     def status(self, *, with_events: bool = False) -> dict[str, Any]:
         now = self.now_ns()

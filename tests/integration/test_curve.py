@@ -57,7 +57,7 @@ def test_binding_beyond_loopback_without_keys_is_refused(tmp_path: Path) -> None
         assert out.returncode == 1, out.stderr
         assert f"binding {endpoint} would expose the engine beyond this machine" in out.stderr
         assert "mediaengine keys" in out.stderr and "--curve-keys" in out.stderr
-        assert out.stderr.rstrip().endswith("(error 1407 NotAllowedError)")
+        assert out.stderr.rstrip().endswith("(error 1411 InsecureEndpointError)")
         assert "started pid=" not in out.stderr  # refused before anything ran
     assert not any(rdir.iterdir()), "no runtime directory was created"
     assert _port_is_free(port), "nothing was bound"

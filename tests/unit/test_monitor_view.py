@@ -22,6 +22,7 @@ from mediaengine.supervision.curve import (
     is_local_endpoint,
 )
 from mediaengine.supervision.prometheus import CONTENT_TYPE, MetricsServer, metric_name, render
+from zmq.utils import z85
 
 
 def _metrics(fps_out: float = 30.0, **extra: Any) -> dict[str, Any]:
@@ -241,11 +242,19 @@ def test_which_endpoints_stay_on_this_machine(endpoint: str, local: bool) -> Non
 
 
 def test_exposure_without_keys_is_refused_with_the_fix() -> None:
-    check_exposure(["ipc:///x", None, "tcp://127.0.0.1:1"], None)
-    check_exposure(["tcp://0.0.0.0:1"], "keys/")
+    assert check_exposure(["ipc:///x", None, "inproc://y"], None) == []
+    assert check_exposure(["tcp://0.0.0.0:1", "tcp://127.0.0.1:2"], "keys/") == []
     with pytest.raises(NotAllowedError, match=r"tcp://0\.0\.0\.0:5555.*mediaengine keys.*--curve-keys") as info:
         check_exposure(["ipc:///x", "tcp://0.0.0.0:5555"], None)
-    assert info.value.code == 1407
+    assert info.value.code == 1411
+    # loopback TCP is not private either (issue 9.3): keys, or an explicit --insecure-loopback
+    with pytest.raises(NotAllowedError, match=r"tcp://127\.0\.0\.1:1 without keys.*--curve-keys.*"
+                                              r"--insecure-loopback") as info:
+        check_exposure(["ipc:///x", "tcp://127.0.0.1:1"], None)
+    assert info.value.code == 1411
+    assert check_exposure(["ipc:///x", "tcp://127.0.0.1:1"], None, insecure_loopback=True) == ["tcp://127.0.0.1:1"]
+    with pytest.raises(NotAllowedError, match="beyond this machine"):
+        check_exposure(["tcp://0.0.0.0:5555"], None, insecure_loopback=True)  # never beyond loopback
 
 
 def test_connectable_endpoints() -> None:
@@ -270,7 +279,8 @@ def test_keys_are_private_files_zmq_can_read(tmp_path: Path) -> None:
     assert client_keys(d) == {"server": server_pub.decode(), "public": client_pub.decode(),
                               "secret": zmq.auth.load_certificate(paths["client_secret"])[1].decode()}  # type: ignore[union-attr]
     server = CurveServer.load(d)
-    assert server.public == server_pub and server.internal_public != client_pub
+    assert server.public == server_pub
+    assert server.authorized(z85.decode(client_pub)) and not server.authorized(z85.decode(zmq.curve_keypair()[0]))
 
 
 def test_existing_keys_are_kept_unless_forced(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from mediaengine.sdk.actor import Action, Actor, Emit, EndOfStream, Finish, OutP
 from mediaengine.sdk.errors import ConnectError, FileError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
 from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
+from mediaengine.sdk.redact import redact_text, redact_url, url_secrets
 from numpy.typing import NDArray
 
 __all__ = ["FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
@@ -122,10 +123,20 @@ class SampleFifo:
 
 # ---- decoding -------------------------------------------------------------------------------------
 
+def _shown(url: str) -> str:
+    """How errors name the input: a URL without its secrets (stream key, password, query), a path as is."""
+    return repr(redact_url(url) if "://" in url else url)
+
+
+def _why(url: str, e: BaseException) -> str:
+    """FFmpeg's message for `e` (which quotes the URL it failed on) with the URL's secrets hidden."""
+    return redact_text(str(e), url_secrets(url))
+
+
 def _input_error(url: str, doing: str, e: BaseException) -> FileError | ConnectError:
     if isinstance(e, ConnectionError):
-        return ConnectError(f"cannot {doing} {url!r}: {e}; is the server up and the URL right?")
-    return FileError(f"cannot {doing} {url!r}: {e}")
+        return ConnectError(f"cannot {doing} {_shown(url)}: {_why(url, e)}; is the server up and the URL right?")
+    return FileError(f"cannot {doing} {_shown(url)}: {_why(url, e)}")
 
 
 class _Reader:
@@ -154,7 +165,8 @@ class _Reader:
         try:
             container = av.open(o.url, "r", **kwargs)
         except FileNotFoundError as e:
-            raise FileError(f"cannot open {o.url!r}: no such file or URL ({e}); fix the `url` option") from e
+            raise FileError(f"cannot open {_shown(o.url)}: no such file or URL ({_why(o.url, e)}); "
+                            "fix the `url` option") from e
         except (av.error.FFmpegError, OSError) as e:
             raise _input_error(o.url, "open", e) from e
         streams: list[Any] = []
@@ -163,7 +175,7 @@ class _Reader:
         if o.video:
             if not container.streams.video:
                 container.close()
-                raise FileError(f"{o.url!r} has no video stream; set `video: false`")
+                raise FileError(f"{_shown(o.url)} has no video stream; set `video: false`")
             self._vstream = container.streams.video[0]
             self._vstream.thread_type = "AUTO"
             rate = self._vstream.average_rate or self._vstream.guessed_rate or 30
@@ -172,7 +184,7 @@ class _Reader:
         if o.audio:
             if not container.streams.audio:
                 container.close()
-                raise FileError(f"{o.url!r} has no audio stream; set `audio: false`")
+                raise FileError(f"{_shown(o.url)} has no audio stream; set `audio: false`")
             self._astream = container.streams.audio[0]
             streams.append(self._astream)
         self._container = container
@@ -245,7 +257,7 @@ class _Reader:
             return
         if self._pass_items == 0 or pass_ns <= 0:
             self.close()
-            raise FileError(f"{self.o.url!r} has no decodable media to loop over")
+            raise FileError(f"{_shown(self.o.url)} has no decodable media to loop over")
         self._base_ns += pass_ns
         self.audio.push_silence(-(-self._base_ns * self.o.rate // NS) - self.audio.end)
         self.loops += 1

@@ -92,6 +92,7 @@ from mediaengine.sdk.actor import Action, Actions, Actor, Event, InPort
 from mediaengine.sdk.codec import add_stream_from_params, packet_to_av
 from mediaengine.sdk.errors import ActorFailedError, ConnectError, FieldError, FormatError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, Packet
+from mediaengine.sdk.redact import redact_url  # the engine's one URL redaction (re-exported here)
 from mediaengine.sdk.sei import build_sei_nal, insert_sei
 
 __all__ = ["RtmpSender", "RtmpSenderOptions", "reconnect_delay_ms", "redact_url"]
@@ -130,26 +131,6 @@ class RtmpSenderOptions:
 
 
 # ---- pure helpers ----------------------------------------------------------------------------------
-
-def redact_url(url: str) -> str:
-    """`url` without secrets: scheme, host, port and the first path segment (the RTMP application);
-    the stream key, any further path, query, fragment and user info become ``***``."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "***"
-    if not parts.scheme or not host:
-        return "***"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = ("***@" if parts.username or parts.password else "") + host + (f":{port}" if port else "")
-    segments = [s for s in parts.path.split("/") if s]
-    path = f"/{segments[0]}" if segments else ""
-    hidden = len(segments) > 1 or parts.query or parts.fragment
-    return f"{parts.scheme}://{netloc}{path}" + ("/***" if hidden else "")
-
 
 def server_address(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an rtmp/rtmps URL; OptionError (with the URL redacted) otherwise."""

@@ -40,6 +40,7 @@ from ..sdk.errors import (
     UnknownTargetError,
 )
 from ..sdk.formats import format_to_wire
+from ..sdk.redact import redact_value
 from ..topology.loader import NodeSpec, Topology
 from .curve import CurveServer, check_exposure
 from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
@@ -146,12 +147,20 @@ class Supervisor:
     def _say(self, level: int, text: str) -> None:
         log.log(level, self.topo.redact(text))
 
+    def _clean(self, value: Any) -> Any:
+        """`value` with every URL and every secret of the topology redacted (docs/security.md, Secrets).
+
+        Applied to whatever an actor sends (errors, events, metrics) as it arrives and to every event
+        the supervisor makes, so `last_error`, `events_recent`, the PUB socket, Prometheus and monitors
+        only ever see redacted text, whatever an actor forgot to redact."""
+        return redact_value(value, self.topo.secrets)
+
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         with contextlib.suppress(zmq.ZMQError):
             self.pub.send_multipart([topic.encode(), msgpack.packb(payload, use_bin_type=True)], zmq.NOBLOCK)
 
     def _event(self, node: str, name: str, data: dict[str, Any] | None = None) -> None:
-        ev = {"v": proto.VERSION, "type": "event", "node": node, "name": name, "data": data or {},
+        ev = {"v": proto.VERSION, "type": "event", "node": node, "name": name, "data": self._clean(data or {}),
               "t": time.time()}
         self.events.append(ev)
         self._publish(f"events.{node}", ev)
@@ -588,18 +597,19 @@ class Supervisor:
                 self.run_started_ns = now
                 self._event("engine", "running", {})
         elif mtype == "metrics":
-            st.metrics = msg["metrics"]
+            st.metrics = self._clean(msg["metrics"])
             self._publish(f"metrics.{nid}", {"node": nid, "t": time.time(), **st.metrics})
         elif mtype == "event":
             self._event(nid, msg["name"], msg["data"])
         elif mtype == "failed":
-            st.last_error = msg["message"]
-            self._event(nid, "error", {"code": msg["code"], "message": msg["message"]})
+            st.last_error = self._clean(msg["message"])
+            self._event(nid, "error", {"code": msg["code"], "message": st.last_error})
         elif mtype == "done":
-            st.done_reason = msg["reason"]
+            st.done_reason = self._clean(msg["reason"])
         elif mtype in ("ok", "error"):
             pend = self.pending.pop(int(msg["id"]), None)
             if pend is not None:
+                msg = {k: self._clean(v) if k in ("result", "message") else v for k, v in msg.items()}
                 msg["id"] = pend.client_id
                 msg.pop("v", None)
                 mt = msg.pop("type")

@@ -8,9 +8,11 @@ raises is a `TopologyError` subclass whose `where` is the place in the file, e.g
 2. the top level and `version` (`TopologyVersionError`);
 3. `${VAR}` substitution in every string (`$${` is a literal `${`, `${VAR:-default}` a default);
    every value taken from the environment is recorded in `Topology.secrets` so logs can redact it,
-   and error messages raised here are redacted too;
+   and error messages raised here are redacted too (so are the key, password and query of every URL
+   among the options, however it was given: file, `--set`, `overrides=`);
 4. nodes: keys, ids, kinds (`UnknownKindError`), restart types;
-5. `--set node.option=value` overrides, then options against the kind's `Options` dataclass;
+5. `--set node.option=value` overrides (`${VAR}` substituted in the value), then options against the
+   kind's `Options` dataclass;
 6. inputs: pads, source nodes, policies, required pads; then cycles (`CycleError`, with the path)
    and a stable topological order (sources first, file order among equals);
 7. groups and supervisor settings (`SupervisionError`);
@@ -53,8 +55,9 @@ from ..sdk.errors import (
     UnlinkedInputError,
 )
 from ..sdk.formats import Format
+from ..sdk.redact import url_secrets
 from .registry import ActorClass, did_you_mean, get_kind
-from .topofile import join_path, parse_cli_value, read_source, redact, substitute
+from .topofile import join_path, parse_cli_value, read_source, redact, subst_string, substitute
 
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
@@ -255,6 +258,17 @@ def rebuild_options(kind: str, raw_options: Mapping[str, Any]) -> Any:
     options, _ = validate_options(cls, kind, raw_options,
                                   where_of=lambda name: f"{kind}.options" + (f".{name}" if name else ""))
     return options
+
+
+def option_secrets(value: Any) -> set[str]:
+    """The secret parts (`url_secrets`) of every URL among option values, however they were given."""
+    if isinstance(value, str):
+        return url_secrets(value) if "://" in value else set()
+    if isinstance(value, Mapping):
+        return set().union(*(option_secrets(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(option_secrets(v) for v in value))
+    return set()
 
 
 # ---- pads --------------------------------------------------------------------------------------
@@ -586,6 +600,8 @@ class _Builder:
             in_formats[node.id] = fmts
             edges_in[node.id] = edges
             out_formats[node.id] = self._output_formats(node, fmts)
+        for node in order:  # a URL given in the file, by --set or overrides= hides its key like ${VAR} does
+            self.secrets |= option_secrets(node.raw_options)
         all_edges = tuple(e for node in order for e in edges_in[node.id].values())
         specs = []
         for node in order:
@@ -655,6 +671,16 @@ def _redacted(err: TopologyError, secrets: set[str]) -> TopologyError | None:
     return type(err)(message, where=where)
 
 
+def _substitute_override(item: str, env: Mapping[str, str], secrets: set[str]) -> str:
+    """`node.option=value` with `${VAR}` in the value replaced, so a key given as
+    `--set 'push.url=${PUSH_URL}'` never appears on a command line (docs/security.md)."""
+    target, sep, text = item.partition("=")
+    if not sep:
+        return item
+    value, _ = subst_string(text, f"--set {target.strip()}", env, secrets)
+    return f"{target}={value}"
+
+
 def load_topology(source: str | os.PathLike[str] | Mapping[str, Any], *,
                   env: Mapping[str, str] | None = None, overrides: Sequence[str] = ()) -> Topology:
     """Read, substitute, check and order a topology; see the module docstring for the steps."""
@@ -667,8 +693,10 @@ def load_topology(source: str | os.PathLike[str] | Mapping[str, Any], *,
     secrets: set[str] = set()
     whole: set[str] = set()
     try:
-        substituted = substitute(data, "", os.environ if env is None else env, secrets, whole)
-        return _Builder(substituted, origin, default_name, secrets, whole, overrides).build()
+        environ = os.environ if env is None else env
+        substituted = substitute(data, "", environ, secrets, whole)
+        given = [_substitute_override(str(item), environ, secrets) for item in overrides]
+        return _Builder(substituted, origin, default_name, secrets, whole, given).build()
     except TopologyError as err:
         clean = _redacted(err, secrets)
         if clean is None:

@@ -18,7 +18,8 @@
     ├── ResourceError                1300  a device, file or network endpoint failed
     │   ├── FileError                1301  a file is missing or unreadable
     │   ├── ConnectError             1302  a server cannot be reached
-    │   └── EncoderError             1303  a codec failed to open or encode
+    │   ├── EncoderError             1303  a codec failed to open or encode
+    │   └── RuntimeDirError          1310  the runtime directory is not private to this user
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -27,7 +28,8 @@
     │   ├── UnknownCommandError      1405  the node has no such command
     │   ├── CommandFailedError       1406  the command was refused by the node
     │   ├── NotAllowedError          1407  e.g. fault injection without --allow-faults
-    │   └── TimeoutError_            1408  the node did not answer in time
+    │   ├── TimeoutError_            1408  the node did not answer in time
+    │   └── OutputPathError          1415  a command names a file outside the output directory
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
         └── ActorFailedError         1502  an actor failed and its policy says stop
@@ -169,6 +171,13 @@ class EncoderError(ResourceError):
     code = 1303
 
 
+class RuntimeDirError(ResourceError, PermissionError):
+    """The runtime directory (sockets, engine.json) is not private: not owned by this user, writable by
+    others, a symbolic link, or it cannot be created."""
+
+    code = 1310
+
+
 class ProtocolError(EngineError):
     """The control plane got a bad message."""
 
@@ -221,6 +230,13 @@ class TimeoutError_(ProtocolError, TimeoutError):
     """The engine or node did not answer in time."""
 
     code = 1408
+
+
+class OutputPathError(NotAllowedError):
+    """A command names a file outside the topology's `output_dir` (`..`, an absolute path elsewhere, a
+    symbolic link that leads out) or of a type it may not write."""
+
+    code = 1415
 
 
 class SupervisorError(EngineError):

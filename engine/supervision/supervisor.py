@@ -45,7 +45,7 @@ from ..topology.loader import NodeSpec, Topology
 from .curve import CurveServer, check_exposure
 from .policy import Backoff, IntensityTracker, StabilityTracker, affected_members, should_restart
 from .prometheus import MetricsServer
-from .rundir import RunDir, process_start_time, reap_stale
+from .rundir import ENGINE_MARKER, RunDir, process_start_time, reap_stale
 
 log = logging.getLogger("mediaengine")
 
@@ -252,6 +252,9 @@ class Supervisor:
             # Per-frame temporaries of 1-3 MB would otherwise be mmapped and unmapped by glibc on every
             # frame (thousands of page faults, +2-3 ms); the fork server and so every actor inherit this.
             os.environ.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)
+            # Every actor carries its engine's id in its environment: the only proof `reap_stale`
+            # accepts before it kills a pid named in a dead engine's engine.json (rundir.py).
+            os.environ[ENGINE_MARKER] = self.engine_id
 
             ctx = multiprocess.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)

@@ -10,7 +10,11 @@ encoding of a 720p frame takes ~30 ms).
     nodes:
       - {id: snap, kind: snapshot, inputs: {in: cam}, options: {path: out/cam.png, every_s: 5}}
 
-Control: `snapshot {path?}` saves the next frame (to `path` if given) and replies `{path}`.
+Control: `snapshot {path?}` saves the next frame (to `path` if given) and replies `{path}` (absolute).
+A `path` given by a command is relative to the topology's `output_dir` (default: the engine's working
+directory), must end with `.png` and stay inside that folder: `..`, an absolute path elsewhere, a
+hidden name or a symbolic link on the way are refused with `OutputPathError` (1415); see
+docs/security.md.  The `path` option, written in the topology itself, is not restricted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import cv2
@@ -26,9 +31,12 @@ import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Event, InPort
 from mediaengine.sdk.errors import FieldError, FileError, FormatError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, Packet
+from mediaengine.sdk.outputs import OutputDir
 from numpy.typing import NDArray
 
-__all__ = ["Snapshot", "SnapshotOptions", "save_png"]
+__all__ = ["Snapshot", "SnapshotOptions", "encode_png", "save_png"]
+
+PNG_SUFFIXES = (".png",)
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,15 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def encode_png(rgb: NDArray[np.uint8]) -> bytes:
+    """An HxWx3 rgb24 (or HxW grey) array as PNG bytes."""
+    pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise FormatError(f"cannot encode a {rgb.shape} {rgb.dtype} frame as PNG")
+    return bytes(encoded.tobytes())
+
+
 def save_png(rgb: NDArray[np.uint8], path: str) -> str:
     """Write an HxWx3 rgb24 (or HxW grey) array to `path` as PNG, atomically.  Returns the absolute path.
 
@@ -53,10 +70,7 @@ def save_png(rgb: NDArray[np.uint8], path: str) -> str:
     """
     target = os.path.abspath(path)
     folder = os.path.dirname(target)
-    pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise FormatError(f"cannot encode a {rgb.shape} {rgb.dtype} frame as PNG")
+    encoded = encode_png(rgb)
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".snapshot-", suffix=".png.tmp")
@@ -65,7 +79,7 @@ def save_png(rgb: NDArray[np.uint8], path: str) -> str:
     try:
         os.fchmod(fd, _new_file_mode())  # mkstemp makes 0600; a snapshot is an ordinary file
         with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
+            f.write(encoded)
         os.replace(tmp, target)
     except OSError as e:
         try:
@@ -99,16 +113,22 @@ class Snapshot(Actor[SnapshotOptions]):
     def setup(self) -> None:
         self.output_formats(self.options, self.input_formats)
         self._last_pts: int | None = None  # pts of the last periodic (or first) save
-        self._pending: list[str] = []  # paths asked for by `snapshot` commands
+        self._pending_default = False  # a `snapshot` command without `path` asked for the next frame
+        self._pending: list[PurePosixPath] = []  # checked paths (in output_dir) asked for by `snapshot` commands
+        self._outputs = OutputDir.of(self.output_dir)
 
     def on_control(self, command: str, args: dict[str, Any]) -> Any:
         if command != "snapshot":
             return super().on_control(command, args)
-        path = args.get("path", self.options.path)
+        if "path" not in args:
+            self._pending_default = True
+            return {"path": os.path.abspath(self.options.path)}
+        path = args["path"]
         if not isinstance(path, str) or not path:
             raise FieldError(f"snapshot: `path` must be a non-empty string, got {path!r}")
-        self._pending.append(path)
-        return {"path": os.path.abspath(path)}
+        checked = self._outputs.check(path, PNG_SUFFIXES)
+        self._pending.append(checked)
+        return {"path": self._outputs.absolute(checked)}
 
     def _due(self, pts_ns: int) -> bool:
         if self._last_pts is None:
@@ -119,13 +139,15 @@ class Snapshot(Actor[SnapshotOptions]):
     def on_frame(self, pad: str, media: Frame | Packet) -> list[Action]:
         if not isinstance(media, Frame):
             raise FormatError(f"snapshot expects video frames on `{pad}`, got {type(media).__name__}")
-        paths = list(self._pending)
+        commanded = list(dict.fromkeys(self._pending))  # each distinct path once per frame
         self._pending.clear()
-        if self._due(media.pts_ns):
+        saved: list[str] = []
+        if self._due(media.pts_ns) or self._pending_default:
+            self._pending_default = False
             self._last_pts = media.pts_ns
-            paths.insert(0, self.options.path)
-        actions: list[Action] = []
-        for path in dict.fromkeys(paths):  # each distinct path once per frame
-            saved = save_png(media.data, path)
-            actions.append(Event("snapshot_saved", {"path": saved, "pts_ns": media.pts_ns, "seq": media.seq}))
-        return actions
+            saved.append(save_png(media.data, self.options.path))  # the topology's own path: trusted
+        if commanded:
+            encoded = encode_png(media.data)
+            saved += [self._outputs.write(path, encoded, _new_file_mode()) for path in commanded]
+        return [Event("snapshot_saved", {"path": path, "pts_ns": media.pts_ns, "seq": media.seq})
+                for path in saved]

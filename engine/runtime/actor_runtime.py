@@ -204,6 +204,7 @@ class ActorRuntime:
         )
         self.actor.restart_count = int(self.spec.get("restart_count", 0))  # type: ignore[attr-defined]
         self.actor.epoch_ns = self.epoch_ns  # type: ignore[attr-defined]
+        self.actor.output_dir = str(self.spec.get("output_dir") or ".")
         self.actor._lend_buffer = self._output_buffer
         self._send_ctrl("hello", pid=os.getpid())
         self.actor.setup()

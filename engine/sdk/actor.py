@@ -125,6 +125,9 @@ class Actor(Generic[OptionsT]):
     option_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
     #: role used for shutdown order: sources are stopped first
     is_source: ClassVar[bool] = False
+    #: the topology's `output_dir` (set by the runtime): a file a command names must stay inside it
+    #: (`mediaengine.sdk.outputs.OutputDir`)
+    output_dir: str = "."
 
     def __init__(self, options: OptionsT, *, node_id: str = "", input_formats: Mapping[str, Format] | None = None,
                  output_formats: Mapping[str, Format] | None = None) -> None:

@@ -241,6 +241,7 @@ class Supervisor:
             "outputs": outputs,
             "restart_count": st.restarts,
             "allow_faults": self.allow_faults,
+            "output_dir": self.topo.output_dir,  # where commands may write files (sdk/outputs.py)
             "supervisor_pid": os.getpid(),
             "curve": self.curve.actor_keys() if self.curve is not None else None,  # this run's actor keypair
         }

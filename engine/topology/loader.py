@@ -63,7 +63,7 @@ VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 RESTARTS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
-TOP_KEYS = ("version", "name", "supervisor", "nodes", "groups")
+TOP_KEYS = ("version", "name", "output_dir", "supervisor", "nodes", "groups")
 NODE_KEYS = ("id", "kind", "options", "inputs", "restart")
 GROUP_KEYS = ("members", "strategy", "intensity", "period_s")
 LINK_KEYS = ("from", "policy")
@@ -130,6 +130,9 @@ class Topology:
     supervisor: SupervisorSpec
     secrets: frozenset[str]  # every value substituted from the environment; never print them
     source: str  # the file path, or "<dict>"
+    #: the only folder control commands may write files into (absolute; `output_dir:`, default the
+    #: engine's working directory); see mediaengine.sdk.outputs and docs/security.md
+    output_dir: str = "."
 
     def node(self, id: str) -> NodeSpec:
         for spec in self.nodes:
@@ -326,6 +329,7 @@ class _Builder:
         self.overrides = overrides
         self.nodes: list[_Node] = []
         self.by_id: dict[str, _Node] = {}
+        self.output_dir = os.path.abspath(".")
 
     def build(self) -> Topology:
         data = self.data
@@ -333,6 +337,11 @@ class _Builder:
         name = data.get("name", self.default_name)
         if not isinstance(name, str) or not name:
             raise TopologySyntaxError(f"must be a non-empty string, got {_show(name)}", where="name")
+        output_dir = data.get("output_dir", ".")
+        if not isinstance(output_dir, str) or not output_dir or "\0" in output_dir:
+            raise TopologySyntaxError(f"must be a non-empty folder name, got {_show(output_dir)}",
+                                      where="output_dir")
+        self.output_dir = os.path.abspath(output_dir)  # relative to the engine's working directory
         supervisor = self._supervisor(data.get("supervisor"))
         self._nodes(data.get("nodes"))
         self._apply_overrides()
@@ -613,7 +622,8 @@ class _Builder:
                 outputs=outputs, input_formats=in_formats[node.id], output_formats=out_formats[node.id],
                 group=group_of.get(node.id), is_source=bool(node.cls.is_source or not node.links)))
         return Topology(version=VERSION, name=name, nodes=tuple(specs), edges=all_edges, groups=groups,
-                        supervisor=supervisor, secrets=frozenset(self.secrets), source=self.origin)
+                        supervisor=supervisor, secrets=frozenset(self.secrets), source=self.origin,
+                        output_dir=self.output_dir)
 
     def _output_formats(self, node: _Node, input_formats: dict[str, Format]) -> dict[str, Format]:
         cls = node.cls

@@ -155,6 +155,7 @@ def test_overlay_follows_a_resolution_change() -> None:
 
 def make_snapshot(path: Path, **options: Any) -> snapshot.Snapshot:
     actor = snapshot.Snapshot(snapshot.SnapshotOptions(path=str(path), **options), input_formats={"in": FMT})
+    actor.output_dir = str(path.parent)  # what the runtime sets from the topology's `output_dir`
     actor.setup()
     return actor
 

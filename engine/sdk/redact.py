@@ -118,12 +118,34 @@ def _is_endpoint(url: str) -> bool:
 
 
 def redact_value(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """`value` (a msgpack-able tree) with `redact_text` applied to every string, keys included."""
-    known = frozenset(secrets)
+    """`value` (a msgpack-able tree) with `redact_text` applied to every string, keys included; the
+    secret parts of a URL found in one string are hidden in all the others too (an event that has the
+    URL in one field and the bare stream name in another)."""
+    known = set(secrets)
+    for text in _strings(value):
+        for m in _URL_IN_TEXT.finditer(text):
+            if not _is_endpoint(m.group(0)):
+                known |= url_secrets(m.group(0))
+    return _apply(value, frozenset(known))
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def _apply(value: Any, known: frozenset[str]) -> Any:
     if isinstance(value, str):
         return redact_text(value, known)
     if isinstance(value, dict):
-        return {redact_value(k, known): redact_value(v, known) for k, v in value.items()}
+        return {_apply(k, known): _apply(v, known) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_value(v, known) for v in value]
+        return [_apply(v, known) for v in value]
     return value

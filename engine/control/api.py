@@ -60,7 +60,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ..cli.argv import SET_ENV
 from ..sdk.errors import EngineError, FieldError, ResourceError, TimeoutError_, error_from_wire
 from ..supervision.curve import client_keys, connectable
-from ..supervision.rundir import base_dir, engine_alive, read_info
+from ..supervision.rundir import base_dir, check_private, engine_alive, read_info
 from . import protocol as proto
 from .client import ControlClient, result_of
 from .events import Replay, Subscriber, decode_pub, topic_matches
@@ -160,6 +160,7 @@ def _resolve_runtime_dir(runtime_dir: str | os.PathLike[str] | None, env: Mappin
         return base_dir()
     path = Path(chosen)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private(path)  # ours, not a link, writable by nobody else (docs/security.md)
     return path
 
 

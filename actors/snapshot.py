@@ -13,8 +13,10 @@ encoding of a 720p frame takes ~30 ms).
 Control: `snapshot {path?}` saves the next frame (to `path` if given) and replies `{path}` (absolute).
 A `path` given by a command is relative to the topology's `output_dir` (default: the engine's working
 directory), must end with `.png` and stay inside that folder: `..`, an absolute path elsewhere, a
-hidden name or a symbolic link on the way are refused with `OutputPathError` (1415); see
-docs/security.md.  The `path` option, written in the topology itself, is not restricted.
+hidden name are refused in the reply with `OutputPathError` (1415); a symbolic link met on the way
+when the frame is written (or a full disk) publishes `snapshot_failed {path, code, message}` and the
+node goes on: a client's request never stops it (docs/security.md).  The `path` option, written in
+the topology itself, is not restricted.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Event, InPort
-from mediaengine.sdk.errors import FieldError, FileError, FormatError, OptionError
+from mediaengine.sdk.errors import FieldError, FileError, FormatError, OptionError, OutputPathError
 from mediaengine.sdk.formats import NS, Format, Frame, Packet
 from mediaengine.sdk.outputs import OutputDir
 from numpy.typing import NDArray
@@ -146,8 +148,14 @@ class Snapshot(Actor[SnapshotOptions]):
             self._pending_default = False
             self._last_pts = media.pts_ns
             saved.append(save_png(media.data, self.options.path))  # the topology's own path: trusted
+        failed: list[Action] = []
         if commanded:
             encoded = encode_png(media.data)
-            saved += [self._outputs.write(path, encoded, _new_file_mode()) for path in commanded]
-        return [Event("snapshot_saved", {"path": path, "pts_ns": media.pts_ns, "seq": media.seq})
-                for path in saved]
+            for path in commanded:
+                try:
+                    saved.append(self._outputs.write(path, encoded, _new_file_mode()))
+                except (OutputPathError, FileError) as exc:  # a client's request failed, not this node
+                    failed.append(Event("snapshot_failed", {"path": self._outputs.absolute(path),
+                                                            "code": exc.code, "message": str(exc)}))
+        return [*(Event("snapshot_saved", {"path": path, "pts_ns": media.pts_ns, "seq": media.seq})
+                  for path in saved), *failed]

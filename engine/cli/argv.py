@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from ..sdk.errors import OptionError
+from ..sdk.redact import SHORT_SECRET
 
 __all__ = ["SET_ENV", "hide_in_argv", "overrides_from_env"]
 
@@ -50,10 +51,12 @@ def _arg_area() -> tuple[int, int]:
 
 
 def hide_in_argv(secrets: Iterable[str]) -> bool:
-    """Overwrite every secret in this process's argument block with ``*`` (same length, so `ps` and
-    `/proc/<pid>/cmdline` keep their shape).  True if the block was rewritten or held no secret; False
-    where it cannot be done (not Linux, /proc/self/mem not writable): best effort, never an error."""
-    needles = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
+    """Overwrite every secret (of 6 characters or more) in this process's argument block with ``*``
+    (same length, so `ps` and `/proc/<pid>/cmdline` keep their shape).  True if the block was rewritten
+    or held no secret; False where it cannot be done (not Linux, /proc/self/mem not writable): best
+    effort, never an error."""
+    # a short value (a `${VAR}` of "30") would mask every "30" of the command line: keys are longer
+    needles = sorted({s.encode() for s in secrets if len(s) >= SHORT_SECRET}, key=len, reverse=True)
     if not needles:
         return True
     try:

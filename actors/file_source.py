@@ -41,6 +41,7 @@ from mediaengine.sdk.actor import Action, Actor, Context, Emit, EndOfStream, Fin
 from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
 from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
+from mediaengine.sdk.redact import redact_text, redact_url, url_secrets
 from numpy.typing import NDArray
 
 __all__ = ["MAX_AHEAD_NS", "MAX_BUFFER_BYTES", "FileSource", "FileSourceOptions", "SampleFifo", "video_to_rgb"]
@@ -146,15 +147,25 @@ def _frame_bytes(frame: av.VideoFrame) -> int:
     return sum(p.buffer_size for p in frame.planes)
 
 
+def _shown(url: str) -> str:
+    """How errors name the input: a URL without its secrets (stream key, password, query), a path as is."""
+    return repr(redact_url(url) if "://" in url else url)
+
+
+def _why(url: str, e: BaseException) -> str:
+    """FFmpeg's message for `e` (which quotes the URL it failed on) with the URL's secrets hidden."""
+    return redact_text(str(e), url_secrets(url))
+
+
 def _input_error(url: str, doing: str, e: BaseException) -> FileError | ConnectError | MalformedMediaError:
     if isinstance(e, ConnectionError):
-        return ConnectError(f"cannot {doing} {url!r}: {e}; is the server up and the URL right?")
+        return ConnectError(f"cannot {doing} {_shown(url)}: {_why(url, e)}; is the server up and the URL right?")
     if isinstance(e, av.error.InvalidDataError | av.error.EOFError | av.error.PatchWelcomeError):
         empty = doing == "open" and os.path.isfile(url) and os.path.getsize(url) == 0
         what = "is empty (0 bytes)" if empty else f"is not valid media ({e.strerror or type(e).__name__})"
-        return MalformedMediaError(f"cannot {doing} {url!r}: it {what}; check that the file is complete and "
+        return MalformedMediaError(f"cannot {doing} {_shown(url)}: it {what}; check that the file is complete and "
                                    "of the format its name says")
-    return FileError(f"cannot {doing} {url!r}: {e}")
+    return FileError(f"cannot {doing} {_shown(url)}: {_why(url, e)}")
 
 
 class _Reader:
@@ -188,7 +199,8 @@ class _Reader:
         try:
             container = av.open(o.url, "r", **kwargs)
         except FileNotFoundError as e:
-            raise FileError(f"cannot open {o.url!r}: no such file or URL ({e}); fix the `url` option") from e
+            raise FileError(f"cannot open {_shown(o.url)}: no such file or URL ({_why(o.url, e)}); "
+                            "fix the `url` option") from e
         except (av.error.FFmpegError, OSError) as e:
             raise _input_error(o.url, "open", e) from e
         streams: list[Any] = []
@@ -197,7 +209,7 @@ class _Reader:
         if o.video:
             if not container.streams.video:
                 container.close()
-                raise MalformedMediaError(f"{o.url!r} has no video stream; set `video: false`")
+                raise MalformedMediaError(f"{_shown(o.url)} has no video stream; set `video: false`")
             self._vstream = container.streams.video[0]
             self._vstream.thread_type = "AUTO"
             rate = self._vstream.average_rate or self._vstream.guessed_rate or 30
@@ -206,7 +218,7 @@ class _Reader:
         if o.audio:
             if not container.streams.audio:
                 container.close()
-                raise MalformedMediaError(f"{o.url!r} has no audio stream; set `audio: false`")
+                raise MalformedMediaError(f"{_shown(o.url)} has no audio stream; set `audio: false`")
             self._astream = container.streams.audio[0]
             streams.append(self._astream)
         self._container = container
@@ -335,7 +347,7 @@ class _Reader:
             return
         if self._pass_items == 0 or pass_ns <= 0:
             self.close()
-            raise FileError(f"{self.o.url!r} has no decodable media to loop over")
+            raise FileError(f"{_shown(self.o.url)} has no decodable media to loop over")
         self._base_ns += pass_ns
         self.audio.push_silence(-(-self._base_ns * self.o.rate // NS) - self.audio.end)
         self.loops += 1

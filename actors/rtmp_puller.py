@@ -38,7 +38,8 @@ import numpy as np
 from mediaengine.sdk.actor import Action, Actions, Actor, Context, Emit, EndOfStream, Event, OutPort, Reply, option
 from mediaengine.sdk.errors import ConnectError, OptionError
 from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
-from mediaengine.sdk.pull import Connected, Ended, PlaySession, Record, StreamPuller, redact_url
+from mediaengine.sdk.pull import Connected, Ended, PlaySession, Record, StreamPuller
+from mediaengine.sdk.redact import redact_text, redact_url, url_secrets
 from numpy.typing import NDArray
 
 __all__ = ["AudioChunker", "PtsMapper", "RtmpPuller", "RtmpPullerOptions"]
@@ -183,10 +184,12 @@ class RtmpPuller(Actor[RtmpPullerOptions]):
         o = self.options
         if 0 <= o.retries < self._failures:
             error = rec.error or ConnectError(f"lost {redact_url(o.url)}: {rec.reason}")
-            raise type(error)(f"{error.message}; gave up after {self._failures} attempts")
+            raise type(error)(redact_text(f"{error.message}; gave up after {self._failures} attempts",
+                                          url_secrets(o.url)))
         self._next_attempt = now + o.retry_interval_s
+        reason = str(rec.error) if rec.error else rec.reason
         actions.append(Event("reconnecting", {"attempt": self._failures, "in_s": o.retry_interval_s,
-                                              "reason": str(rec.error) if rec.error else rec.reason,
+                                              "reason": redact_text(reason, url_secrets(o.url)),
                                               "code": rec.error.code if rec.error else None}))
         return actions
 

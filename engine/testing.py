@@ -70,7 +70,7 @@ class ActorHarness:
     def __init__(self, cls: type[Actor[Any]], options: Mapping[str, Any] | Any = None, *,
                  input_formats: Mapping[str, Format] | None = None, node_id: str = "node",
                  restart_count: int = 0, clock: Callable[[], int] | None = None,
-                 lend_buffers: bool = True) -> None:
+                 lend_buffers: bool = True, output_dir: str = ".") -> None:
         self.cls = cls
         self.input_formats = dict(input_formats or {})
         self.options = self._options(options)
@@ -84,7 +84,7 @@ class ActorHarness:
         self._changed: set[str] = set()  # outputs a ChangeFormat changed during the current hook
         self.ctx = Context(node_id=node_id, restart_count=restart_count, clock=self.clock,
                            input_formats=self.input_formats, output_formats=self.output_formats,
-                           lend=self._lend)
+                           lend=self._lend, output_dir=output_dir)
         self.actor = cls(self.options)
         self._hook("setup", lambda: self.actor.setup(self.ctx))
 

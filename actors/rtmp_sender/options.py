@@ -13,6 +13,7 @@ import av
 from mediaengine.sdk.actor import option
 from mediaengine.sdk.errors import OptionError
 from mediaengine.sdk.formats import Format
+from mediaengine.sdk.redact import redact_url  # the engine's one URL redaction (re-exported here)
 
 OnFail = Literal["retry", "stop"]
 
@@ -48,26 +49,6 @@ class RtmpSenderOptions:
         True, doc="rtmps: verify the server certificate and host name (false: test servers only)")
     ca_file: str = option("", doc="rtmps: PEM file of the CA that signed the server certificate (default: system CAs)")
 
-
-
-def redact_url(url: str) -> str:
-    """`url` without secrets: scheme, host, port and the first path segment (the RTMP application);
-    the stream key, any further path, query, fragment and user info become ``***``."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "***"
-    if not parts.scheme or not host:
-        return "***"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = ("***@" if parts.username or parts.password else "") + host + (f":{port}" if port else "")
-    segments = [s for s in parts.path.split("/") if s]
-    path = f"/{segments[0]}" if segments else ""
-    hidden = len(segments) > 1 or parts.query or parts.fragment
-    return f"{parts.scheme}://{netloc}{path}" + ("/***" if hidden else "")
 
 
 def server_address(url: str) -> tuple[str, str, int]:

@@ -32,6 +32,7 @@ from typing import Any
 from ..control.protocol import FAULTS
 from ..sdk.errors import EngineError, TopologyError
 from ..topology.topofile import parse_cli_value
+from .argv import hide_in_argv, overrides_from_env
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -44,7 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..supervision.supervisor import Supervisor
     from ..topology.loader import load_topology
 
-    topo = load_topology(args.file, overrides=args.set or ())
+    topo = load_topology(args.file, overrides=overrides_from_env(args.set))
+    hide_in_argv(topo.secrets)  # a key typed literally after --set leaves /proc/<pid>/cmdline (cli/argv.py)
     sup = Supervisor(topo, duration_s=args.duration, allow_faults=args.allow_faults,
                      # monitoring and remote control (docs/monitoring.md)
                      public_control=args.control, public_events=args.events, curve_keys=args.curve_keys,
@@ -71,7 +73,8 @@ def write_result(path: str, status: int, error: EngineError | None) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from ..topology.loader import load_topology
 
-    topo = load_topology(args.file, overrides=args.set or ())
+    topo = load_topology(args.file, overrides=overrides_from_env(args.set))
+    hide_in_argv(topo.secrets)
     edges = len(topo.edges)
     print(f"{args.file}: ok ({len(topo.nodes)} nodes, {edges} links)")
     return 0
@@ -218,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a topology file")
     r.add_argument("file")
     r.add_argument("--duration", type=float, default=None, help="stop after S seconds of running")
-    r.add_argument("--set", action="append", metavar="NODE.OPTION=VALUE", help="override an option")
+    r.add_argument("--set", action="append", metavar="NODE.OPTION=VALUE",
+                   help="override an option; '${VAR}' in VALUE reads the environment (keep keys off the command line)")
     r.add_argument("--allow-faults", action="store_true", help="accept fault-injection commands")
     r.add_argument("--result-file", default=None, metavar="PATH",
                    help="on exit, write the exit status and the final error (code, name, message) there as JSON")

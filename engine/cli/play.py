@@ -7,13 +7,16 @@ With `--json`, one JSON object per line: every event of `mediaengine.sdk.pull` (
 `sei_other`, `stall_start`, `stall`, `snapshot`, `ended`, `summary`) and a `stats` object once a second.  Without
 it, a human line per second and per event, then a summary.  Exit status 0 when it played the
 duration or the stream ended; 1 with a one-line error (the stream key redacted) when it could not
-connect (ConnectError, 1302).  Ctrl-C ends the run early, with the summary.
+connect (ConnectError, 1302).  Ctrl-C ends the run early, with the summary.  `mediaengine play
+'${PLAY_URL}'` reads the URL from the environment, so the stream key is never an argument; a key typed
+in the URL is masked in the process's command line once the player starts (engine/cli/argv.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -106,8 +109,14 @@ def _positive(kind: type[float] | type[int]) -> Any:
 
 def cmd_play(args: argparse.Namespace) -> int:
     from ..sdk.pull import Player
+    from ..sdk.redact import url_secrets
+    from ..topology.topofile import subst_string
+    from .argv import hide_in_argv
 
-    player = Player(args.url, snapshot=Path(args.snapshot) if args.snapshot else None,
+    secrets: set[str] = set()
+    url, _ = subst_string(args.url, "play URL", os.environ, secrets)  # `play '${URL}'` keeps the key off argv
+    hide_in_argv(secrets | url_secrets(url))
+    player = Player(url, snapshot=Path(args.snapshot) if args.snapshot else None,
                     on_event=_printer(args.json, sys.stdout), timeout_s=args.timeout,
                     stall_s=args.stall_ms / 1000.0, sei_gap_frames=args.sei_gap_frames, all_sei=args.all_sei,
                     input_options=_input_options(args.input_option))
@@ -130,7 +139,8 @@ def add_play_parser(sub: Any) -> None:
     """Add the `play` subcommand to the CLI's subparsers."""
     p = sub.add_parser("play", help="pull a stream (RTMP, HTTP-FLV, HLS, ...) and report fps, stalls, "
                                     "latency and SEI messages")
-    p.add_argument("url", help="rtmp://, http(s):// (FLV or .m3u8), or any URL or file FFmpeg reads")
+    p.add_argument("url", help="rtmp://, http(s):// (FLV or .m3u8), or any URL or file FFmpeg reads; "
+                               "'${VAR}' reads it from the environment (keeps the key off the command line)")
     p.add_argument("--duration", type=_positive(float), default=None, metavar="S", help="stop S seconds after starting")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--snapshot", default=None, metavar="OUT.png", help="save the first decoded frame as PNG")

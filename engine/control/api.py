@@ -57,9 +57,10 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from ..cli.argv import SET_ENV
 from ..sdk.errors import EngineError, FieldError, ResourceError, TimeoutError_, error_from_wire
 from ..supervision.curve import client_keys, connectable
-from ..supervision.rundir import base_dir, engine_alive, read_info
+from ..supervision.rundir import base_dir, check_private, engine_alive, read_info
 from . import protocol as proto
 from .client import ControlClient, result_of
 from .events import Replay, Subscriber, decode_pub, topic_matches
@@ -124,24 +125,32 @@ def _topology_file(topology: str | os.PathLike[str] | Mapping[str, Any], workdir
     return Path(topology).resolve()
 
 
-def _run_argv(path: Path, *, duration: float | None, allow_faults: bool,
-              overrides: Mapping[str, Any] | Sequence[str], args: Sequence[str]) -> list[str]:
+def _run_argv(path: Path, *, duration: float | None, allow_faults: bool, args: Sequence[str]) -> list[str]:
+    """The engine's command line: never an override (they may hold stream keys; see `_child_env`)."""
     argv = [sys.executable, "-m", "mediaengine.cli", "run", str(path)]
     if duration is not None:
         argv += ["--duration", repr(float(duration))]
     if allow_faults:
         argv.append("--allow-faults")
-    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) \
-        else [str(o) for o in overrides]
-    for item in items:
-        argv += ["--set", item]
     return argv + [str(a) for a in args]
 
 
-def _child_env(env: Mapping[str, str] | None, runtime_dir: Path) -> dict[str, str]:
+def override_items(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """`--set` items (`node.option=value`, the value YAML-readable) for `overrides`."""
+    if isinstance(overrides, Mapping):
+        return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return [str(o) for o in overrides]
+
+
+def _child_env(env: Mapping[str, str] | None, runtime_dir: Path, overrides: Sequence[str] = ()) -> dict[str, str]:
+    """The engine's environment.  Overrides travel in `$MEDIAENGINE_SET` (readable by this user only),
+    not on the command line that every local user can read (engine/cli/argv.py, docs/security.md)."""
     full = {**os.environ, **(env or {})}
     full["MEDIAENGINE_RUNTIME_DIR"] = str(runtime_dir)
     full["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), full.get("PYTHONPATH", "")) if p)
+    full.pop(SET_ENV, None)
+    if overrides:
+        full[SET_ENV] = json.dumps(list(overrides))
     return full
 
 
@@ -151,6 +160,7 @@ def _resolve_runtime_dir(runtime_dir: str | os.PathLike[str] | None, env: Mappin
         return base_dir()
     path = Path(chosen)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private(path)  # ours, not a link, writable by nobody else (docs/security.md)
     return path
 
 
@@ -288,14 +298,14 @@ class Subscription:
 
 def _prepare_run(topology: str | os.PathLike[str] | Mapping[str, Any], *, duration: float | None,
                  allow_faults: bool, env: Mapping[str, str] | None, runtime_dir: str | os.PathLike[str] | None,
-                 overrides: Mapping[str, Any] | Sequence[str], args: Sequence[str]) -> tuple[Path, _Process, list[str]]:
+                 args: Sequence[str]) -> tuple[Path, _Process, list[str]]:
     """What `start` needs before launching: the runtime dir, a work dir owning the log, the command line."""
     rdir = _resolve_runtime_dir(runtime_dir, env)
     workdir = Path(tempfile.mkdtemp(prefix="mediaengine-api-"))
     owned = _Process(workdir, workdir / "engine.log")
     try:
         argv = _run_argv(_topology_file(topology, workdir), duration=duration, allow_faults=allow_faults,
-                         overrides=overrides, args=["--result-file", str(owned.result_path), *args])
+                         args=["--result-file", str(owned.result_path), *args])
     except BaseException:
         owned.cleanup()
         raise
@@ -346,11 +356,11 @@ class Engine:
         raises the engine's typed error if it exits first (e.g. a TopologyError for a bad topology).
         """
         rdir, owned, argv = _prepare_run(topology, duration=duration, allow_faults=allow_faults, env=env,
-                                         runtime_dir=runtime_dir, overrides=overrides, args=args)
+                                         runtime_dir=runtime_dir, args=args)
         try:
             with open(owned.log_path, "wb") as log_file:
-                proc = subprocess.Popen(argv, env=_child_env(env, rdir), stdout=log_file,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(argv, env=_child_env(env, rdir, override_items(overrides)),
+                                        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
         except BaseException:
             owned.cleanup()
@@ -636,12 +646,12 @@ class AsyncEngine:
                     start_timeout: float = 30.0) -> AsyncEngine:
         """As `Engine.start`."""
         rdir, owned, argv = _prepare_run(topology, duration=duration, allow_faults=allow_faults, env=env,
-                                         runtime_dir=runtime_dir, overrides=overrides, args=args)
+                                         runtime_dir=runtime_dir, args=args)
         try:
             with open(owned.log_path, "wb") as log_file:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, env=_child_env(env, rdir), stdout=log_file, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True)
+                    *argv, env=_child_env(env, rdir, override_items(overrides)), stdout=log_file,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         except BaseException:
             owned.cleanup()
             raise

@@ -259,7 +259,8 @@ class ActorRuntime:
         Its format mappings are the runtime's own: they follow every format change of the stream.
         """
         return Context(node_id=self.node_id, restart_count=self.spec.restart_count, clock=self.now_ns,
-                       input_formats=self.in_formats, output_formats=self.out_formats, lend=self._output_buffer)
+                       input_formats=self.in_formats, output_formats=self.out_formats, lend=self._output_buffer,
+                       output_dir=self.spec.output_dir)
 
     def run(self) -> int:
         self._open()

@@ -59,6 +59,7 @@ class ActorSpec:
     outputs: dict[str, OutputSpec] = field(default_factory=dict)
     restart_count: int = 0
     allow_faults: bool = False
+    output_dir: str = "."  # where commands may write files (sdk/outputs.py)
     supervisor_pid: int = 0
     curve: dict[str, str] | None = None  # this run's actor keypair when control is a CURVE server
     block_timeout_s: float = 0.5  # how long a `block` edge waits for a slow consumer before dropping

@@ -183,6 +183,8 @@ class Context:
     input_formats: Mapping[str, Format] = field(default_factory=dict)  # linked input pads only
     output_formats: Mapping[str, Format] = field(default_factory=dict)
     lend: Callable[[str], npt.NDArray[Any] | None] = _no_buffer  # the runtime's ring-slot lender
+    #: the topology's `output_dir`: a file a command names must stay inside it (`sdk.outputs.OutputDir`)
+    output_dir: str = "."
 
     def output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
         """A writable array of `pad`'s frame shape that lives in a free slot of the pad's ring.

@@ -26,7 +26,8 @@
     │   │   └── TlsError                 1313  a TLS server's certificate or host name is not verified
     │   ├── EncoderError             1303  a codec failed to open or encode
     │   ├── SharedMemoryError        1304  no room in shared memory for a ring
-    │   └── DiskFullError            1305  no space left on the device being written
+    │   ├── DiskFullError            1305  no space left on the device being written
+    │   └── RuntimeDirError          1310  the runtime directory is not private to this user
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -41,6 +42,7 @@
     │   ├── InsecureEndpointError    1411  TCP control/events without CURVE keys
     │   ├── ActorAuthError           1412  an actor connection failed authentication
     │   ├── BusyError                1413  the node has too many requests waiting
+    │   ├── OutputPathError          1415  a command names a file outside the output directory
     │   └── (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
@@ -234,6 +236,11 @@ class DiskFullError(ResourceError, OSError):
     """No space left on the device a file is written to."""
 
     code = 1305
+class RuntimeDirError(ResourceError, PermissionError):
+    """The runtime directory (sockets, engine.json) is not private: not owned by this user, writable by
+    others, a symbolic link, or it cannot be created."""
+
+    code = 1310
 
 
 class ProtocolError(EngineError):
@@ -324,6 +331,11 @@ class BusyError(ProtocolError):
     """The node has too many requests waiting for an answer; try again when it has answered them."""
 
     code = 1413
+class OutputPathError(NotAllowedError):
+    """A command names a file outside the topology's `output_dir` (`..`, an absolute path elsewhere, a
+    symbolic link that leads out) or of a type it may not write."""
+
+    code = 1415
 
 
 class SupervisorError(EngineError):

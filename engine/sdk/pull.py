@@ -65,7 +65,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import av.error
@@ -75,6 +75,7 @@ from numpy.typing import NDArray
 
 from . import stamp
 from .errors import ConnectError, EngineError, FileError, FormatError
+from .redact import redact_url
 from .sei import OUR_UUID, X264_UUID, parse_sei_payloads
 
 __all__ = [
@@ -104,26 +105,7 @@ INPUT_OPTIONS: dict[str, str] = {"fpsprobesize": "0", "analyzeduration": "300000
 Clock = Callable[[], float]
 
 
-# ---- small pure helpers ---------------------------------------------------------------------------
-
-def redact_url(url: str) -> str:
-    """`url` without secrets: the last path segment (the stream key), the query and any password.
-
-    `rtmp://host/live/KEY` -> `rtmp://host/live/***`; a local path keeps only its folder.
-    """
-    parts = urlsplit(url)
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
-        head, sep, _ = url.rpartition("/")
-        return f"{head}{sep}***" if sep else "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    path = parts.path
-    if path.strip("/"):
-        head, _, _ = path.rstrip("/").rpartition("/")
-        path = f"{head}/***"
-    return urlunsplit((parts.scheme, netloc, path, "***" if parts.query else "", ""))
-
+# ---- small pure helpers (`redact_url` is the engine's one URL redaction, from .redact) -------------
 
 _LUMA_FIRST = re.compile(r"^(yuvj?4[0-4][0-4]p|nv12|nv21|gray)$")
 

@@ -6,6 +6,14 @@ Each running engine gets ``<base>/<engine_id>/`` (mode 0700) holding its ZeroMQ 
 
 A dead engine (SIGKILLed) leaves its directory and shared-memory segments behind; `reap_stale`
 removes both and kills any actor process still recorded for it.  Every engine start calls it.
+
+Nothing here trusts the file system blindly (docs/security.md, "Runtime directory"): the base must be
+a directory (not a symbolic link) owned by this user and writable by nobody else, or `base_dir` raises
+`RuntimeDirError` (1310) naming the fix; one we own that others may only read is tightened to 0700.
+`/tmp/mediaengine-<uid>` can be created first by another local user, who could then plant an
+engine.json: refused.  And a pid read from an engine.json is killed only if that process carries our
+marker in its environment (`MEDIAENGINE_ENGINE_ID=<engine id>`, which every actor inherits from the
+supervisor) and still has the recorded start time: a planted file cannot make us kill anything else.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +32,36 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.ring import unlink_segments
+from ..sdk.errors import RuntimeDirError
+
+#: environment variable naming the engine an actor belongs to (set by the supervisor for its actors)
+ENGINE_MARKER = "MEDIAENGINE_ENGINE_ID"
+
+_FIX = ("set MEDIAENGINE_RUNTIME_DIR (or XDG_RUNTIME_DIR) to a directory of your own with mode 0700, "
+        "or remove it if you did not create it")
+
+
+def check_private(path: Path) -> None:
+    """`path` is a real directory, owned by this user, that nobody else may write; RuntimeDirError if not.
+    One that others may read (but not write) is made 0700: nothing can have been planted in it."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise RuntimeDirError(f"cannot inspect the runtime directory: {exc}; {_FIX}", where=str(path)) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise RuntimeDirError(f"the runtime directory is a symbolic link (to {os.readlink(path)!r}); {_FIX}",
+                              where=str(path))
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeDirError(f"the runtime directory is not a directory; {_FIX}", where=str(path))
+    if st.st_uid != os.getuid():
+        raise RuntimeDirError(f"the runtime directory belongs to uid {st.st_uid}, not to this user "
+                              f"(uid {os.getuid()}); another user may have created it; {_FIX}", where=str(path))
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise RuntimeDirError(f"the runtime directory has mode {mode:04o}: other users can write into it "
+                              f"(and plant an engine.json); {_FIX}", where=str(path))
+    if mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def base_dir() -> Path:
@@ -33,7 +72,11 @@ def base_dir() -> Path:
         base = Path(os.environ["XDG_RUNTIME_DIR"]) / "mediaengine"
     else:
         base = Path(tempfile.gettempdir()) / f"mediaengine-{os.getuid()}"
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeDirError(f"cannot create the runtime directory: {exc}; {_FIX}", where=str(base)) from None
+    check_private(base)
     return base
 
 
@@ -111,10 +154,37 @@ def engine_alive(info: dict[str, Any]) -> bool:
     return started is None or _start_time(pid) == started
 
 
+def _engine_dirs(base: Path) -> list[Path]:
+    """The per-engine directories under `base`: real directories of this user only."""
+    found = []
+    for child in sorted(base.iterdir()):
+        try:
+            st = os.lstat(child)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            found.append(child)
+    return found
+
+
+def is_our_actor(pid: int, engine_id: str, started: Any) -> bool:
+    """`pid` is alive, still the process started at `started`, and an actor of engine `engine_id`
+    (its environment carries `MEDIAENGINE_ENGINE_ID=<engine_id>`; /proc/<pid>/environ is readable for
+    this user's processes only)."""
+    if not pid_alive(pid) or started is None or _start_time(pid) != started:
+        return False
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return False
+    return f"{ENGINE_MARKER}={engine_id}".encode() in env
+
+
 def running_engines() -> list[dict[str, Any]]:
     """engine.json of every live engine of this user, oldest first."""
     out = []
-    for child in sorted(base_dir().iterdir()):
+    for child in _engine_dirs(base_dir()):
         info = read_info(child)
         if info is not None and engine_alive(info):
             out.append(info)
@@ -124,9 +194,7 @@ def running_engines() -> list[dict[str, Any]]:
 def reap_stale() -> list[str]:
     """Remove what dead engines left: actor processes, shm segments, runtime dirs.  Returns their ids."""
     reaped = []
-    for child in sorted(base_dir().iterdir()):
-        if not child.is_dir():
-            continue
+    for child in _engine_dirs(base_dir()):
         info = read_info(child)
         if info is not None and engine_alive(info):
             continue
@@ -137,9 +205,13 @@ def reap_stale() -> list[str]:
                     continue
             except OSError:
                 continue
-        for actor in (info or {}).get("actors", {}).values():
-            pid, started = int(actor.get("pid", 0)), actor.get("pid_start")
-            if pid_alive(pid) and (started is None or _start_time(pid) == started):
+        actors = (info or {}).get("actors", {})
+        for actor in actors.values() if isinstance(actors, dict) else ():
+            try:
+                pid, started = int(actor.get("pid", 0)), actor.get("pid_start")
+            except (AttributeError, TypeError, ValueError):
+                continue
+            if is_our_actor(pid, child.name, started):  # never a pid the file merely names
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         unlink_segments(child.name)

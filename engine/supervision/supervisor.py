@@ -55,6 +55,7 @@ from ..sdk.errors import (
     UnknownTargetError,
 )
 from ..sdk.formats import NS, EncodedFormat, format_to_wire
+from ..sdk.redact import redact_value
 from ..topology.loader import GroupSpec, NodeSpec, Topology
 from .curve import CurveServer, check_exposure
 from .heap import bound_heap_growth
@@ -67,7 +68,7 @@ from .policy import (
     when_group_exhausted,
 )
 from .prometheus import MetricsServer
-from .rundir import RunDir, process_start_time, reap_stale
+from .rundir import ENGINE_MARKER, RunDir, process_start_time, reap_stale
 from .zap import ACTOR_PREFIX, ActorKeys, ZapHandler, user_id
 
 log = logging.getLogger("mediaengine")
@@ -196,12 +197,20 @@ class Supervisor:
     def _say(self, level: int, text: str) -> None:
         log.log(level, self.topo.redact(text))
 
+    def _clean(self, value: Any) -> Any:
+        """`value` with every URL and every secret of the topology redacted (docs/security.md, Secrets).
+
+        Applied to whatever an actor sends (errors, events, metrics) as it arrives and to every event
+        the supervisor makes, so `last_error`, `events_recent`, the PUB socket, Prometheus and monitors
+        only ever see redacted text, whatever an actor forgot to redact."""
+        return redact_value(value, self.topo.secrets)
+
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         with contextlib.suppress(zmq.ZMQError):
             self.pub.send_multipart([topic.encode(), msgpack.packb(payload, use_bin_type=True)], zmq.NOBLOCK)
 
     def _event(self, node: str, name: str, data: dict[str, Any] | None = None) -> None:
-        ev = {"v": proto.VERSION, "type": "event", "node": node, "name": name, "data": data or {},
+        ev = {"v": proto.VERSION, "type": "event", "node": node, "name": name, "data": self._clean(data or {}),
               "t": time.time()}
         self.events.append(ev)
         self._publish(f"events.{node}", ev)
@@ -303,6 +312,7 @@ class Supervisor:
             outputs=outputs,
             restart_count=st.restarts,
             allow_faults=self.allow_faults,
+            output_dir=self.topo.output_dir,  # where commands may write files (sdk/outputs.py)
             supervisor_pid=os.getpid(),
             curve=self.actor_keys.for_node(n.id),  # this node's keypair for this run (spec only, never argv)
         )
@@ -314,6 +324,9 @@ class Supervisor:
             # Per-frame temporaries of 1-3 MB would otherwise be mmapped and unmapped by glibc on every
             # frame (thousands of page faults, +2-3 ms); the fork server and so every actor inherit this.
             os.environ.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)
+            # Every actor carries its engine's id in its environment: the only proof `reap_stale`
+            # accepts before it kills a pid named in a dead engine's engine.json (rundir.py).
+            os.environ[ENGINE_MARKER] = self.engine_id
 
             ctx = multiprocess.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)
@@ -765,20 +778,21 @@ class Supervisor:
                 self.run_started_ns = now
                 self._event("engine", "running", {})
         elif mtype == "metrics":
-            st.metrics = msg["metrics"]
+            st.metrics = self._clean(msg["metrics"])
             self._publish(f"metrics.{nid}", {"node": nid, "t": time.time(), **st.metrics})
         elif mtype == "event":
             self._event(nid, msg["name"], msg["data"])
         elif mtype == "failed":
-            st.last_error = msg["message"]
+            st.last_error = self._clean(msg["message"])
             st.last_code = msg["code"] if isinstance(msg.get("code"), int) else None
-            self._event(nid, "error", {"code": msg["code"], "message": msg["message"]})
+            self._event(nid, "error", {"code": msg["code"], "message": st.last_error})
         elif mtype == "done":
-            st.done_reason = msg["reason"]
+            st.done_reason = self._clean(msg["reason"])
         elif mtype in ("ok", "error"):
             pend = self._take_pending(int(msg["id"]))
             if pend is not None:  # relayed as a map: whatever its keys, never as **kwargs
-                self._reply(pend.client, proto.encode_map(mtype, {**msg, "id": pend.client_id}))
+                clean = {k: self._clean(v) if k in ("result", "message") else v for k, v in msg.items()}
+                self._reply(pend.client, proto.encode_map(mtype, {**clean, "id": pend.client_id}))
 
     def _from_client(self, ident: bytes, msg: dict[str, Any]) -> None:
         mtype = msg["type"]

@@ -8,9 +8,11 @@ raises is a `TopologyError` subclass whose `where` is the place in the file, e.g
 2. the top level and `version` (`TopologyVersionError`);
 3. `${VAR}` substitution in every string (`$${` is a literal `${`, `${VAR:-default}` a default);
    every value taken from the environment is recorded in `Topology.secrets` so logs can redact it,
-   and error messages raised here are redacted too;
+   and error messages raised here are redacted too (so are the key, password and query of every URL
+   among the options, however it was given: file, `--set`, `overrides=`);
 4. nodes: keys, ids, kinds (`UnknownKindError`), restart types;
-5. `--set node.option=value` overrides, then options against the kind's `Options` dataclass;
+5. `--set node.option=value` overrides (`${VAR}` substituted in the value), then options against the
+   kind's `Options` dataclass;
 6. inputs: pads, source nodes, policies, required pads; then cycles (`CycleError`, with the path)
    and a stable topological order (sources first, file order among equals);
 7. groups and supervisor settings (`SupervisionError`);
@@ -57,16 +59,17 @@ from ..sdk.errors import (
 )
 from ..sdk.formats import Format, VideoFormat, check_frame_size
 from ..sdk.options import check_declared, coerce, option_fields, option_spec, resolved_hints, type_name
+from ..sdk.redact import url_secrets
 from ..supervision.policy import Restart, Strategy
 from .registry import ActorClass, did_you_mean, get_kind
-from .topofile import join_path, parse_cli_value, read_source, redact, substitute
+from .topofile import join_path, parse_cli_value, read_source, redact, subst_string, substitute
 
 VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 RESTARTS: tuple[str, ...] = tuple(r.value for r in Restart)  # the enums in supervision/policy.py
 GROUP_RESTARTS = ("permanent", "temporary")  # what a group does when its own intensity is exceeded
 STRATEGIES: tuple[str, ...] = tuple(s.value for s in Strategy)
-TOP_KEYS = ("version", "name", "supervisor", "nodes", "groups")
+TOP_KEYS = ("version", "name", "output_dir", "supervisor", "nodes", "groups")
 NODE_KEYS = ("id", "kind", "options", "inputs", "restart")
 GROUP_KEYS = ("members", "strategy", "intensity", "period_s", "restart")
 LINK_KEYS = ("from", "policy")
@@ -136,6 +139,9 @@ class Topology:
     supervisor: SupervisorSpec
     secrets: frozenset[str]  # every value substituted from the environment; never print them
     source: str  # the file path, or "<dict>"
+    #: the only folder control commands may write files into (absolute; `output_dir:`, default the
+    #: engine's working directory); see mediaengine.sdk.outputs and docs/security.md
+    output_dir: str = "."
 
     def node(self, id: str) -> NodeSpec:
         for spec in self.nodes:
@@ -253,6 +259,17 @@ def validate_options(cls: ActorClass, kind: str, given: Mapping[str, Any], *,
     return options
 
 
+def option_secrets(value: Any) -> set[str]:
+    """The secret parts (`url_secrets`) of every URL among option values, however they were given."""
+    if isinstance(value, str):
+        return url_secrets(value) if "://" in value else set()
+    if isinstance(value, Mapping):
+        return set().union(*(option_secrets(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(option_secrets(v) for v in value))
+    return set()
+
+
 # ---- pads --------------------------------------------------------------------------------------
 
 # is_template, template_regex and match_input_pad live in sdk/actor.py (the pads' own rules)
@@ -288,6 +305,7 @@ class _Builder:
         self.overrides = overrides
         self.nodes: list[_Node] = []
         self.by_id: dict[str, _Node] = {}
+        self.output_dir = os.path.abspath(".")
 
     def build(self) -> Topology:
         data = self.data
@@ -295,6 +313,11 @@ class _Builder:
         name = data.get("name", self.default_name)
         if not isinstance(name, str) or not name:
             raise TopologySyntaxError(f"must be a non-empty string, got {_show(name)}", where="name")
+        output_dir = data.get("output_dir", ".")
+        if not isinstance(output_dir, str) or not output_dir or "\0" in output_dir:
+            raise TopologySyntaxError(f"must be a non-empty folder name, got {_show(output_dir)}",
+                                      where="output_dir")
+        self.output_dir = os.path.abspath(output_dir)  # relative to the engine's working directory
         supervisor = self._supervisor(data.get("supervisor"))
         self._nodes(data.get("nodes"))
         self._apply_overrides()
@@ -564,6 +587,8 @@ class _Builder:
             in_formats[node.id] = fmts
             edges_in[node.id] = edges
             out_formats[node.id] = self._output_formats(node, fmts)
+        for node in order:  # a URL given in the file, by --set or overrides= hides its key like ${VAR} does
+            self.secrets |= option_secrets(node.options_given)
         all_edges = tuple(e for node in order for e in edges_in[node.id].values())
         specs = []
         for node in order:
@@ -575,7 +600,8 @@ class _Builder:
                 outputs=outputs, input_formats=in_formats[node.id], output_formats=out_formats[node.id],
                 group=group_of.get(node.id), is_source=bool(node.cls.is_source or not node.links)))
         return Topology(version=VERSION, name=name, nodes=tuple(specs), edges=all_edges, groups=groups,
-                        supervisor=supervisor, secrets=frozenset(self.secrets), source=self.origin)
+                        supervisor=supervisor, secrets=frozenset(self.secrets), source=self.origin,
+                        output_dir=self.output_dir)
 
     def _output_formats(self, node: _Node, input_formats: dict[str, Format]) -> dict[str, Format]:
         cls = node.cls
@@ -639,6 +665,16 @@ def _redacted(err: TopologyError, secrets: set[str]) -> TopologyError | None:
     return type(err)(message, where=where)
 
 
+def _substitute_override(item: str, env: Mapping[str, str], secrets: set[str]) -> str:
+    """`node.option=value` with `${VAR}` in the value replaced, so a key given as
+    `--set 'push.url=${PUSH_URL}'` never appears on a command line (docs/security.md)."""
+    target, sep, text = item.partition("=")
+    if not sep:
+        return item
+    value, _ = subst_string(text, f"--set {target.strip()}", env, secrets)
+    return f"{target}={value}"
+
+
 def load_topology(source: str | os.PathLike[str] | Mapping[str, Any], *,
                   env: Mapping[str, str] | None = None, overrides: Sequence[str] = ()) -> Topology:
     """Read, substitute, check and order a topology; see the module docstring for the steps."""
@@ -651,8 +687,10 @@ def load_topology(source: str | os.PathLike[str] | Mapping[str, Any], *,
     secrets: set[str] = set()
     whole: set[str] = set()
     try:
-        substituted = substitute(data, "", os.environ if env is None else env, secrets, whole)
-        return _Builder(substituted, origin, default_name, secrets, whole, overrides).build()
+        environ = os.environ if env is None else env
+        substituted = substitute(data, "", environ, secrets, whole)
+        given = [_substitute_override(str(item), environ, secrets) for item in overrides]
+        return _Builder(substituted, origin, default_name, secrets, whole, given).build()
     except TopologyError as err:
         clean = _redacted(err, secrets)
         if clean is None:

@@ -182,6 +182,8 @@ def topology_schema() -> dict[str, Any]:
         "properties": {
             "version": {"const": VERSION},
             "name": {"type": "string", "minLength": 1},
+            "output_dir": {"type": "string", "minLength": 1, "default": ".",
+                           "description": "the only folder control commands may write files into"},
             "supervisor": _supervisor_schema(),
             "nodes": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/node"}},
             "groups": {"type": ["object", "null"], "propertyNames": _ID,

@@ -17,25 +17,14 @@ from typing import Any
 import yaml
 
 from ..sdk.errors import FileError, TopologySyntaxError, VariableError
+from ..sdk.redact import redact_text
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-#: secrets shorter than this are only redacted as whole tokens, so `OUT=x` does not turn "expected"
-#: into "e***pected"; longer ones (stream keys, URLs) are redacted wherever they appear
-SHORT_SECRET = 6
-
-
 def redact(text: str, secrets: frozenset[str] | set[str]) -> str:
-    """`text` with each secret replaced by ``***`` (longest first)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if not secret:
-            continue
-        if len(secret) >= SHORT_SECRET:
-            text = text.replace(secret, "***")
-        else:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
-    return text
+    """`text` with every URL redacted and each secret replaced by ``***`` (see `mediaengine.sdk.redact`)."""
+    return redact_text(text, secrets)
 
 
 # ---- reading -----------------------------------------------------------------------------------

@@ -86,8 +86,9 @@ def test_nginx_killed_and_back_3s_later(engine_runner: Callable[..., Engine], rt
         print(f"after the outage: state {push['state']}, reconnects {push['reconnects']}, dropped {push['dropped']} "
               f"{push['dropped_reasons']}, queued {push['queued_ms']} ms")
         assert push["reconnects"] == 1 and push["state"] == "connected"
-        assert_key_nowhere(eng, key)
+        assert_key_nowhere(eng, key, watcher=events)
         stop_engine(eng)
+        assert_key_nowhere(eng, key, watcher=events)  # the log after the stop
         assert events.wait("stream_ended", 5)["data"]["trailer"] is True
         assert key not in eng.log
     finally:
@@ -119,8 +120,9 @@ def test_down_longer_than_the_budget_keeps_retrying(engine_runner: Callable[...,
               f"after nginx was back ({success['data']})")
         probe_until_ok(url, 10)
         assert_all_running_never_restarted(eng)
-        assert_key_nowhere(eng, key)
+        assert_key_nowhere(eng, key, watcher=events)
         stop_engine(eng)
+        assert_key_nowhere(eng, key, watcher=events)  # the log after the stop
     finally:
         events.close()
 
@@ -158,9 +160,10 @@ def test_stop_policy_stops_the_sender_and_the_supervisor_decides(
             if nid != "push":
                 assert n["state"] == "running" and n["restarts"] == 0, (nid, n)
         assert eng.proc.poll() is None
-        assert_key_nowhere(eng, key)
+        assert_key_nowhere(eng, key, watcher=events)
         rtmp_server.restart()  # the fixture stops it; a running server keeps teardown uniform
         stop_engine(eng)
+        assert_key_nowhere(eng, key, watcher=events)  # the log after the stop
     finally:
         events.close()
 
@@ -264,8 +267,9 @@ def test_server_that_stops_reading_is_detected_then_reconnected(
             probe, _ = probe_until_ok(rtmp_server.url(stream=key), 10)  # the new publisher reaches nginx
             assert {s["codec_type"] for s in probe["streams"]} == {"video", "audio"}
             assert_all_running_never_restarted(eng)
-            assert_key_nowhere(eng, key)
+            assert_key_nowhere(eng, key, watcher=events)
             stop_engine(eng)
+            assert_key_nowhere(eng, key, watcher=events)  # the log after the stop
         finally:
             events.close()
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -21,8 +20,10 @@ import av
 import msgpack
 import pytest
 import zmq
+from mediaengine.sdk.errors import EngineError
 from mediaengine.sdk.sei import OUR_UUID, parse_sei_payloads
 
+from tests import keyscan
 from tests.enginekit import ROOT, Engine, decoded_counters, wait_for
 from tests.helpers import ffprobe_json, start_recorder
 from tools.rtmp_server import RtmpServer
@@ -120,26 +121,38 @@ def trace_headers_sei(path: Path) -> list[tuple[bytes, bytes]]:
     return [(bytes(u), bytes(p)) for u, p in found]
 
 
-def assert_key_nowhere(engine: Engine, key: str, *extra: str) -> None:
-    """The stream key is not in the engine log, `mediaengine ps --json`, the snapshot (metrics, events,
-    errors) or any engine process's command line."""
-    assert key not in engine.log, "stream key in the engine log"
-    env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(engine.runtime_dir)}
-    ps = subprocess.run([sys.executable, "-m", "mediaengine.cli", "ps", "--json"], capture_output=True, text=True,
-                        cwd=ROOT, env=env, timeout=30, check=False)
-    assert ps.returncode == 0, ps.stderr
-    assert key not in ps.stdout + ps.stderr, "stream key in `mediaengine ps --json`"
+def assert_key_nowhere(engine: Engine, key: str, *extra: str, watcher: EventWatcher | None = None) -> None:
+    """The stream key is nowhere the engine lets it out (tests/keyscan.py): the engine log (complete once
+    the engine has stopped: call this again after the stop), `mediaengine ps --json`, `mediaengine monitor
+    --json --once`, the control snapshot (metrics, events, errors), the Prometheus `/metrics` page, what
+    the PUB socket publishes (what `watcher` collected since the start - every event and each node's
+    latest metrics -, else a fresh capture of every running node's metrics) and the command line of every
+    process on the machine.  A part that needs the running engine is skipped if it has stopped meanwhile
+    (a `--duration` run); the call after the stop still checks the log."""
+    sources: dict[str, Any] = {"the engine log": engine.log, "extra text": list(extra)}
+    if watcher is not None:
+        watcher.poll()
+        sources["PUB events since the start"] = watcher.events
+        sources["PUB metrics since the start"] = watcher.metrics
     if engine.proc.poll() is None:
-        snapshot = json.dumps(engine.request("snapshot"), default=repr)
-        assert "push" in snapshot and key not in snapshot, "stream key in the snapshot/metrics/events"
-    for pid in [engine.proc.pid, *(c for c in _children(engine.proc.pid))]:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        assert key not in cmdline, f"stream key in the command line of pid {pid}"
-    for text in extra:
-        assert key not in text
+            info = wait_for(engine.info, 10, "engine.json")
+            status = engine.request("snapshot")
+            assert "push" in json.dumps(status, default=repr), "the snapshot has no push node"
+            sources["the control snapshot"] = status
+            sources["the Prometheus /metrics page"] = keyscan.prometheus_page(info, engine.request("ps"))
+            if watcher is None:
+                running = [n["id"] for n in status["nodes"] if n["state"] == "running"]
+                sources["the PUB socket"] = keyscan.published(str(info["events"]), running)
+            sources["`mediaengine monitor --json --once`"] = keyscan.cli(engine.runtime_dir, "monitor", "--json",
+                                                                         "--once")
+        except (EngineError, RuntimeError, AssertionError):
+            if engine.proc.poll() is None:
+                raise
+    sources["`mediaengine ps --json`"] = keyscan.cli(engine.runtime_dir, "ps", "--json")
+    sources["process command lines"] = keyscan.every_cmdline()
+    leaks = keyscan.where_is(key, sources)
+    assert not leaks, f"stream key found in: {', '.join(leaks)}"
 
 
 def _children(pid: int) -> list[int]:
@@ -197,13 +210,14 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
             sent = {e["data"]["id"]: e["data"] for e in events.named("sei_sent")}
             assert all(sent[i]["frames"] == 5 and sent[i]["dropped"] == 0 for i in ids)
             assert sent[key_reply["id"]]["frames"] == 2
-            assert_key_nowhere(eng, key)
+            assert_key_nowhere(eng, key, watcher=events)
             ended = events.wait("stream_ended", 30)  # --duration reached: the intentional end
             assert ended["data"]["trailer"] is True and ended["data"]["reason"] in ("eos", "stop")
             assert not events.named("connection_lost")
             assert eng.wait(60) == 0, eng.log
             events.poll(300)  # the last metrics every node sent when it stopped
             final = dict(events.metrics)
+            assert_key_nowhere(eng, key, watcher=events)  # the whole log, now that the engine has stopped
             try:  # the publisher is gone: the player ends after its --timeout
                 player.wait(30)
             finally:

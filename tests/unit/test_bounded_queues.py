@@ -17,7 +17,7 @@ from mediaengine.testing import ActorHarness
 
 def test_snapshot_requests_waiting_for_a_frame_are_bounded(tmp_path: Path) -> None:
     actor = ActorHarness(snapshot.Snapshot, {"path": str(tmp_path / "s.png")},
-                         input_formats={"in": VideoFormat(64, 48, 30.0)})
+                         input_formats={"in": VideoFormat(64, 48, 30.0)}, output_dir=str(tmp_path))
     for i in range(snapshot.MAX_PENDING):
         actor.control("snapshot", path=str(tmp_path / f"{i}.png"))
     actor.control("snapshot", path=str(tmp_path / "0.png"))  # already waiting: no new entry

@@ -156,7 +156,9 @@ def test_overlay_follows_a_resolution_change() -> None:
 # ---- snapshot -------------------------------------------------------------------------------------
 
 def make_snapshot(path: Path, **options: Any) -> ActorHarness:
-    return ActorHarness(snapshot.Snapshot, {"path": str(path), **options}, input_formats={"in": FMT})
+    # output_dir: what the runtime gives from the topology's `output_dir`
+    return ActorHarness(snapshot.Snapshot, {"path": str(path), **options}, input_formats={"in": FMT},
+                        output_dir=str(path.parent))
 
 
 def saved_events(actions: list[Any] | None) -> list[dict[str, Any]]:

@@ -168,7 +168,8 @@ def test_counter_gaps() -> None:
 
 @pytest.mark.parametrize(("url", "shown"), [
     ("rtmp://example.com/live/s3cr3t-key", "rtmp://example.com/live/***"),
-    ("rtmp://example.com:1935/app/inst/key?token=abc", "rtmp://example.com:1935/app/inst/***?***"),
+    ("rtmp://example.com:1935/app/inst/key?token=abc", "rtmp://example.com:1935/app/***"),
+    ("https://cdn.example.com/live/s3cr3t-key/index.m3u8", "https://cdn.example.com/live/***"),
     ("rtmps://user:pw@example.com/live/key", "rtmps://***@example.com/live/***"),
     ("http://127.0.0.1:8080/hls/stream.m3u8", "http://127.0.0.1:8080/hls/***"),
     ("rtmp://example.com", "rtmp://example.com"),

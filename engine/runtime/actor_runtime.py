@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,21 @@ class _Input:
     shape: tuple[int, ...] = ()
     dtype: str = "uint8"
     ended: bool = False
+
+
+def superseded(batch: Sequence[Mapping[str, Any]], policies: Mapping[str, str]) -> set[int]:
+    """The consumer side of `drop_oldest` (see ring.py): which descriptors of one drained batch to skip.
+
+    Returns the indices of the raw frames (descriptors with a slot, "s") on a `drop_oldest` pad that a
+    newer raw frame on the same pad, later in `batch`, supersedes.  The runtime releases their slots
+    unseen and counts them as drops of that pad.  Everything else is delivered in order: every frame on
+    a `block` or `drop_newest` pad, inline packets, ends of stream, and the newest frame of each pad.
+    """
+    newest: dict[str, int] = {}
+    for i, d in enumerate(batch):
+        if "s" in d and policies.get(d.get("p", "")) == "drop_oldest":
+            newest[d["p"]] = i
+    return {i for i, d in enumerate(batch) if "s" in d and d.get("p") in newest and newest[d["p"]] != i}
 
 
 class _FaultCrash(RuntimeError):
@@ -395,18 +410,13 @@ class ActorRuntime:
                 self.metrics.count("bad_descriptors")
         if not batch:
             return
-        # drop_oldest: of several raw frames waiting on one pad, keep only the newest
-        newest: dict[str, int] = {}
-        for i, d in enumerate(batch):
-            inp = self.inputs.get(d["p"])
-            if inp is not None and inp.policy == "drop_oldest" and "s" in d:
-                newest[d["p"]] = i
+        stale = superseded(batch, {pad: inp.policy for pad, inp in self.inputs.items()})
         for i, d in enumerate(batch):
             inp = self.inputs.get(d["p"])
             if inp is None:
                 self.metrics.count("bad_descriptors")
                 continue
-            if "s" in d and inp.policy == "drop_oldest" and newest.get(d["p"]) != i:
+            if i in stale:
                 if inp.reader is not None:
                     inp.reader.release(int(d["s"]), int(d["q"]))
                 self.metrics.drop(inp.pad)

@@ -464,16 +464,31 @@ def test_send_message_needs_video() -> None:
 
 
 def test_metrics_shape(make: Callable[..., Harness]) -> None:
+    """After 10 video and 10 audio packets went out on one connection, the metrics say exactly that."""
     h = make()
     h.feed(10)
     h.wait_event("connected")
+    wait_until(lambda: len(h.net.muxed()) == 20, 5, "all 20 packets muxed")
     m = h.sender.metrics()
-    for key in ("state", "url", "unsent_bytes", "queued_ms", "backlog_ms", "inflight_ms", "bitrate_kbps",
-                "throughput_kbps", "mux_block_ms", "reconnects", "dropped", "packets_sent"):
-        assert key in m
-    assert set(m["bitrate_kbps"]) == {"video", "audio", "total"}
-    assert set(m["mux_block_ms"]) == {"max", "avg"}
+    sizes = {"video": 0, "audio": 0}
+    for kind, pkt, _, _ in h.net.muxed():
+        sizes[kind] += len(pkt.data)
+    assert m["state"] == "connected"
     assert m["url"] == "rtmp://127.0.0.1:1935/live/***"
+    assert m["packets_sent"] == 20 and m["packets_sent_by_stream"] == {"video": 10, "audio": 10}
+    assert m["bytes_sent"] == sizes["video"] + sizes["audio"]
+    assert (m["connect_attempts"], m["reconnects"], m["connection_losses"], m["send_timeouts"]) == (1, 0, 0, 0)
+    assert m["dropped"] == {"video": 0, "audio": 0, "total": 0} and m["dropped_reasons"] == {}
+    assert (m["unsent_bytes"], m["backlog_packets"], m["backlog_bytes"]) == (0, 0, 0)
+    assert m["queued_ms"] == m["backlog_ms"] == m["inflight_ms"] == 0.0
+    # the bit rate is what went out within the window (all of it: the test takes far less than 2 s)
+    window_s = 2.0  # the sender's rate window (RATE_WINDOW_NS)
+    for kind in ("video", "audio"):
+        assert m["bitrate_kbps"][kind] == pytest.approx(sizes[kind] * 8 / window_s / 1000, abs=0.051), kind
+    assert m["bitrate_kbps"]["total"] == pytest.approx(m["bitrate_kbps"]["video"] + m["bitrate_kbps"]["audio"],
+                                                       abs=0.11)
+    assert 0.0 <= m["mux_block_ms"]["avg"] <= m["mux_block_ms"]["max"] < 1000.0
+    assert m["sei_sent"] == 0 and m["messages_pending"] == 0
 
 
 # ---- the socket helpers on a real loopback connection --------------------------------------------------------

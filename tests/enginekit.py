@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,9 @@ from mediaengine.control.client import ControlClient
 from mediaengine.runtime.ring import list_segments, unlink_segments
 from mediaengine.supervision.rundir import processes_with_env as processes_with_marker
 
+from tests.helpers import wait_for as wait_for  # re-exported: the tests' one polling helper
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `cond` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-        except Exception as exc:  # the engine may not be up yet
-            last_exc = exc
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + (f" ({last_exc})" if last_exc else ""))
 
 
 class Engine:

@@ -58,17 +58,19 @@ GAP_MS = {
 
 
 def fresh_video(url: str, after_ms: int, timeout_s: float) -> tuple[float, int]:
-    """Pull with ffmpeg until it decodes pictures rendered after `after_ms` (Unix ms, read from the stamps).
+    """Pull with ffmpeg until it decodes 10 pictures rendered after `after_ms` (Unix ms, read from the stamps).
 
-    Returns (seconds it took, how many distinct new pictures - counters - were among the 10 frames decoded
-    from the first new one on).  The encoder's keepalive repeats the last picture with the old stamp, so
-    repeats never count.  A viewer that connects while the publisher is away waits for it (nginx-rtmp keeps
-    the play session), so one attempt may span a reconnect.
+    Returns (seconds until the first of them was decoded, how many distinct new pictures - frame counters -
+    the first 10 carry).  The encoder's keepalive repeats the last picture with its old stamp, so repeats
+    never count.  A viewer that connects while the publisher is away waits for it (nginx-rtmp keeps the play
+    session), so one attempt may span a reconnect.
     """
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     size = W * H * 3
     last = "no attempt"
+    first_s: float | None = None
+    fresh: list[stamp.Stamp] = []
     while (left := deadline - time.monotonic()) > 0.5:
         cmd = ["ffmpeg", "-v", "error", "-nostdin", "-rw_timeout", "5000000", "-analyzeduration", "1000000",
                "-fpsprobesize", "0", "-i", url, "-map", "0:v:0", "-frames:v", "20", "-f", "rawvideo",
@@ -80,14 +82,26 @@ def fresh_video(url: str, after_ms: int, timeout_s: float) -> tuple[float, int]:
             break
         frames = len(out.stdout) // size
         last = f"ffmpeg exit {out.returncode}, {frames} frames: {out.stderr.decode(errors='replace')[-300:]}"
-        stamps = [stamp.read(np.frombuffer(out.stdout, np.uint8, count=size, offset=i * size).reshape(H, W, 3))
-                  for i in range(frames)]
-        first = next((i for i, st in enumerate(stamps) if st is not None and st.wall_ms > after_ms), None)
-        if first is not None:
-            window = stamps[first:first + 10]
-            return time.monotonic() - t0, len({st.counter for st in window if st is not None
-                                               and st.wall_ms > after_ms})
-    raise AssertionError(f"no fresh video within {timeout_s:g}s ({last})")
+        for i in range(frames):
+            st = stamp.read(np.frombuffer(out.stdout, np.uint8, count=size, offset=i * size).reshape(H, W, 3))
+            if st is not None and st.wall_ms > after_ms:
+                fresh.append(st)
+        if fresh and first_s is None:
+            first_s = time.monotonic() - t0
+        if len(fresh) >= 10:
+            assert first_s is not None
+            return first_s, len({st.counter for st in fresh[:10]})
+    raise AssertionError(f"{len(fresh)} fresh frames of 10 within {timeout_s:g}s ({last})")
+
+
+def injected_at(eng: Engine, node: str, since: float) -> float:
+    """Unix time of the `fault_injected` event of `node` at or after `since` (the CLI's start-up excluded)."""
+    def event() -> float | None:
+        ts = [e["t"] for e in eng.request("snapshot").get("events_recent", [])
+              if e.get("node") == node and e.get("name") == "fault_injected" and (e.get("t") or 0) >= since]
+        return min(ts) if ts else None
+
+    return float(wait_for(event, 10, f"the fault_injected event of {node}"))
 
 
 def fault(eng: Engine, node: str, *args: str) -> dict[str, Any]:
@@ -197,16 +211,16 @@ def _faults(eng: Engine, url: str, victim: str, viewer: Viewer) -> list[dict[str
                  f"everything running before {name}")
         before, push_before = eng.node(victim), sender(eng)
         t_fault = time.time()
-        t0 = time.monotonic()
         rate_before = eng.node(victim)["fps"]
         slowed_rate: float | None = None
         if name == "slow":
             fault(eng, victim, "slow", str(SLOW_MS))
+            t_injected = injected_at(eng, victim, t_fault)
             # the slowness lasts SLOW_S; meanwhile the node's own rate (metrics, once a second) shows it
             rates = []
-            while time.monotonic() - t0 < SLOW_S:
+            while (slow_for := time.time() - t_injected) < SLOW_S:
                 n = eng.node(victim)
-                if n["pid"] == before["pid"] and time.monotonic() - t0 > 1.2:
+                if n["pid"] == before["pid"] and slow_for > 1.2:
                     rates.append(n["fps"])
                 time.sleep(0.25)
             slowed_rate = min(rates, default=None)
@@ -214,16 +228,18 @@ def _faults(eng: Engine, url: str, victim: str, viewer: Viewer) -> list[dict[str
                 fault(eng, victim, "slow", "0")
         else:
             assert fault(eng, victim, name)["fault"] == name
+            t_injected = injected_at(eng, victim, t_fault)
 
             def back(restarts: int = before["restarts"]) -> bool:
                 n = eng.node(victim)
                 return bool(n["restarts"] > restarts and n["state"] == "running")
 
             wait_for(back, 15, f"{victim} back after {name}")
-        waited, fresh = fresh_video(url, int(t_fault * 1000), RECOVERY_S[name] + 5.0)
+        t_viewer = time.time()  # a new viewer starts now (after the restart); recovery counts from the injection
+        waited, fresh = fresh_video(url, int(t_injected * 1000), RECOVERY_S[name] + 5.0)
         after, push_after = eng.node(victim), sender(eng)
         row = {"node": victim, "fault": name, "restarts": after["restarts"] - before["restarts"],
-               "fresh_video_s": round(time.monotonic() - t0, 1), "viewer_wait_s": round(waited, 1),
+               "fresh_video_s": round(t_viewer + waited - t_injected, 1), "viewer_wait_s": round(waited, 1),
                "fresh_pictures": fresh, "rate_before": rate_before, "slowed_rate": slowed_rate,
                "rtmp_connection_kept": push_after["pid"] == push_before["pid"]
                and push_after.get("connection_losses") == push_before.get("connection_losses"),

@@ -173,6 +173,13 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
                 player = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "play", url, "--json", "--duration",
                                            "40", "--timeout", "8"], cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
 
+            def player_connected() -> bool:
+                lines = [ln for ln in play_out.read_text().splitlines() if ln.strip()]
+                return any(json.loads(ln).get("type") == "connected" for ln in lines if ln.endswith("}"))
+
+            # the messages below must reach a viewer that is already there (a busy machine starts it slowly)
+            wait_for(player_connected, 30, "the viewer connected")
+
             probe = ffprobe_json(url, "-show_streams", timeout_s=20)
             streams = {s["codec_type"]: s for s in probe["streams"]}
             print("ffprobe of the live stream:", {k: (s["codec_name"], s.get("width"), s.get("height"),

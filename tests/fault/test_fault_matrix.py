@@ -74,8 +74,8 @@ def fresh_video(url: str, after_ms: int, timeout_s: float) -> tuple[float, int]:
     fresh: list[stamp.Stamp] = []
     while (left := deadline - time.monotonic()) > 0.5:
         cmd = ["ffmpeg", "-v", "error", "-nostdin", "-rw_timeout", "5000000", "-analyzeduration", "1000000",
-               "-fpsprobesize", "0", "-i", url, "-map", "0:v:0", "-frames:v", "20", "-f", "rawvideo",
-               "-pix_fmt", "rgb24", "pipe:1"]
+               "-fpsprobesize", "0", "-i", url, "-map", "0:v:0", "-frames:v", "20", "-fps_mode", "passthrough",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]  # passthrough: ffmpeg adds no duplicate frames
         try:
             out = subprocess.run(cmd, capture_output=True, timeout=left)
         except subprocess.TimeoutExpired:

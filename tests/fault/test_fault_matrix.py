@@ -41,7 +41,7 @@ ACTORS = ["src", "tone", "filt", "venc", "aenc", "push"]
 FAULTS = ["kill", "hang", "crash", "slow"]
 SLOW_MS, SLOW_S = 100, 3.0
 RECOVERY_LIMIT_S = 15.0  # before any fault: a viewer decodes a fresh frame
-FRESH_FRAMES = 3  # of the 10 frames a viewer decodes after a fault, at least this many new pictures
+FRESH_FRAMES = 5  # of the 10 frames a viewer decodes after a fault, at least this many new pictures
 
 # What docs/fault-matrix.md reports per case, with a margin for a 2-core machine shared with other work
 # (at a load average of 20 a filter's restart was seen to cost a 1.2 s stall that is 0 on a quiet machine).

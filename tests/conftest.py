@@ -7,6 +7,7 @@ behind; it removes them first so one leaky run does not poison the next.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -21,8 +22,8 @@ from tools.rtmp_server import RtmpServer
 
 SHM_DIR = Path("/dev/shm")
 SHM_PATTERN = "me-*"
-# Helper processes the multiprocessing machinery keeps for the life of the interpreter (not leaks).
-_INTERPRETER_HELPERS = ("resource_tracker", "forkserver")
+# The packages whose helper processes (fork server, resource tracker) live as long as this interpreter.
+_MULTIPROCESSING_PACKAGES = ("multiprocessing", "multiprocess")
 
 
 def _shm_segments() -> set[Path]:
@@ -50,13 +51,33 @@ def _used_outside_session(segments: set[Path]) -> set[Path]:
     return used
 
 
+def _interpreter_helper_pids() -> set[int]:
+    """The pids of this interpreter's own fork server and resource tracker (not leaks).
+
+    Only these processes themselves are exempt, found by pid from the multiprocessing machinery that
+    started them: every process a fork server forked (an actor) has "forkserver" in its command line too,
+    and is a leak if it is still running at the end.
+    """
+    pids: set[int] = set()
+    for package in _MULTIPROCESSING_PACKAGES:
+        try:
+            forkserver = importlib.import_module(f"{package}.forkserver")
+            tracker = importlib.import_module(f"{package}.resource_tracker")
+        except ImportError:
+            continue
+        pids.add(getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None) or 0)
+        pids.add(getattr(getattr(tracker, "_resource_tracker", None), "_pid", None) or 0)
+    return pids - {0}
+
+
 def _leftover_children() -> list[psutil.Process]:
     leftovers = []
+    helpers = _interpreter_helper_pids()
     for child in psutil.Process().children(recursive=True):
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
                 continue  # already dead; its parent reaps it
-            if any(h in " ".join(child.cmdline()) for h in _INTERPRETER_HELPERS):
+            if child.pid in helpers and child.ppid() == os.getpid():
                 continue
         except psutil.NoSuchProcess:
             continue

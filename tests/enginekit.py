@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,10 @@ from mediaengine.control.client import ControlClient
 from mediaengine.runtime.ring import list_segments, unlink_segments
 from mediaengine.supervision.rundir import processes_with_env as processes_with_marker
 
+from tests.helpers import wait_for as wait_for  # re-exported: the tests' one polling helper
+from tools.rtmp_server import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `cond` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-        except Exception as exc:  # the engine may not be up yet
-            last_exc = exc
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + (f" ({last_exc})" if last_exc else ""))
 
 
 class Engine:
@@ -57,6 +43,7 @@ class Engine:
             cwd=ROOT, env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.engine_ids: set[str] = set()
+        self.ports: list[int] = []  # TCP ports it was given by start_on_free_ports
 
     @property
     def log(self) -> str:
@@ -149,6 +136,26 @@ def engine_runner(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
         assert not segs, f"shared memory left behind: {segs}"
 
 
+def start_on_free_ports(start: Callable[..., Engine], n: int, attempts: int = 3) -> tuple[Engine, list[int]]:
+    """`start(*ports)` an engine that binds `n` TCP ports picked by `free_port()`; wait until every node runs.
+
+    A port is free only when `free_port()` looks: another process may bind it before the engine does.  The
+    engine then exits with "Address already in use"; pick fresh ports and start again (`attempts` at most).
+    """
+    for attempt in range(attempts):
+        ports = [free_port() for _ in range(n)]
+        eng = start(*ports)
+        try:
+            eng.wait_running()
+            eng.ports = ports
+            return eng, ports
+        except AssertionError:
+            if attempt + 1 < attempts and eng.proc.poll() is not None and "already in use" in eng.log:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
 def leftovers(runtime_dir: Path, engine_ids: set[str]) -> tuple[list[int], list[str]]:
     """Processes and segments an engine left; helpers that exit with it get a few seconds to go."""
     marker = f"MEDIAENGINE_RUNTIME_DIR={runtime_dir}"
@@ -175,15 +182,22 @@ def max_gap(times: list[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
-def decoded_counters(path: Path | str) -> list[int]:
-    """The burned-in frame counters of every decoded video frame (None-stamps fail the test)."""
+def decoded_stamps(path: Path | str) -> list[tuple[float, int, int]]:
+    """(pts in seconds, frame counter, wall-clock ms) of the burned-in stamp of every decoded video frame,
+    in presentation order; an unreadable stamp fails the test."""
     import av
     from mediaengine.sdk.stamp import read
 
-    counters = []
+    stamps = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             stamp = read(frame.to_ndarray(format="rgb24"))
             assert stamp is not None, f"unreadable stamp in frame pts={frame.pts}"
-            counters.append(stamp.counter)
-    return counters
+            assert frame.pts is not None and frame.time_base is not None
+            stamps.append((float(frame.pts * frame.time_base), stamp.counter, stamp.wall_ms))
+    return sorted(stamps)
+
+
+def decoded_counters(path: Path | str) -> list[int]:
+    """The burned-in frame counters of every decoded video frame, in presentation order."""
+    return [counter for _, counter, _ in decoded_stamps(path)]

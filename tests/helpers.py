@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: ffprobe as JSON, a synthetic PyAV push, an ffmpeg recorder, waiting.
+"""Helpers shared by the tests: ffprobe as JSON, a synthetic PyAV push, an ffmpeg recorder, waiting (`wait_for`).
 
 The checks on what a server relays use Debian's `ffprobe`/`ffmpeg`, independent of the PyAV build the
 engine pushes with, so a bug in one is not hidden by the same bug in the other.
@@ -32,13 +32,24 @@ def ffprobe_json(target: str | Path, *args: str, timeout_s: float = 30.0) -> dic
     return out
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
-    """Poll `predicate` until it is true; fail with `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `cond` until it returns something truthy and return that; fail with `what` after `timeout` s.
+
+    An exception from `cond` counts as "not yet" (an engine may not be up yet) and is named in the failure.
+    The one polling helper of the tests (tests.enginekit re-exports it).
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except Exception as exc:  # the engine may not be up yet
+            last_exc = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + (f" ({last_exc})" if last_exc else ""))
 
 
 @dataclass(frozen=True)

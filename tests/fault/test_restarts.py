@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from tests.enginekit import (
     ROOT,
     Engine,
+    decoded_stamps,
     ffprobe,
     leftovers,
     max_gap,
@@ -35,13 +37,41 @@ def _run_demo(engine_runner: Callable[..., Engine], tmp_path: Path, *extra: str)
     return eng, mp4
 
 
+def _recorded_video_frames(eng: Engine) -> int:
+    return int(eng.node("rec")["metrics"]["frames_in"].get("video", 0))
+
+
+LOST_AT_MOST_S = 1.8  # engine SIGKILL -> video missing from the MP4: one 1 s fragment + what is in flight
+FRESH_WITHIN_S = 1.5  # kill -> first new picture in the recording (measured 0.2-0.6 s; margin for load)
+
+
+def fresh_pictures_after(stamps: list[tuple[float, int, int]], t_kill_ms: int) -> tuple[float, int, float]:
+    """(stream seconds from the kill to the first picture rendered after it, number of distinct pictures
+    rendered after it, stream seconds they span).
+
+    The kill's place on the stream timeline is the first frame of the last picture rendered before it; what
+    follows it with an older stamp are the encoder's keepalive repeats, which do not count as new pictures.
+    """
+    before = [s for s in stamps if s[2] <= t_kill_ms]
+    after = [s for s in stamps if s[2] > t_kill_ms]
+    assert before, "no picture recorded before the kill"
+    assert after, "no new picture after the kill: the recording ends on repeats of the last one"
+    last = max(before, key=lambda s: s[2])
+    kill_pts = min(pts for pts, counter, _ in before if counter == last[1])
+    return after[0][0] - kill_pts, len({counter for _, counter, _ in after}), after[-1][0] - after[0][0]
+
+
 @pytest.mark.parametrize("victim", ["filt", "venc"])
 def test_sigkill_of_filter_or_encoder_is_restarted_without_a_gap(
     engine_runner: Callable[..., Engine], tmp_path: Path, victim: str
 ) -> None:
+    """The victim comes back, the recording has no timestamp gap, and - what the encoder's keepalive
+    cannot fake - new pictures (new burned-in counters) arrive within FRESH_WITHIN_S of the kill and keep
+    coming at the source's rate."""
     eng, mp4 = _run_demo(engine_runner, tmp_path, "--duration", "9")
-    time.sleep(2.0)  # let the recording run before the fault (the fault is the point of the test)
+    wait_for(lambda: _recorded_video_frames(eng) >= 60, 15, "2 s of video in the recording before the fault")
     before = eng.node(victim)
+    t_kill_ms = int(time.time() * 1000)
     os.kill(before["pid"], signal.SIGKILL)
     after = wait_for(lambda: (n := eng.node(victim))["restarts"] == 1 and n["state"] == "running" and n,
                      10, f"{victim} restarted")
@@ -51,8 +81,6 @@ def test_sigkill_of_filter_or_encoder_is_restarted_without_a_gap(
                          text=True, env={**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)},
                          timeout=30)
     assert out.returncode == 0, out.stderr
-    import json
-
     nodes = {n["id"]: n for n in json.loads(out.stdout)["engines"][0]["nodes"]}
     assert nodes[victim]["restarts"] == 1 and nodes[victim]["pid"] == after["pid"]
     assert f"node {victim} started pid={after['pid']}" in eng.log
@@ -60,6 +88,11 @@ def test_sigkill_of_filter_or_encoder_is_restarted_without_a_gap(
     pts = video_pts(mp4)
     assert pts[-1] - pts[0] >= 7.0
     assert max_gap(pts) <= 0.5, f"gap of {max_gap(pts):.3f}s in the recording after killing {victim}"
+    fresh_s, fresh, rest_s = fresh_pictures_after(decoded_stamps(mp4), t_kill_ms)
+    assert fresh_s <= FRESH_WITHIN_S, f"the first new picture came {fresh_s:.2f}s after killing {victim}"
+    # new pictures keep coming: at least half the source's 30 fps over the rest of the recording
+    assert rest_s >= 3.0 and fresh >= 15 * rest_s, f"{fresh} new pictures in {rest_s:.1f}s after killing {victim}"
+    print(f"\nRESTART-FRESH {victim}: first new picture {fresh_s:.3f}s after the kill, {fresh} new pictures")
 
 
 def test_sigstop_is_detected_by_missed_heartbeats_and_replaced(
@@ -79,21 +112,34 @@ def test_sigstop_is_detected_by_missed_heartbeats_and_replaced(
 def test_sigkill_of_the_engine_leaves_a_playable_file_and_next_start_cleans_up(
     engine_runner: Callable[..., Engine], tmp_path: Path
 ) -> None:
+    """SIGKILL of the whole engine: the fragmented MP4 (fragment_s=1) keeps video and audio up to about 1 s
+    before the kill, decodes without a single error, and the next engine removes what this one left."""
     eng, mp4 = _run_demo(engine_runner, tmp_path)
     engine_id = eng.info()["engine_id"]  # type: ignore[index]
-    time.sleep(4.0)  # record a few keyframe intervals (gop 1 s) before the kill
+    # record a few keyframe intervals (gop 1 s) and fragments (1 s) before the kill
+    wait_for(lambda: _recorded_video_frames(eng) >= 120, 20, "4 s of video in the recording")
+    t_kill_ms = int(time.time() * 1000)
     os.kill(eng.proc.pid, signal.SIGKILL)
     eng.proc.wait(10)
     # the actors follow their fork server down (parent-death signal)
     wait_for(lambda: not processes_with_marker(f"MEDIAENGINE_RUNTIME_DIR={eng.runtime_dir}"), 10,
              "actors of the killed engine to exit")
     info = ffprobe(mp4, "-show_streams", "-show_format")
-    assert {s["codec_type"] for s in info["streams"]} >= {"video"}
-    pts = video_pts(mp4)
-    assert pts[-1] - pts[0] >= 2.0, f"only {pts[-1] - pts[0]:.2f}s survived the kill"
-    decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(mp4), "-f", "null", "-"],
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert set(streams) == {"video", "audio"}, f"streams in the file: {sorted(streams)}"
+    # what was lost: from the last picture in the file (its burned-in render time) to the kill; at most one
+    # fragment (1 s) plus the pictures still in flight (measured 0.7 s in all; more on a loaded machine)
+    stamps = decoded_stamps(mp4)
+    lost_s = (t_kill_ms - max(wall for _, _, wall in stamps)) / 1000
+    assert lost_s <= LOST_AT_MOST_S, f"{lost_s:.2f}s of video before the kill is missing from the file"
+    assert stamps[-1][0] - stamps[0][0] >= 3.0
+    audio_s = float(streams["audio"]["duration"])
+    assert audio_s >= float(streams["video"]["duration"]) - 1.0, (streams["audio"], streams["video"])
+    # ffmpeg exits 0 even when it cannot decode a packet: the log must be empty
+    decoded = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(mp4), "-f", "null", "-"],
                              capture_output=True, text=True, timeout=60)
-    assert decoded.returncode == 0, decoded.stderr
+    assert decoded.returncode == 0 and decoded.stderr == "", decoded.stderr
+    print(f"\nENGINE-KILL lost {lost_s:.3f}s of video; audio {audio_s:.2f}s")
     # a later engine removes what the dead one left (its segments and runtime dir)
     assert (eng.runtime_dir / engine_id).exists()
     eng2 = engine_runner(DEMO, "--duration", "1", "--set", f"rec.path={tmp_path / 'b.mp4'}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -36,14 +37,17 @@ def assert_all_running_never_restarted(engine: Engine) -> None:
         assert n["state"] == "running" and n["restarts"] == 0, (nid, n["state"], n["restarts"], n["last_error"])
 
 
-def probe_until_ok(url: str, timeout_s: float) -> tuple[dict[str, Any], float]:
-    """ffprobe `url` until it works; returns the result and when the successful ffprobe was started."""
+def probe_until_ok(url: str, timeout_s: float) -> tuple[dict[str, Any], float, int]:
+    """ffprobe `url` until it works; returns the result, when the successful ffprobe was started, and how
+    many ffprobe runs it took."""
     deadline = time.monotonic() + timeout_s
+    runs = 0
     while True:
         started = time.time()
+        runs += 1
         try:
-            return ffprobe_json(url, "-show_streams", "-rw_timeout", "3000000", timeout_s=10), started
-        except AssertionError:
+            return ffprobe_json(url, "-show_streams", "-rw_timeout", "3000000", timeout_s=10), started, runs
+        except (AssertionError, subprocess.TimeoutExpired):
             if time.monotonic() > deadline:
                 raise
 
@@ -68,17 +72,21 @@ def test_nginx_killed_and_back_3s_later(engine_runner: Callable[..., Engine], rt
         rtmp_server.restart()
         back = time.time()
         success = events.wait("reconnect_success", 10, after=back - 0.5)
-        probe, probed_at = probe_until_ok(url, 10)
+        probe, probed_at, probe_runs = probe_until_ok(url, 10)
         kinds = {s["codec_type"]: s["codec_name"] for s in probe["streams"]}
         print(f"loss seen {lost['t'] - killed:.3f}s after the kill; nginx back after {back - killed:.2f}s; "
               f"reconnect_success {success['t'] - back:.3f}s after it ({success['data']}); an ffprobe started "
               f"{probed_at - back:.3f}s after it saw {kinds}")
-        assert lost["data"]["reason"] == "error" and lost["t"] - killed < 1.0
+        # no wall-clock bounds (a loaded machine stretches them): the order of events and the sender's schedule
+        assert lost["data"]["reason"] == "error"  # the socket error was noticed, not a send timeout later
         starts = [e for e in events.named("reconnect_start") if e["t"] >= killed]
         assert starts and all(e["t"] <= success["t"] for e in starts)
         assert not events.named("reconnect_fail")  # 5 attempts x 1 s cover a 3 s outage
-        assert success["t"] - back <= 2.0
-        assert probed_at - back <= 2.0 and kinds == {"video": "h264", "audio": "aac"}
+        # the first attempt that could succeed did: at most one attempt began after nginx was back
+        assert len([e for e in starts if e["t"] >= back]) <= 1, [e["t"] - back for e in starts]
+        # and the stream was there for a viewer that asked after the reconnect (a second ffprobe is allowed:
+        # on a busy machine the first may time out before the next keyframe reaches it)
+        assert probe_runs <= 2 and kinds == {"video": "h264", "audio": "aac"}
         names = [e["name"] for e in events.events if e.get("node") == "push" and e["t"] >= killed]
         assert names.index("connection_lost") < names.index("reconnect_start") < names.index("reconnect_success")
         assert_all_running_never_restarted(eng)
@@ -118,7 +126,7 @@ def test_down_longer_than_the_budget_keeps_retrying(engine_runner: Callable[...,
         success = events.wait("reconnect_success", 5, after=back - 0.5)
         print(f"reconnect_fail after {fail['t'] - killed:.2f}s; reconnect_success {success['t'] - back:.2f}s "
               f"after nginx was back ({success['data']})")
-        probe_until_ok(url, 10)
+        assert probe_until_ok(url, 10)[2] <= 2
         assert_all_running_never_restarted(eng)
         assert_key_nowhere(eng, key, watcher=events)
         stop_engine(eng)
@@ -264,7 +272,7 @@ def test_server_that_stops_reading_is_detected_then_reconnected(
                   f"connection_lost {lost['data']}; reconnect_success {success['t'] - stalled:.2f}s after the stall")
             assert timeout["t"] - stalled <= 3.0 + 1.0  # send_timeout_ms + 1 s
             assert lost["data"]["reason"] == "send_timeout"
-            probe, _ = probe_until_ok(rtmp_server.url(stream=key), 10)  # the new publisher reaches nginx
+            probe, _, _ = probe_until_ok(rtmp_server.url(stream=key), 10)  # the new publisher reaches nginx
             assert {s["codec_type"] for s in probe["streams"]} == {"video", "audio"}
             assert_all_running_never_restarted(eng)
             assert_key_nowhere(eng, key, watcher=events)

@@ -107,7 +107,6 @@ def test_sync_api_start_events_set_errors_pause_stop(runtime_dir: Path, tmp_path
         status = eng.wait_running()
         assert [n["id"] for n in status["nodes"]] == NODES and eng.engine_id == status["engine_id"]
         wait_for(lambda: {e["node"] for e in named("started")} == set(NODES), 10, "a started event of every node")
-        assert sorted(e["node"] for e in named("started")) == sorted(NODES), "each started event exactly once"
         assert all(t == f"events.{ev['node']}" for t, ev in events)
 
         # live options
@@ -172,6 +171,9 @@ def test_sync_api_start_events_set_errors_pause_stop(runtime_dir: Path, tmp_path
 
         assert eng.stop() == 0
         assert not sub.active and sub.error is None
+        # checked only now that the subscription has ended, so a late duplicate (the live copy of a
+        # replayed event, or a replay delivered twice) had the whole run to show up; no node restarted
+        assert sorted(e["node"] for e in named("started")) == sorted(NODES), "each started event exactly once"
     finally:
         eng.stop()
     assert "node src started" in eng.log

@@ -25,7 +25,7 @@ from mediaengine.sdk.errors import TimeoutError_
 from mediaengine.supervision.curve import client_keys
 
 from tests.enginekit import ROOT, Engine, wait_for
-from tests.integration.test_monitor import free_port
+from tools.rtmp_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

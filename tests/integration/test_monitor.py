@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.enginekit import ROOT, Engine, wait_for
+from tests.enginekit import ROOT, Engine, start_on_free_ports, wait_for
 from tests.unit.test_monitor_view import parse_exposition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -34,12 +33,6 @@ NODES = ["src", "tone", "filt", "venc", "aenc", "rec", "snap"]
 FIELDS = {"id", "kind", "state", "pid", "uptime_s", "restarts", "fps_in", "fps_out", "frames_in", "frames_out",
           "dropped", "drop_pct", "drops", "queues", "proc_ms_median", "proc_ms_p95", "cpu_pct", "rss_bytes",
           "paused", "last_error", "actor"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli_env(eng: Engine) -> dict[str, str]:
@@ -105,10 +98,15 @@ def live_monitors() -> Iterator[Callable[..., LiveMonitor]]:
             mon.stop()
 
 
-def _run_demo(engine_runner: Callable[..., Engine], tmp_path: Path, *extra: str) -> Engine:
-    eng = engine_runner(DEMO, "--set", f"rec.path={tmp_path / 'm.mp4'}", "--set", f"snap.path={tmp_path / 's.png'}",
-                        *extra)
-    eng.wait_running()
+def _run_demo(engine_runner: Callable[..., Engine], tmp_path: Path, *extra: str, metrics_port: bool = False
+              ) -> Engine:
+    """The demo, running with frames in every node; `metrics_port`: serve /metrics on a free port (`eng.port`)."""
+    def start(*ports: int) -> Engine:
+        port_args = ("--metrics-port", str(ports[0])) if ports else ()
+        return engine_runner(DEMO, "--set", f"rec.path={tmp_path / 'm.mp4'}",
+                             "--set", f"snap.path={tmp_path / 's.png'}", *extra, *port_args)
+
+    eng, _ = start_on_free_ports(start, 1 if metrics_port else 0)
     # "running a few seconds": every node has reported metrics with frames flowing
     wait_for(lambda: all(n["fps"] > 0 for n in eng.ps()["nodes"]), 15, "frames flowing through every node")
     return eng
@@ -124,8 +122,8 @@ def _scrape(port: int) -> dict[str, dict[str, float]]:
 
 def test_monitor_once_shows_every_node_and_two_monitors_work_at_once(
         engine_runner: Callable[..., Engine], tmp_path: Path, live_monitors: Callable[..., LiveMonitor]) -> None:
-    port = free_port()
-    eng = _run_demo(engine_runner, tmp_path, "--metrics-port", str(port))
+    eng = _run_demo(engine_runner, tmp_path, metrics_port=True)
+    port = eng.ports[0]
     ps = {n["id"]: n for n in eng.ps()["nodes"]}
 
     out = cli(eng, "monitor", "--json", "--once")
@@ -199,8 +197,8 @@ def test_monitor_once_shows_every_node_and_two_monitors_work_at_once(
 
 def test_monitor_survives_a_restart_and_reports_when_the_engine_is_gone(
         engine_runner: Callable[..., Engine], tmp_path: Path, live_monitors: Callable[..., LiveMonitor]) -> None:
-    port = free_port()
-    eng = _run_demo(engine_runner, tmp_path, "--allow-faults", "--metrics-port", str(port))
+    eng = _run_demo(engine_runner, tmp_path, "--allow-faults", metrics_port=True)
+    port = eng.ports[0]
     mon = live_monitors(eng, "--interval", "0.25")
     first = mon.until(lambda v: True, 15, "a first view")
     old_pid = next(n["pid"] for n in first["nodes"] if n["id"] == "filt")
@@ -243,8 +241,15 @@ def test_fault_is_refused_without_allow_faults(engine_runner: Callable[..., Engi
         assert "--allow-faults" in out.stderr and "(error 1407 NotAllowedError)" in out.stderr, out.stderr
     bad = cli(eng, "fault", "venc", "slow")
     assert bad.returncode == 1 and "needs MS" in bad.stderr and "1403" in bad.stderr
-    time.sleep(0.5)  # a refused kill would show as a new pid by now
-    node = eng.node("filt")
+    # proof that nothing happened: the same process goes on reporting, 30 frames and a metrics message later
+    # (a kill would have shown as a new pid with a restart, its frame count starting again from 0)
+    frames = sum(eng.node("filt")["metrics"]["frames_in"].values())
+
+    def reported_on() -> dict[str, Any] | None:
+        n = eng.node("filt")
+        return n if n["pid"] != pid or sum(n["metrics"]["frames_in"].values()) >= frames + 30 else None
+
+    node = wait_for(reported_on, 10, "filt reporting 30 more frames")
     assert node["pid"] == pid and node["restarts"] == 0 and node["state"] == "running"
     eng.request("stop")
     assert eng.wait(30) == 0, eng.log

@@ -39,6 +39,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.rtmp]
 OUR_UUID_TEXT = "ba1c3e09-a64a-5765-bf19-d9e939d9bdf0"
 
 
+STALL_MS = 800  # the player's stall threshold in these tests: the scripted 1 s pause is one, load is not
+HICCUP_S = 0.6  # a gap in the pusher's own sending this long may cause a stall the player rightly reports
+
+
 class Pusher(threading.Thread):
     """Publishes stamped pictures + a tone to `url` in real time until `stop` is set or `seconds` pass.
 
@@ -59,6 +63,10 @@ class Pusher(threading.Thread):
         self.error: BaseException | None = None
         self.frames = 0
         self.pause_frame: int | None = None
+        # the pusher's own hiccups (a busy machine): gaps between two pictures longer than HICCUP_S besides the
+        # scripted pause, and the rate it achieved; a player stall or fps dip they explain is not the player's
+        self.hiccups = 0
+        self.active_s = 0.0
 
     def run(self) -> None:
         try:
@@ -78,6 +86,8 @@ class Pusher(threading.Thread):
             yuv = np.full((h * 3 // 2, self.width), 128, np.uint8)  # planar 4:2:0, chroma stays neutral
             ramp = np.linspace(40, 200, self.width, dtype=np.float32).astype(np.uint8)
             t0, paused, sent, go_frame = time.monotonic(), 0.0, 0, None
+            last_mux: float | None = None
+            pause_s = 0.0
             sei_text, sei_left = "", 0
             for i in range(round(self.seconds * self.fps)):
                 if self.stop.is_set():
@@ -91,6 +101,7 @@ class Pusher(threading.Thread):
                     self.pause_frame = i
                     time.sleep(action[1])
                     paused += action[1]
+                    pause_s = action[1]
                 delay = t0 + paused + i / self.fps - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -106,7 +117,12 @@ class Pusher(threading.Thread):
                         new.is_keyframe, new.stream = pkt.is_keyframe, pkt.stream
                         pkt = new
                     out.mux(pkt)
+                now = time.monotonic()
+                if last_mux is not None and now - last_mux - pause_s > HICCUP_S:
+                    self.hiccups += 1
+                last_mux, pause_s = now, 0.0
                 self.frames = i + 1
+                self.active_s = now - t0 - paused
                 # audio ~70 ms ahead of video, so interleaving does not hold pictures back
                 while sent < (i + 3) * 44100 // self.fps:
                     t = (sent + np.arange(1024)) / 44100
@@ -173,7 +189,8 @@ def test_play_rtmp_720p30_reports_sei_fps_latency_stall_and_snapshot(
         if event["type"] == "connected":
             pusher.go.set()
 
-    status, events, stderr = play(rtmp_server.url(), "--duration", "7", "--snapshot", str(png), on_line=on_line)
+    status, events, stderr = play(rtmp_server.url(), "--duration", "7", "--snapshot", str(png),
+                                  "--stall-ms", str(STALL_MS), on_line=on_line)
     assert status == 0, stderr
     assert pusher.error is None, pusher.error
     assert pusher.pause_frame is not None, "the player ended before the pause"
@@ -190,23 +207,29 @@ def test_play_rtmp_720p30_reports_sei_fps_latency_stall_and_snapshot(
             if e["uuid"] == OUR_UUID_TEXT]
     assert ours == [("question 1", 9, 10), ("question 2", 9, 10), ("question 1", 9, 10)]
 
-    # one stall, for the pause, and none while the stream flowed
-    [stall] = of_type(events, "stall")
-    assert 900 <= stall["duration_ms"] <= 1600, stall
-    assert len(of_type(events, "stall_start")) == 1
+    # one stall for the pause (threshold 800 ms: the 1 s pause is one, a busy machine's hiccup is not),
+    # and none while the stream flowed except where the pusher itself stopped sending for a while
+    stalls = of_type(events, "stall")
+    pause_stalls = [s for s in stalls if 900 <= s["duration_ms"] <= 1600]
+    assert len(pause_stalls) == 1, stalls
+    [stall] = pause_stalls
+    assert len(stalls) <= 1 + pusher.hiccups, (stalls, pusher.hiccups)
+    assert len(of_type(events, "stall_start")) == len(stalls)
     stats = of_type(events, "stats")
     pause_begin, pause_end = stall["t"] - stall["duration_ms"] / 1000, stall["t"]
-    assert all(s["stalls"] == 0 and s["stall_ms"] == 0 for s in stats if s["t"] < pause_begin + 0.5)
-    assert all(s["stalls"] == 1 and s["stall_ms"] == stall["duration_ms"] for s in stats if s["t"] > pause_end)
-    # one-second windows of flowing video (after the first, not overlapping the pause): the pushed fps
+    if pusher.hiccups == 0:
+        assert all(s["stalls"] == 0 and s["stall_ms"] == 0 for s in stats if s["t"] < pause_begin + 0.5)
+        assert all(s["stalls"] == 1 and s["stall_ms"] == stall["duration_ms"] for s in stats if s["t"] > pause_end)
+    # one-second windows of flowing video (after the first, not overlapping the pause): on average the rate
+    # the pusher achieved (30 fps unless the busy machine held it back; single windows swing with the load)
     full = [cur for prev, cur in itertools.pairwise(stats) if cur["t"] <= pause_begin or prev["t"] >= pause_end]
     assert len(full) >= 2, stats
     fps = [s["fps"] for s in full]
-    # on average the pushed rate; one window may be off when the (busy, 2-core) machine delays the pusher
-    assert abs(statistics.mean(fps) - 30) <= 2.5 and all(abs(f - 30) <= 7 for f in fps), fps
+    pushed_fps = pusher.frames / pusher.active_s
+    assert abs(statistics.mean(fps) - pushed_fps) <= 3.0, (fps, pushed_fps)
     assert all(s["width"] == 1280 and s["height"] == 720 and s["audio"]["channels"] == 2 for s in full)
 
-    assert summary["missing"] == 0 and summary["stalls"] == 1 and summary["decode_errors"] == 0
+    assert summary["missing"] == 0 and summary["stalls"] == len(stalls) and summary["decode_errors"] == 0
     assert 4 * 30 <= summary["frames"] <= 6 * 30, summary  # ~6 s connected, 1 s of it paused
     assert summary["latency_samples"] == summary["frames"]
     assert 0 < summary["latency_ms_median"] < 500 and summary["latency_ms_p95"] < 1000, summary

@@ -4,7 +4,6 @@ byte-exact (our parser on PyAV-demuxed packets, and FFmpeg's own `trace_headers`
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import secrets
@@ -31,6 +30,7 @@ from tools.rtmp_server import RtmpServer
 pytestmark = [pytest.mark.integration, pytest.mark.rtmp]
 
 PUSH = "topologies/push_rtmp.yaml"
+W, H = 640, 360  # the pushed size in test_push_is_relayed_complete_with_sei
 
 
 def stream_key() -> str:
@@ -171,17 +171,27 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
     rec = tmp_path / "rec.flv"
     recorder = start_recorder(url, rec, rw_timeout_s=5.0)  # waits for the publisher: gets the stream from its start
     try:
-        eng = engine_runner(PUSH, "--duration", "15", env={"PUSH_URL": url})
+        # 640x360 (the file says 1280x720): on a shared 2-core machine the engine then keeps up without dropping
+        # a frame, and the test can require that no stage dropped any (see the end)
+        eng = engine_runner(PUSH, "--duration", "15", "--set", f"src.width={W}", "--set", f"src.height={H}",
+                            env={"PUSH_URL": url})
         events = EventWatcher(eng)
         try:
             connected = events.wait("connected", 20)
             assert connected["data"]["url"] == f"rtmp://127.0.0.1:{rtmp_server.port}/live/***"
-            # a viewer: `mediaengine play --json` for the rest of the push reports the SEI messages it sees
+            # a viewer: `mediaengine play --json` for the rest of the push reports the SEI messages it sees, with
+            # its default --sei-gap-frames (30): "on keyframes" repeats one GOP (30 frames) apart
             play_out = tmp_path / "play.jsonl"
             with open(play_out, "w") as out:
                 player = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "play", url, "--json", "--duration",
-                                           "40", "--timeout", "8", "--sei-gap-frames", "90"], cwd=ROOT, stdout=out,
-                                          stderr=subprocess.DEVNULL)
+                                           "40", "--timeout", "8"], cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
+
+            def player_connected() -> bool:
+                lines = [ln for ln in play_out.read_text().splitlines() if ln.strip()]
+                return any(json.loads(ln).get("type") == "connected" for ln in lines if ln.endswith("}"))
+
+            # the messages below must reach a viewer that is already there (a busy machine starts it slowly)
+            wait_for(player_connected, 30, "the viewer connected")
 
             probe = ffprobe_json(url, "-show_streams", timeout_s=20)
             streams = {s["codec_type"]: s for s in probe["streams"]}
@@ -189,7 +199,7 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
                                                        s.get("r_frame_rate"), s.get("sample_rate"))
                                                    for k, s in streams.items()})
             assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
-            assert (streams["video"]["width"], streams["video"]["height"]) == (1280, 720)
+            assert (streams["video"]["width"], streams["video"]["height"]) == (W, H)
             assert streams["video"]["r_frame_rate"] == "30/1"
             assert streams["audio"]["sample_rate"] == "48000"
 
@@ -238,20 +248,24 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
             recorder.kill()
             recorder.wait()
 
-    # every frame the encoder made went out and came back through the server, in order, decodable
+    # every frame the source made went out and came back through the server, in order, decodable.  The
+    # stages that may drop by design are the drop_oldest edges src->filt and filt->venc (each counted on both
+    # sides: the producer's ring `out-><node>`, the consumer's superseded frames `in`), a consumer that does not
+    # take its descriptors (`send-><node>`), the encoder's own `dropped_frames`, and the sender under
+    # congestion; venc->push is `block`.  None may have dropped in this run: every counter arrives once.
     push, venc = final["push"]["actor"], final["venc"]
     encoded, sent = venc["actor"]["packets_out"], push["packets_sent_by_stream"]["video"]
     counters = decoded_counters(rec)
-    gaps = [(a, b) for a, b in itertools.pairwise(counters) if b != a + 1]
-    missing = sum(b - a - 1 for a, b in gaps)
-    upstream_drops = sum(venc["drops"].values()) + sum(final["filt"]["drops"].values())
+    drops = {node: m["drops"] for node, m in final.items() if m.get("drops")}
     print(f"encoder made {encoded} video packets, sender sent {sent} (dropped {push['dropped']}); recording "
-          f"decodes {len(counters)} frames, counters {counters[0]}..{counters[-1]}, gaps {gaps[:5]} "
-          f"(frames dropped before the encoder: {upstream_drops})")
+          f"decodes {len(counters)} frames, counters {counters[0]}..{counters[-1]}; drops per node {drops}")
+    assert set(final) >= {"src", "tone", "filt", "venc", "aenc", "push"}, sorted(final)
+    assert drops == {}, f"frames dropped in this run: {drops}"
+    assert venc["actor"]["dropped_frames"] == 0 and venc["actor"]["repeated_frames"] == 0, venc["actor"]
     assert push["dropped"]["total"] == 0 and push["reconnects"] == 0
     assert sent == encoded >= 12 * 30
     assert len(counters) == sent  # nothing lost between the sender and the recording
-    assert all(b > a for a, b in gaps) and missing <= upstream_drops  # gaps only where the engine counted drops
+    assert counters == list(range(counters[0], counters[0] + len(counters))), "a source frame missing or repeated"
     errors = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(rec), "-f", "null", "-"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert errors.returncode == 0 and errors.stderr.strip() == "", errors.stderr[-2000:]

@@ -24,8 +24,8 @@ nodes:
 
 # (name, yaml text, expected fragment of the place, expected fragment of the message)
 BROKEN = [
-    ("not yaml", "version: 1\nnodes: [\n", "", "line"),
-    ("not a mapping", "- 1\n- 2\n", "", "mapping"),
+    ("not yaml", "version: 1\nnodes: [\n", "line 3, column 1", "not valid YAML"),
+    ("not a mapping", "- 1\n- 2\n", "the top level", "mapping"),
     ("no version", GOOD.replace("version: 1\n", ""), "version", "version"),
     ("bad version", GOOD.replace("version: 1", "version: 7"), "version", "7"),
     ("no nodes", "version: 1\n", "nodes", "nodes"),
@@ -37,7 +37,7 @@ BROKEN = [
      "src"),
     ("cycle", GOOD.replace("kind: test_pattern, options: {width: 320, height: 180, fps: 15}",
                            "kind: overlay, inputs: {in: f2}")
-     + "  - {id: f2, kind: overlay, inputs: {in: src}}\n", "", "->"),
+     + "  - {id: f2, kind: overlay, inputs: {in: src}}\n", "nodes[0].inputs.in", "src -> f2 -> src"),
     ("missing required option", GOOD.replace(', options: {path: "${OUT_PATH}"}', ""), "nodes[4].options",
      "path"),
     ("wrong option type", GOOD.replace("width: 320", "width: wide"), "nodes[0].options.width", "int"),
@@ -75,8 +75,8 @@ def test_validate_rejects_with_place_and_no_traceback(
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
-    assert err.startswith("error: ")
-    assert place in err, err
+    assert place, "every error names its place: give the expected place"
+    assert err.startswith(f"error: {place}"), err
     assert fragment in err, err
 
 

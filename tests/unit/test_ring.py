@@ -16,6 +16,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 import pytest
+from mediaengine.runtime.decisions import keep_newest_raw
 from mediaengine.runtime.ring import (
     FORMAT_INFO_MAX,
     FrameRing,
@@ -34,11 +36,14 @@ from mediaengine.runtime.ring import (
     unlink_segment,
     unlink_segments,
 )
+from mediaengine.runtime.wire import Desc, FrameDesc, decode_desc, eos_desc, frame_desc, packet_desc
 from mediaengine.sdk.errors import ResourceError
+from mediaengine.sdk.formats import Packet
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 720, 1280
 FRAME_720P = H * W * 3
+PACKET = Packet(b"\x00\x00\x00\x01\x65", 0, 0, Fraction(1, 90000), keyframe=True)
 
 
 def shm_path(name: str) -> Path:
@@ -286,6 +291,8 @@ def test_oversized_frame_and_zero_consumers(make_ring: Callable[..., FrameRing])
 @pytest.mark.parametrize("slow_policy", ["drop_newest", "drop_oldest"])
 def test_fan_out_slow_consumer_never_blocks_fast_one(make_ring: Callable[..., FrameRing],
                                                      slow_policy: str) -> None:
+    """At the ring, `drop_oldest` behaves as `drop_newest` by design (the producer cannot take back a slot
+    a consumer holds); what makes it `drop_oldest` is the consumer side, tested below."""
     depth, n = 3, 40
     ring = make_ring(slot_bytes=64 * 64 * 3, consumers=2, depth=depth)
     # the fast consumer has "block": any wait at all would hit no_sleep and fail the test
@@ -321,6 +328,79 @@ def test_fan_out_slow_consumer_never_blocks_fast_one(make_ring: Callable[..., Fr
     for _, slot, seq in slow_got:
         slow.release(slot, seq)
     assert writer.write(stamped(base, n), n).delivered == (0, 1)
+
+
+def _drain(ring: FrameRing, consumer: int, raw: list[bytes], policy: str) -> list[int]:
+    """What the runtime does with one drained batch on a pad with `policy`: the pts of the frames it hands
+    to the actor (each then released, as after the hook), the superseded ones released unseen."""
+    batch = [decode_desc(r) for r in raw]
+    keep = keep_newest_raw(batch, {"in": policy})
+    reader, seen = RingReader(ring, consumer), []
+    for i, d in enumerate(batch):
+        assert isinstance(d, FrameDesc)
+        if keep[i]:
+            view = reader.view(d.slot, d.seq, (8,), "uint8")
+            assert view is not None
+            seen.append(int(view[0]))
+        reader.release(d.slot, d.seq)
+    return seen
+
+
+def test_each_policy_on_a_consumer_that_fell_behind(make_ring: Callable[..., FrameRing]) -> None:
+    """Three consumers of one producer, none reading while 6 frames are written (depth 4), then each drains
+    what reached it: `block` made the producer wait and got every frame; `drop_newest` got the 4 oldest (the
+    2 newest dropped at the ring); `drop_oldest` got the same 4 from the ring (its producer side is
+    `drop_newest`) but the runtime hands only the newest of them to the actor and counts the rest as
+    dropped."""
+    depth, n = 4, 6
+    ring = make_ring(slot_bytes=8, consumers=3, depth=depth)
+    clock = Clock()
+    queues: list[list[bytes]] = [[], [], []]
+    block_reader = RingReader(ring, 0)
+    waits: list[int] = []
+
+    def block_consumer_catches_up(step: int) -> None:  # the block consumer reads its oldest frame
+        if step == 1:
+            d = decode_desc(queues[0].pop(0))
+            assert isinstance(d, FrameDesc)
+            block_reader.release(d.slot, d.seq)
+            waits.append(d.pts_ns)
+
+    clock.on_sleep = block_consumer_catches_up
+    writer = RingWriter(ring, ["block", "drop_newest", "drop_oldest"], block_timeout_s=1.0, clock=clock,
+                        sleep=clock.sleep)
+    for i in range(n):
+        clock.sleeps = 0
+        res = writer.write(bytes([i] * 8), pts_ns=i)
+        for c in res.delivered:
+            queues[c].append(frame_desc("in", res.slot, res.seq, i, {}))
+    assert waits == [0, 1]  # the producer waited for the block consumer twice, and dropped nothing for it
+    assert [ring.drops(c) for c in range(3)] == [0, 2, 2]
+    assert [len(q) for q in queues] == [4, 4, 4]
+
+    assert _drain(ring, 0, queues[0], "block") == [2, 3, 4, 5]
+    assert _drain(ring, 1, queues[1], "drop_newest") == [0, 1, 2, 3]
+    assert _drain(ring, 2, queues[2], "drop_oldest") == [3]
+    assert [ring.held(c) for c in range(3)] == [0, 0, 0]  # superseded slots were released too
+    assert writer.write(b"\x09" * 8, pts_ns=9).delivered == (0, 1, 2)
+
+
+def test_superseded_picks_the_older_raw_frames_of_drop_oldest_pads_only() -> None:
+    """The runtime's consumer-side rule, descriptor by descriptor (one drained batch)."""
+    def f(pad: str, seq: int) -> Desc:
+        return decode_desc(frame_desc(pad, seq % 3, seq, seq, {}))
+
+    def superseded(batch: list[Desc], policies: dict[str, str]) -> set[int]:
+        return {i for i, keep in enumerate(keep_newest_raw(batch, policies)) if not keep}
+
+    batch = [f("v", 1), f("a", 1), f("v", 2), decode_desc(packet_desc("k", PACKET)), f("a", 2), f("v", 3),
+             f("x", 1), f("x", 2), decode_desc(eos_desc("v"))]
+    policies = {"v": "drop_oldest", "a": "drop_newest", "k": "drop_oldest", "x": "block"}
+    assert superseded(batch, policies) == {0, 2}  # v's seq 1 and 2; its newest (seq 3) and its EOS stay
+    assert superseded(batch, {**policies, "v": "drop_newest"}) == set()
+    assert superseded(batch, {**policies, "a": "drop_oldest", "x": "drop_oldest"}) == {0, 1, 2, 6}
+    assert superseded([f("v", 5)], policies) == set()  # a lone frame is the newest
+    assert superseded([], policies) == set()
 
 
 def test_block_policy_waits_for_release_and_heartbeats(make_ring: Callable[..., FrameRing]) -> None:

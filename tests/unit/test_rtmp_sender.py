@@ -30,7 +30,7 @@ from mediaengine.sdk.formats import AAC, H264, Packet
 from mediaengine.sdk.options import check_instance
 from mediaengine.sdk.sei import OUR_UUID, parse_sei_payloads
 
-from tests.helpers import wait_until
+from tests.helpers import wait_for
 
 URL = "rtmp://127.0.0.1:1935/live/sk_live_0123456789"
 TB_V = Fraction(1, 90_000)
@@ -304,7 +304,7 @@ class Harness:
         def seen() -> bool:
             self.tick()
             return self.names().count(name) >= count
-        wait_until(seen, timeout_s, f"event {name} x{count}; got {self.names()}")
+        wait_for(seen, timeout_s, f"event {name} x{count}; got {self.names()}")
 
     def feed(self, frames: int, start: int = 0) -> None:
         """`frames` video frames (keyframe every 10, params on keyframes) with audio in between."""
@@ -342,7 +342,7 @@ def test_connects_once_both_inputs_sent_params_and_sends_in_arrival_order(make: 
     h = make()
     h.feed(30)
     h.wait_event("connected")
-    wait_until(lambda: len(h.net.muxed()) == 60, 5, "all packets muxed")
+    wait_for(lambda: len(h.net.muxed()) == 60, 5, "all packets muxed")
     conn = h.net.conns[0]
     assert set(conn.params) == {"video", "audio"}
     muxed = conn.muxed
@@ -373,7 +373,7 @@ def test_lost_connection_reconnects_and_waits_for_a_keyframe(make: Callable[...,
     lost = h.seen[names.index("connection_lost")].data
     assert lost["reason"] == "error" and "Broken pipe" in lost["error"] and "sk_live" not in repr(lost)
     h.feed(20, start=20)
-    wait_until(lambda: any(m[0] == "video" for m in h.net.conns[1].muxed), 5, "video on the new connection")
+    wait_for(lambda: any(m[0] == "video" for m in h.net.conns[1].muxed), 5, "video on the new connection")
     second = h.net.conns[1].muxed
     first_video = next(m for m in second if m[0] == "video")
     assert first_video[1].keyframe
@@ -414,7 +414,7 @@ def test_blocked_mux_is_a_send_timeout_then_a_reconnect(make: Callable[..., Harn
     h = make(send_timeout_ms=200)
     h.feed(5)
     h.wait_event("connected")
-    wait_until(lambda: len(h.net.muxed()) > 0, 5, "first packets")
+    wait_for(lambda: len(h.net.muxed()) > 0, 5, "first packets")
     h.net.block = True
     h.feed(5, start=5)
     h.wait_event("send_timeout")
@@ -450,7 +450,7 @@ def test_send_message_goes_into_the_next_video_frames(make: Callable[..., Harnes
     h.feed(5)  # frame 0 is a keyframe
     clock[0] = 100_000_000
     h.feed(20, start=5)  # frames 10 and 20 are keyframes
-    wait_until(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 25, 5, "video muxed")
+    wait_for(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 25, 5, "video muxed")
     carried: dict[int, list[bytes]] = {}
     for kind, pkt, _, _ in h.net.muxed():
         if kind == "video":
@@ -481,16 +481,31 @@ def test_send_message_needs_video(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_metrics_shape(make: Callable[..., Harness]) -> None:
+    """After 10 video and 10 audio packets went out on one connection, the metrics say exactly that."""
     h = make()
     h.feed(10)
     h.wait_event("connected")
+    wait_for(lambda: len(h.net.muxed()) == 20, 5, "all 20 packets muxed")
     m = h.sender.metrics()
-    for key in ("state", "url", "unsent_bytes", "queued_ms", "backlog_ms", "inflight_ms", "bitrate_kbps",
-                "throughput_kbps", "mux_block_ms", "reconnects", "dropped", "packets_sent"):
-        assert key in m
-    assert set(m["bitrate_kbps"]) == {"video", "audio", "total"}
-    assert set(m["mux_block_ms"]) == {"max", "avg"}
+    sizes = {"video": 0, "audio": 0}
+    for kind, pkt, _, _ in h.net.muxed():
+        sizes[kind] += len(pkt.data)
+    assert m["state"] == "connected"
     assert m["url"] == "rtmp://127.0.0.1:1935/live/***"
+    assert m["packets_sent"] == 20 and m["packets_sent_by_stream"] == {"video": 10, "audio": 10}
+    assert m["bytes_sent"] == sizes["video"] + sizes["audio"]
+    assert (m["connect_attempts"], m["reconnects"], m["connection_losses"], m["send_timeouts"]) == (1, 0, 0, 0)
+    assert m["dropped"] == {"video": 0, "audio": 0, "total": 0} and m["dropped_reasons"] == {}
+    assert (m["unsent_bytes"], m["backlog_packets"], m["backlog_bytes"]) == (0, 0, 0)
+    assert m["queued_ms"] == m["backlog_ms"] == m["inflight_ms"] == 0.0
+    # the bit rate is what went out within the window (all of it: the test takes far less than 2 s)
+    window_s = 2.0  # the sender's rate window (RATE_WINDOW_NS)
+    for kind in ("video", "audio"):
+        assert m["bitrate_kbps"][kind] == pytest.approx(sizes[kind] * 8 / window_s / 1000, abs=0.051), kind
+    assert m["bitrate_kbps"]["total"] == pytest.approx(m["bitrate_kbps"]["video"] + m["bitrate_kbps"]["audio"],
+                                                       abs=0.11)
+    assert 0.0 <= m["mux_block_ms"]["avg"] <= m["mux_block_ms"]["max"] < 1000.0
+    assert m["sei_sent"] == 0 and m["messages_pending"] == 0
 
 
 # ---- the socket helpers on a real loopback connection --------------------------------------------------------
@@ -507,7 +522,7 @@ def test_socket_found_measured_and_shut_down() -> None:
         assert found is not None and found[0] == cli.fileno()
         assert find_socket(port, {"10.9.9.9"}) is None
         cli.sendall(b"x" * 1000)
-        wait_until(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
+        wait_for(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
         assert shutdown_socket(*found)
         with pytest.raises(OSError):
             cli.sendall(b"y")
@@ -559,7 +574,7 @@ def test_new_sps_pps_go_in_band_on_keyframes(make: Callable[..., Harness]) -> No
     for i in (10, 11, 20):  # two keyframes carrying new params (an encoder reopened)
         pkt = Packet(SLICE + bytes([i]), i * 3000, i * 3000, TB_V, i % 10 == 0, new_params if i % 10 == 0 else None)
         h.collect(h.sender.on_frame("video", pkt))
-    wait_until(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 13, 5, "video muxed")
+    wait_for(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 13, 5, "video muxed")
     sent = {m[1].dts // 3000: m[3] for m in h.net.muxed() if m[0] == "video"}
     assert sent[0] is None  # the header's own SPS/PPS: nothing added
     assert sent[10] == extradata + SLICE + bytes([10])
@@ -577,7 +592,7 @@ def test_stop_never_blocks_on_a_server_that_stopped_reading(make: Callable[..., 
     h.feed(5, start=5)
     link = h.sender.link
     assert link is not None
-    wait_until(lambda: link._mux_started_ns is not None, 5, "a mux call blocked")
+    wait_for(lambda: link._mux_started_ns is not None, 5, "a mux call blocked")
     started = time.monotonic()
     h.collect(h.sender.stop())
     took = time.monotonic() - started

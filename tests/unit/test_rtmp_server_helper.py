@@ -20,7 +20,7 @@ import psutil
 import pytest
 from mediaengine.sdk.errors import ResourceError
 
-from tests.helpers import ffprobe_json, open_push, push_synthetic, start_recorder, wait_until
+from tests.helpers import ffprobe_json, open_push, push_synthetic, start_recorder, wait_for
 from tools.rtmp_server import RtmpServer, port_accepts
 
 pytestmark = pytest.mark.rtmp
@@ -45,7 +45,7 @@ def test_push_is_relayed_with_h264_aac_and_every_frame(rtmp_server: RtmpServer, 
     recording = tmp_path / "relayed.flv"
     recorder = start_recorder(rtmp_server.url(), recording)
     try:
-        wait_until(lambda: len(rtmp_server.clients()) == 1, 5.0, "the recorder to wait on live/test")
+        wait_for(lambda: len(rtmp_server.clients()) == 1, 5.0, "the recorder to wait on live/test")
         pushed = push_synthetic(rtmp_server.url(), duration_s=2.0, width=320, height=240, fps=30)
         recorder.wait(timeout=20)
     finally:
@@ -122,9 +122,9 @@ def test_idle_publisher_is_dropped_so_a_new_one_can_publish(tmp_path: Path) -> N
     with RtmpServer(tmp_path / "srv", drop_idle_publisher_s=0.5) as server:
         stalled, _video, _audio = open_push(server.url())
         try:
-            wait_until(lambda: any(c.publishing for c in server.clients()), 5.0, "the first publisher to be seen")
+            wait_for(lambda: any(c.publishing for c in server.clients()), 5.0, "the first publisher to be seen")
             # It sends nothing more but keeps its TCP connection: nginx must drop it.
-            wait_until(lambda: server.clients() == [], 5.0, "nginx to drop the idle publisher")
+            wait_for(lambda: server.clients() == [], 5.0, "nginx to drop the idle publisher")
             pushed = push_synthetic(server.url(), duration_s=0.5)
             assert pushed.video_packets == 15
         finally:

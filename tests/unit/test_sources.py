@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import statistics
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -135,20 +133,6 @@ def test_a_restarted_pattern_continues_the_timeline() -> None:
     assert before == [10, 11, 12]
     assert [(f.seq, f.pts_ns) for f in after] == [(40, 40 * iv)]
     assert stamp.read(after[0].data) == (40, WALL_MS)
-
-
-def test_pattern_renders_720p_fast() -> None:
-    src = make_pattern(width=1280, height=720, text="speed")
-    iv = src.tick_interval_ns
-    assert iv is not None
-    times = []
-    for k in range(60):
-        t0 = time.perf_counter()
-        src.on_tick(k * iv)
-        times.append(time.perf_counter() - t0)
-    ms = statistics.median(times) * 1e3
-    print(f"test_pattern 1280x720: {ms:.2f} ms/frame (median of 60)")
-    assert ms < 10.0  # ~1 ms measured on the dev machine; 10 leaves room for a loaded CI box
 
 
 # ---- tone -----------------------------------------------------------------------------------------

@@ -25,11 +25,9 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-import numpy as np
 import numpy.typing as npt
 import zmq
 
@@ -43,14 +41,18 @@ from ..sdk.errors import (
     OptionError,
     UnknownCommandError,
 )
-from ..sdk.formats import Format, Frame, Packet, format_from_wire
+from ..sdk.formats import Frame, Packet, format_from_wire
 from ..supervision.curve import apply_client_keys
 from ..supervision.rundir import pid_alive
 from ..topology.loader import rebuild_options
 from ..topology.registry import get_kind
+from .dataplane import Consumer as _Consumer
+from .dataplane import Input as _Input
+from .dataplane import Output as _Output
+from .dataplane import deliver_frame, emit_frame, lend_buffer, send_desc
 from .metrics import ActorMetrics
-from .ring import FrameRing, Reservation, RingReader, RingWriter
-from .wire import decode_desc, eos_desc, frame_desc, packet_desc, packet_from_wire
+from .ring import FrameRing, RingReader, RingWriter
+from .wire import decode_desc, eos_desc, packet_desc, packet_from_wire
 
 PR_SET_PDEATHSIG = 1
 MAX_DRAIN = 512  # descriptors taken from the data socket per loop turn
@@ -72,40 +74,6 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-@dataclass
-class _Consumer:
-    node: str
-    pad: str
-    index: int
-    policy: str
-    sock: zmq.Socket[bytes]
-
-
-@dataclass
-class _Output:
-    pad: str
-    fmt: Format
-    writer: RingWriter | None
-    ring: FrameRing | None
-    consumers: list[_Consumer]
-    ended: bool = False
-    stalled: set[int] = field(default_factory=set)  # block-policy consumers that timed out (likely down)
-    reserved: tuple[Reservation, npt.NDArray[Any]] | None = None  # a slot lent out by output_buffer()
-    abandoned: npt.NDArray[Any] | None = None  # a lent slot given back unused (must not be emitted later)
-
-
-@dataclass
-class _Input:
-    pad: str
-    fmt: Format
-    policy: str
-    reader: RingReader | None
-    ring: FrameRing | None
-    shape: tuple[int, ...] = ()
-    dtype: str = "uint8"
-    ended: bool = False
 
 
 class _FaultCrash(RuntimeError):
@@ -431,25 +399,12 @@ class ActorRuntime:
             self.metrics.frame_in(inp.pad)
             self._run_hook("frame", lambda: actor.on_frame(inp.pad, packet), timed=True)
             return
-        if inp.reader is None:
-            self.metrics.count("bad_descriptors")
-            return
-        try:
-            slot, seq, pts = int(d["s"]), int(d["q"]), int(d["t"])
-            view = inp.reader.view(slot, seq, inp.shape, inp.dtype)
-        except (KeyError, TypeError, ValueError, IndexError):
-            self.metrics.count("bad_descriptors")
-            return
-        if view is None:
-            self.metrics.count("stale_descriptors")
-            return
-        try:
-            frame = Frame(view, pts, seq, d.get("m") or {})
+
+        def hook(frame: Frame) -> None:
             self.metrics.frame_in(inp.pad)
             self._run_hook("frame", lambda: actor.on_frame(inp.pad, frame), timed=True)
-        finally:
-            del view
-            inp.reader.release(slot, seq)
+
+        deliver_frame(inp, d, hook, self.metrics.count)
 
     # ---- hooks and actions ---------------------------------------------------------------------
     def _run_hook(self, name: str, call: Any, *, timed: bool = False,
@@ -501,64 +456,21 @@ class ActorRuntime:
                 raw_by_pad[c.pad] = raw
                 self._send_data(c, raw)
             return
-        if out.writer is None:
-            raise ActorFailedError(f"{self.node_id}: pad {pad!r} carries packets, got a raw frame")
-        data = media.data
-        if data.dtype != np.dtype(getattr(out.fmt, "dtype", "uint8")) or data.shape != tuple(out.fmt.shape):  # type: ignore[union-attr]
-            raise ActorFailedError(
-                f"{self.node_id}.{pad}: frame {data.shape} {data.dtype} does not match {out.fmt.describe()}")
-        # a block-policy consumer that timed out is probably restarting: do not wait on it again until it
-        # has released something, or every frame would wait the whole block timeout
-        if out.stalled and out.ring is not None:
-            out.stalled = {i for i in out.stalled if out.ring.held(i) >= out.ring.depth}
-        reserved, out.reserved = out.reserved, None
-        if out.abandoned is not None and data is out.abandoned:
-            raise ActorFailedError(f"{self.node_id}.{pad}: a buffer from output_buffer() was emitted after "
-                                   "another frame on the same pad; emit it first (its slot was reused)")
-        if reserved is not None and data is not reserved[1]:
-            out.abandoned = reserved[1]  # the actor chose not to use it: the slot goes back to the ring
-        if reserved is not None and data is reserved[1]:
-            # the actor rendered straight into the slot (output_buffer): publish it, no copy
-            result = out.writer.commit(reserved[0], media.pts_ns, data.nbytes, exclude=out.stalled)
-        else:
-            result = out.writer.write(data, media.pts_ns, exclude=out.stalled)
-        for idx in out.stalled:
-            self.metrics.drop(f"{pad}->{out.consumers[idx].node}")
-        for idx in result.dropped:
-            self.metrics.drop(f"{pad}->{out.consumers[idx].node}")
-            if out.consumers[idx].policy == "block":
-                out.stalled.add(idx)
-        for idx in result.delivered:
-            c = out.consumers[idx]
-            if self.fault_corrupt:
-                self.fault_corrupt = False
-                self._send_data(c, msgpack.packb({"p": c.pad, "s": "x", "q": None}))
-                continue
-            self._send_data(c, frame_desc(c.pad, result.slot, result.seq, media.pts_ns, media.meta))
+        emit_frame(out, media, f"{self.node_id}.{pad}", self._send_frame_desc, self.metrics.drop)
+
+    def _send_frame_desc(self, c: _Consumer, raw: bytes) -> None:
+        if self.fault_corrupt:  # the `corrupt` fault: the next frame descriptor is garbage
+            self.fault_corrupt = False
+            raw = msgpack.packb({"p": c.pad, "s": "x", "q": None})
+        self._send_data(c, raw)
 
     def _output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
         """Lend the actor a free slot of `pad`'s ring to fill in place (see Actor.output_buffer)."""
         out = self.outputs.get(pad)
-        if out is None or out.writer is None or out.reserved is not None or out.ended:
-            return None  # one lent slot per pad at a time: a second request gets no buffer
-        fmt = out.fmt
-        res = out.writer.reserve()
-        arr = res.array(tuple(fmt.shape), getattr(fmt, "dtype", "uint8"))  # type: ignore[union-attr]
-        out.reserved = (res, arr)
-        return arr
+        return None if out is None else lend_buffer(out)
 
     def _send_data(self, c: _Consumer, raw: bytes) -> None:
-        deadline = time.monotonic() + (0.5 if c.policy == "block" else 0.0)
-        while True:
-            try:
-                c.sock.send(raw, zmq.NOBLOCK)
-                return
-            except zmq.Again:
-                if time.monotonic() >= deadline:
-                    self.metrics.drop(f"send->{c.node}")
-                    return
-                self._idle()
-                time.sleep(0.001)
+        send_desc(c, raw, self._idle, self.metrics.drop)
 
     def _end_outputs(self, pad: str | None) -> None:
         for out in self.outputs.values():

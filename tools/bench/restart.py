@@ -34,7 +34,7 @@ VICTIM = "filt"
 
 def gaps(frames: list[list[float]], start: float, end: float) -> tuple[float, float]:
     """(longest arrival gap, longest time without a new counter) among frames received in [start, end]."""
-    sel = [(c, mono) for c, _s, _r, mono in frames if start <= mono <= end]
+    sel = [(f[0], f[3]) for f in frames if start <= f[3] <= end]
     arrival = max_gap([m for _c, m in sel])
     frozen = 0.0
     last_new: float | None = None

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from tools.bench import _beep
+from tools.bench import _beep, report
 from tools.bench import _common as c
 from tools.bench.__main__ import summary
 from tools.bench._feeder import PushSpec, ffmpeg_command
@@ -159,3 +159,24 @@ def test_push_spec_reads_the_topology_and_fills_defaults() -> None:
     moved = set_sender_url(topo, "rtmp://127.0.0.1:9/live/k")
     assert moved["nodes"][4]["options"]["url"] == "rtmp://127.0.0.1:9/live/k"
     assert topo["nodes"][4]["options"]["url"] == "${PUSH_URL}"  # the original is left alone
+
+
+def test_report_fills_only_the_generated_blocks_from_the_json() -> None:
+    res = c.Result("ring", headline="ring is 2x", tables=[("frames", c.Table(["a", "b|c"], [["1", "2"]]))],
+                   targets=[c.Target("copy in / Queue", 10.0, ">=", 25), c.Target("hop", 1.2, "<=", 1.5)],
+                   load=(3.0, 4.0))
+    doc = {"mode": "full", "results": [res.to_json()],
+           "machine": {"date": "d", "nproc": 2, "cpu": "cpu", "loadavg": [3.0, 2.0, 1.0], "python": "3.11",
+                       "pyav": "18", "pyav_libavcodec": "62", "ffmpeg_cli": "5.1"}}
+    text = ("# B\nprose 1\n<!-- generated:ring -->\nold 999\n<!-- /generated:ring -->\nprose 2\n"
+            "<!-- generated:targets -->\n<!-- /generated:targets -->\n"
+            "<!-- generated:chain -->\nold\n<!-- /generated:chain -->\n"
+            "<!-- generated:run -->\n<!-- /generated:run -->\n")
+    out = report.fill(text, report.blocks(doc), "run.json")
+    assert out.startswith("# B\nprose 1\n<!-- generated:ring -->\n") and "\nprose 2\n" in out
+    assert "old 999" not in out and "| a | b\\|c |" in out and "headline: ring is 2x" in out
+    assert "| ring | copy in / Queue | >= 25 | 10.00 | **MISSED** |" in out
+    assert "| ring | hop | <= 1.5 | 1.20 | met |" in out
+    assert "_`chain` was not in this run._" in out  # a benchmark the run did not cover is not left stale
+    assert "The machine was loaded" in out  # load 4.0 on 2 cores
+    assert report.fill(out, report.blocks(doc), "run.json") == out  # filling again changes nothing

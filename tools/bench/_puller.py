@@ -53,27 +53,35 @@ def _pull_with_player(url: str, doc: dict[str, Any], deadline: float, open_timeo
 
     doc["puller"] = "mediaengine.sdk.pull.StreamPuller"
     records: list[list[float]] = doc["frames"]
-    puller = StreamPuller(url, timeout_s=open_timeout_s)
-    puller.start()
-    try:
-        while time.monotonic() < deadline:
-            try:
-                rec = puller.records.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if isinstance(rec, VideoFrameInfo):
-                if rec.stamp is None:
-                    doc["unreadable"] += 1
-                else:
-                    records.append([rec.stamp.counter, rec.stamp.wall_ms, rec.stamp.wall_ms + (rec.latency_ms or 0.0),
-                                    rec.t])
-            elif isinstance(rec, Ended):
-                doc["error"] = f"ended: {rec.reason}"
-                break
-    except _Stop:
-        pass
-    finally:
-        puller.stop(2.0)
+    connected = False
+    while time.monotonic() < deadline:  # until it connects: the stream may not be published yet
+        puller = StreamPuller(url, timeout_s=open_timeout_s)
+        puller.start()
+        retry = False
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    rec = puller.records.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if isinstance(rec, VideoFrameInfo):
+                    connected = True
+                    if rec.stamp is None:
+                        doc["unreadable"] += 1
+                    else:
+                        records.append([rec.stamp.counter, rec.stamp.wall_ms,
+                                        rec.stamp.wall_ms + (rec.latency_ms or 0.0), rec.t])
+                elif isinstance(rec, Ended):
+                    doc["error"] = f"ended: {rec.reason}"
+                    retry = rec.reason == "connect failed" and not connected
+                    break
+        except _Stop:
+            return True
+        finally:
+            puller.stop(2.0)
+        if not retry:
+            break
+        time.sleep(0.1)
     return True
 
 

@@ -104,6 +104,9 @@ def measure(server: RtmpServer, stream: str, settings: Settings, warm_s: float, 
         if not frames:
             raise RuntimeError(f"{tag}: puller {name} decoded no stamped frame in the window ({doc.get('error')})")
         out[name] = summarise(frames) | {"unreadable": doc["unreadable"], "puller": doc.get("puller")}
+        if out[name]["pictures"] < 0.5 * out[name]["rendered"]:  # load costs a few pictures, not half
+            raise RuntimeError(f"{tag}: puller {name} decoded {out[name]['pictures']} of the "
+                               f"{out[name]['rendered']} pictures rendered in the window: the stream loses frames")
         if name == "own":  # the PyAV loop also decodes the audio and finds the beeps
             beeps = in_window(doc.get("beeps", []), since, until, mono_at=2)
             if not beeps:

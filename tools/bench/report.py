@@ -91,7 +91,10 @@ def block_targets(doc: dict[str, Any]) -> str:
 def block_result(r: dict[str, Any]) -> str:
     out: list[str] = []
     if r.get("error"):
-        out.append(f"**failed:** `{r['error'].splitlines()[0]}`")
+        lines = r["error"].splitlines()
+        out.append(f"**failed:** `{lines[0]}`")
+        if len(lines) > 1:
+            out.append("```\n" + "\n".join(lines[1:16]) + "\n```")
     if r.get("skipped"):
         out.append(f"**skipped:** {r['skipped']}")
     for title, table in (r.get("tables") or {}).items():
@@ -106,7 +109,8 @@ def block_result(r: dict[str, Any]) -> str:
     load = _load(r)
     if load:
         out.append(load.capitalize() + ".")
-    out.append(f"headline: {r.get('headline') or r.get('skipped') or r.get('error') or 'n/a'}")
+    headline = r.get("headline") or r.get("skipped") or r.get("error") or "n/a"
+    out.append(f"headline: {headline.splitlines()[0]}")
     return "\n\n".join(out)
 
 

@@ -104,7 +104,8 @@ def measure(server: RtmpServer, stream: str, settings: Settings, warm_s: float, 
         if not frames:
             raise RuntimeError(f"{tag}: puller {name} decoded no stamped frame in the window ({doc.get('error')})")
         out[name] = summarise(frames) | {"unreadable": doc["unreadable"], "puller": doc.get("puller")}
-        if out[name]["pictures"] < 0.5 * out[name]["rendered"]:  # load costs a few pictures, not half
+        # a starved machine loses pictures (a full run at load 20 on 2 cores decoded 38%); a broken engine ~none
+        if out[name]["pictures"] < 0.1 * out[name]["rendered"]:
             raise RuntimeError(f"{tag}: puller {name} decoded {out[name]['pictures']} of the "
                                f"{out[name]['rendered']} pictures rendered in the window: the stream loses frames")
         if name == "own":  # the PyAV loop also decodes the audio and finds the beeps

@@ -178,7 +178,7 @@ def _ring_producer(plan: Plan, ready: Any, mode: str) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, 2000)  # as the runtime's data sockets
-    sock.setsockopt(zmq.LINGER, 1000)
+    sock.setsockopt(zmq.LINGER, -1)  # the end marks must arrive however starved the consumer (the parent times out)
     sock.connect(plan.endpoint)
     consumer = Consumer("sink", "in", 0, "block", sock)
     out = Output("out", _video_format(plan.shape), RingWriter(ring, ["block"], block_timeout_s=5.0), ring,
@@ -265,7 +265,7 @@ def _zmq_producer(plan: Plan, ready: Any, pixels: bool) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, DEPTH // 2)
-    sock.setsockopt(zmq.LINGER, 1000)
+    sock.setsockopt(zmq.LINGER, -1)  # the end marks must arrive however starved the consumer (the parent times out)
     sock.connect(plan.endpoint)
     ready.wait(30)
 

@@ -27,11 +27,9 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-import numpy as np
 import numpy.typing as npt
 import zmq
 
@@ -54,16 +52,13 @@ from ..sdk.options import apply_set
 from ..supervision.curve import apply_client_keys
 from ..supervision.rundir import pid_alive
 from ..topology.registry import get_kind
-from .decisions import (
-    check_input_format,
-    derived_output_changes,
-    keep_newest_raw,
-    lent_buffer_fate,
-    still_stalled,
-    take_reply,
-)
+from .dataplane import Consumer as _Consumer
+from .dataplane import Input as _Input
+from .dataplane import Output as _Output
+from .dataplane import deliver_frame, emit_frame, lend_buffer, send_desc
+from .decisions import check_input_format, derived_output_changes, keep_newest_raw, take_reply
 from .metrics import ActorMetrics
-from .ring import FrameRing, Reservation, RingReader, RingWriter
+from .ring import FrameRing, RingReader, RingWriter
 from .spec import ActorSpec
 from .wire import (
     EosDesc,
@@ -73,7 +68,6 @@ from .wire import (
     decode_desc,
     eos_desc,
     format_desc,
-    frame_desc,
     packet_desc,
 )
 
@@ -98,40 +92,6 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-@dataclass
-class _Consumer:
-    node: str
-    pad: str
-    index: int
-    policy: str
-    sock: zmq.Socket[bytes]
-
-
-@dataclass
-class _Output:
-    pad: str
-    fmt: Format
-    writer: RingWriter | None
-    ring: FrameRing | None
-    consumers: list[_Consumer]
-    ended: bool = False
-    stalled: set[int] = field(default_factory=set)  # block-policy consumers that timed out (likely down)
-    reserved: tuple[Reservation, npt.NDArray[Any]] | None = None  # a slot lent out by output_buffer()
-    abandoned: npt.NDArray[Any] | None = None  # a lent slot given back unused (must not be emitted later)
-
-
-@dataclass
-class _Input:
-    pad: str
-    fmt: Format
-    policy: str
-    reader: RingReader | None
-    ring: FrameRing | None
-    shape: tuple[int, ...] = ()
-    dtype: str = "uint8"
-    ended: bool = False
 
 
 def _bind(hook: Callable[[str, Any], Actions], name: str, value: Any) -> Callable[[], Actions]:
@@ -522,24 +482,12 @@ class ActorRuntime:
             self.metrics.frame_in(inp.pad)
             self._run_hook("frame", lambda: actor.on_frame(inp.pad, packet), timed=True)
             return
-        if inp.reader is None:
-            self.metrics.count("bad_descriptors")
-            return
-        try:
-            view = inp.reader.view(d.slot, d.seq, inp.shape, inp.dtype)
-        except (ValueError, IndexError):
-            self.metrics.count("bad_descriptors")
-            return
-        if view is None:
-            self.metrics.count("stale_descriptors")
-            return
-        try:
-            frame = Frame(view, d.pts_ns, d.seq, d.meta)
+
+        def hook(frame: Frame) -> None:
             self.metrics.frame_in(inp.pad)
             self._run_hook("frame", lambda: actor.on_frame(inp.pad, frame), timed=True)
-        finally:
-            del view
-            inp.reader.release(d.slot, d.seq)
+
+        deliver_frame(inp, d, hook, self.metrics.count)
 
     def _format_changed(self, inp: _Input, fmt: Format) -> None:
         """A format change arrived on an input: the actor hears of it before the first frame in it."""
@@ -619,42 +567,13 @@ class ActorRuntime:
                 raw_by_pad[c.pad] = raw
                 self._send_data(c, raw)
             return
-        if out.writer is None:
-            raise ActorFailedError(f"{self.node_id}: pad {pad!r} carries packets, got a raw frame")
-        data = media.data
-        if data.dtype != np.dtype(getattr(out.fmt, "dtype", "uint8")) or data.shape != tuple(out.fmt.shape):  # type: ignore[union-attr]
-            raise ActorFailedError(
-                f"{self.node_id}.{pad}: frame {data.shape} {data.dtype} does not match {out.fmt.describe()}")
-        # a block-policy consumer that timed out is probably restarting: do not wait on it again until it
-        # has released something, or every frame would wait the whole block timeout
-        if out.stalled and out.ring is not None:
-            ring = out.ring
-            out.stalled = still_stalled(out.stalled, [ring.held(i) for i in range(ring.consumers)], ring.depth)
-        reserved, out.reserved = out.reserved, None
-        if out.abandoned is not None and data is out.abandoned:
-            raise ActorFailedError(f"{self.node_id}.{pad}: a buffer from output_buffer() was emitted after "
-                                   "another frame on the same pad; emit it first (its slot was reused)")
-        fate = lent_buffer_fate(reserved[1] if reserved is not None else None, data)
-        if fate == "commit" and reserved is not None:
-            # the actor rendered straight into the slot (output_buffer): publish it, no copy
-            result = out.writer.commit(reserved[0], media.pts_ns, data.nbytes, exclude=out.stalled)
-        else:
-            if fate == "abandon" and reserved is not None:
-                out.abandoned = reserved[1]  # the actor chose not to use it: the slot goes back to the ring
-            result = out.writer.write(data, media.pts_ns, exclude=out.stalled)
-        for idx in out.stalled:
-            self.metrics.drop(f"{pad}->{out.consumers[idx].node}")
-        for idx in result.dropped:
-            self.metrics.drop(f"{pad}->{out.consumers[idx].node}")
-            if out.consumers[idx].policy == "block":
-                out.stalled.add(idx)
-        for idx in result.delivered:
-            c = out.consumers[idx]
-            if self.fault_corrupt:
-                self.fault_corrupt = False
-                self._send_data(c, msgpack.packb({"p": c.pad, "s": "x", "q": None}))
-                continue
-            self._send_data(c, frame_desc(c.pad, result.slot, result.seq, media.pts_ns, media.meta))
+        emit_frame(out, media, f"{self.node_id}.{pad}", self._send_frame_desc, self.metrics.drop)
+
+    def _send_frame_desc(self, c: _Consumer, raw: bytes) -> None:
+        if self.fault_corrupt:  # the `corrupt` fault: the next frame descriptor is garbage
+            self.fault_corrupt = False
+            raw = msgpack.packb({"p": c.pad, "s": "x", "q": None})
+        self._send_data(c, raw)
 
     def _change_format(self, pad: str, fmt: Format) -> None:
         """Perform `ChangeFormat`: check it, record it in the ring header, announce it on every edge."""
@@ -695,28 +614,10 @@ class ActorRuntime:
     def _output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
         """Lend the actor a free slot of `pad`'s ring to fill in place (see Actor.output_buffer)."""
         out = self.outputs.get(pad)
-        if out is None or out.writer is None or out.reserved is not None or out.ended:
-            return None  # one lent slot per pad at a time: a second request gets no buffer
-        fmt = out.fmt
-        res = out.writer.reserve()
-        arr = res.array(tuple(fmt.shape), getattr(fmt, "dtype", "uint8"))  # type: ignore[union-attr]
-        out.reserved = (res, arr)
-        return arr
+        return None if out is None else lend_buffer(out)
 
     def _send_data(self, c: _Consumer, raw: bytes, wait_s: float | None = None) -> None:
-        if wait_s is None:
-            wait_s = 0.5 if c.policy == "block" else 0.0
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                c.sock.send(raw, zmq.NOBLOCK)
-                return
-            except zmq.Again:
-                if time.monotonic() >= deadline:
-                    self.metrics.drop(f"send->{c.node}")
-                    return
-                self._idle()
-                time.sleep(0.001)
+        send_desc(c, raw, self._idle, self.metrics.drop, wait_s)
 
     def _end_outputs(self, pad: str | None) -> None:
         for out in self.outputs.values():

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
+from tools.bench import _beep, report
 from tools.bench import _common as c
 from tools.bench.__main__ import summary
 from tools.bench._feeder import PushSpec, ffmpeg_command
 from tools.bench._push import push_spec, set_sender_url
-from tools.bench.latency import latencies, summarise
+from tools.bench.latency import in_window, latencies, summarise
 from tools.bench.restart import gaps
 
 
@@ -100,12 +102,30 @@ def test_restart_gaps_separate_stalls_from_frozen_pictures() -> None:
     assert frozen == pytest.approx(0.27)  # counter 2 first seen at 10.03, next new counter at 10.30
 
 
-def test_latency_is_receive_minus_stamp_after_the_warmup() -> None:
-    doc = {"frames": [[1, 1000, 1040.0, 5.0], [2, 1033, 1100.0, 6.0], [3, 1066, 1116.0, 7.0]]}
-    lat = latencies(doc, since_mono=6.0)
-    assert lat == pytest.approx([0.067, 0.050])
-    s = summarise(lat, expected=2)
-    assert s["p50_s"] == pytest.approx(0.0585) and s["max_s"] == pytest.approx(0.067) and s["frames"] == 2
+def test_latency_counts_only_the_window_and_pictures_by_counter() -> None:
+    # counter, stamp ms, receive wall ms, receive monotonic s: one before the window, one after its end
+    frames = [[1, 1000, 1040.0, 5.0], [2, 1033, 1100.0, 6.0], [2, 1033, 1101.0, 6.1], [4, 1099, 1149.0, 7.0],
+              [5, 1133, 1333.0, 8.0]]
+    window = in_window(frames, since_mono=6.0, until_mono=8.0)
+    assert latencies(window) == pytest.approx([0.067, 0.068, 0.050])
+    s = summarise(window)
+    assert s["p50_s"] == pytest.approx(0.067) and s["max_s"] == pytest.approx(0.068) and s["frames"] == 3
+    assert (s["pictures"], s["rendered"]) == (2, 3)  # counters 2 and 4 seen, 2..4 rendered (3 missing)
+
+
+def test_beep_onsets_give_audio_latency_and_av_offset() -> None:
+    rate, wall0 = 48000, 1000.1  # sample 0 is due at wall 1000.1; beeps start at 1000.5, 1001.0, ...
+    mask = _beep.beep_mask(0, rate * 2, rate, wall0)
+    starts = [int(i) + 1 for i in np.flatnonzero(np.diff(mask.astype(np.int8)) == 1)]
+    assert starts == [round(0.4 * rate), round(0.9 * rate), round(1.4 * rate), round(1.9 * rate)]
+    finder = _beep.OnsetFinder(rate)
+    pcm = _beep.gate(np.full((rate * 2, 1), 10000, np.int16), 0, rate, wall0)[:, 0] / 32768.0
+    found = [i + j for i in range(0, len(pcm), 1024) for j in finder.feed(pcm[i:i + 1024])]
+    assert found == starts
+    # a beep due at 1000.5 decoded at 1000.56 with pts 2.05; video pts - stamp = 2.0 - 1000.0 (s)
+    fig = _beep.av_figures([[2.05, 1000.56, 9.0]], [[1, 1000_000.0, 1000_030.0, 9.0, -998.0]])
+    assert fig["audio_latency_s"] == pytest.approx([0.06])
+    assert fig["av_offset_s"] == pytest.approx([(2.05 - 1000.5) - (-998.0 - 1000.0)])
 
 
 def test_ffmpeg_mirrors_the_engine_encoder_settings() -> None:
@@ -139,3 +159,24 @@ def test_push_spec_reads_the_topology_and_fills_defaults() -> None:
     moved = set_sender_url(topo, "rtmp://127.0.0.1:9/live/k")
     assert moved["nodes"][4]["options"]["url"] == "rtmp://127.0.0.1:9/live/k"
     assert topo["nodes"][4]["options"]["url"] == "${PUSH_URL}"  # the original is left alone
+
+
+def test_report_fills_only_the_generated_blocks_from_the_json() -> None:
+    res = c.Result("ring", headline="ring is 2x", tables=[("frames", c.Table(["a", "b|c"], [["1", "2"]]))],
+                   targets=[c.Target("copy in / Queue", 10.0, ">=", 25), c.Target("hop", 1.2, "<=", 1.5)],
+                   load=(3.0, 4.0))
+    doc = {"mode": "full", "results": [res.to_json()],
+           "machine": {"date": "d", "nproc": 2, "cpu": "cpu", "loadavg": [3.0, 2.0, 1.0], "python": "3.11",
+                       "pyav": "18", "pyav_libavcodec": "62", "ffmpeg_cli": "5.1"}}
+    text = ("# B\nprose 1\n<!-- generated:ring -->\nold 999\n<!-- /generated:ring -->\nprose 2\n"
+            "<!-- generated:targets -->\n<!-- /generated:targets -->\n"
+            "<!-- generated:chain -->\nold\n<!-- /generated:chain -->\n"
+            "<!-- generated:run -->\n<!-- /generated:run -->\n")
+    out = report.fill(text, report.blocks(doc), "run.json")
+    assert out.startswith("# B\nprose 1\n<!-- generated:ring -->\n") and "\nprose 2\n" in out
+    assert "old 999" not in out and "| a | b\\|c |" in out and "headline: ring is 2x" in out
+    assert "| ring | copy in / Queue | >= 25 | 10.00 | **MISSED** |" in out
+    assert "| ring | hop | <= 1.5 | 1.20 | met |" in out
+    assert "_`chain` was not in this run._" in out  # a benchmark the run did not cover is not left stale
+    assert "The machine was loaded" in out  # load 4.0 on 2 cores
+    assert report.fill(out, report.blocks(doc), "run.json") == out  # filling again changes nothing

@@ -1,5 +1,8 @@
 """`python -m tools.bench [NAME ...] [--quick] [--json out.json]`: run the benchmark suite.
 
+`python -m tools.bench report out.json -o BENCHMARKS.md` fills BENCHMARKS.md's generated blocks from
+such a JSON file (`report.py`).
+
 Each benchmark prints its tables, its targets (met / MISSED) and, last, one `headline:` line.  A
 summary follows: targets met and missed, benchmarks skipped
 and benchmarks that failed.  The exit status is 1 only when a benchmark failed (raised); missed
@@ -73,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:  # python -m tools.bench report RUN.json -o BENCHMARKS.md
+        from .report import main as report_main
+
+        return report_main(argv[1:])
     args = build_parser().parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from types import FrameType
 
+from ._beep import gate
 from ._procs import die_with_parent
 
 
@@ -52,6 +53,7 @@ class PushSpec:
     vbv_buffer_s: float = 1.0
     a_bitrate_kbps: int = 64
     audio_offset_ms: float = 0.0  # audio timestamps later by this much (the sender's `audio_offset_ms`)
+    beeps: bool = False  # the tone only in beeps on the wall clock (`_beep.py`), as the engine's `bench_beep`
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -111,6 +113,7 @@ def feed(spec: PushSpec, url: str, duration_s: float) -> int:
     assert proc.stdin is not None
     stop = threading.Event()
     t0 = time.monotonic() + 0.05
+    wall0 = time.time() + (t0 - time.monotonic())  # wall clock at sample 0 of the audio timeline
     errors: list[str] = []
 
     def video() -> None:
@@ -142,6 +145,8 @@ def feed(spec: PushSpec, url: str, duration_s: float) -> int:
                     if delay > 0:
                         time.sleep(delay)
                     pcm = tone_samples(i * spf, spf, spec.freq_hz, spec.rate, spec.channels, spec.volume / 100)
+                    if spec.beeps:
+                        pcm = gate(pcm, i * spf, spec.rate, wall0)
                     out.write(pcm.tobytes())
                     i += 1
         except (BrokenPipeError, ValueError, OSError) as exc:

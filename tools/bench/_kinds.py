@@ -11,6 +11,8 @@ forked actors know the kinds.  They measure, they do not process:
   then writes it into the next ring: the one copy a real filter also pays for its output);
 - `bench_overlay`: the real `overlay` filter, plus an event `first_frame_out` (CLOCK_MONOTONIC ns of
   its first emission) so a restart's time to first frame is exact;
+- `bench_beep`: the real `tone`, silenced outside short beeps on the wall clock (`_beep.py`), so a
+  puller can measure audio latency and the A/V offset;
 - `bench_sink`: records `now - meta["t0"]` of every frame; control commands `bench_reset` and
   `bench_stats` (count, rate, latency percentiles).
 """
@@ -24,10 +26,12 @@ from typing import Any
 
 import numpy as np
 from mediaengine.actors.overlay import Overlay
+from mediaengine.actors.tone import Tone
 from mediaengine.sdk.actor import Action, Actions, Actor, Context, Emit, Event, InPort, OutPort, Reply, option
 from mediaengine.sdk.formats import NS, Format, Frame, Packet, VideoFormat
 from mediaengine.topology.registry import register
 
+from . import _beep
 from ._common import percentile
 
 MAX_SAMPLES = 200_000
@@ -136,6 +140,26 @@ class BenchOverlay(_FirstFrameEvent, Overlay):
         return list(self._first(super().on_frame(pad, media)) or [])
 
 
+class BenchBeep(Tone):
+    """The real `tone`, silenced outside the beeps: sample n of the engine timeline is due at wall time
+    `wall0 + n / rate`, with `wall0` the wall clock at engine time 0 (read at the first tick)."""
+
+    _wall0: float | None = None
+
+    def on_tick(self, now_ns: int) -> list[Action]:
+        if self._wall0 is None:
+            self._wall0 = time.time() - now_ns / NS
+        rate = self.options.rate
+        out: list[Action] = []
+        for action in super().on_tick(now_ns):
+            if isinstance(action, Emit) and isinstance(action.media, Frame):
+                f = action.media
+                first = f.seq * self.options.samples_per_frame
+                action = Emit(action.pad, Frame(_beep.gate(f.data, first, rate, self._wall0), f.pts_ns, f.seq, f.meta))
+            out.append(action)
+        return out
+
+
 class BenchSink(Actor[NoOptions]):
     """Records the latency of every frame from its source's emission (meta t0)."""
 
@@ -187,6 +211,7 @@ KINDS: dict[str, type[Actor[Any]]] = {
     "bench_pass": BenchPass,
     "bench_overlay": BenchOverlay,
     "bench_sink": BenchSink,
+    "bench_beep": BenchBeep,
 }
 
 for _name, _cls in KINDS.items():

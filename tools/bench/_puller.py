@@ -53,35 +53,47 @@ def _pull_with_player(url: str, doc: dict[str, Any], deadline: float, open_timeo
 
     doc["puller"] = "mediaengine.sdk.pull.StreamPuller"
     records: list[list[float]] = doc["frames"]
-    puller = StreamPuller(url, timeout_s=open_timeout_s)
-    puller.start()
-    try:
-        while time.monotonic() < deadline:
-            try:
-                rec = puller.records.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if isinstance(rec, VideoFrameInfo):
-                if rec.stamp is None:
-                    doc["unreadable"] += 1
-                else:
-                    records.append([rec.stamp.counter, rec.stamp.wall_ms, rec.stamp.wall_ms + (rec.latency_ms or 0.0),
-                                    rec.t])
-            elif isinstance(rec, Ended):
-                doc["error"] = f"ended: {rec.reason}"
-                break
-    except _Stop:
-        pass
-    finally:
-        puller.stop(2.0)
+    connected = False
+    while time.monotonic() < deadline:  # until it connects: the stream may not be published yet
+        puller = StreamPuller(url, timeout_s=open_timeout_s)
+        puller.start()
+        retry = False
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    rec = puller.records.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if isinstance(rec, VideoFrameInfo):
+                    connected = True
+                    if rec.stamp is None:
+                        doc["unreadable"] += 1
+                    else:
+                        records.append([rec.stamp.counter, rec.stamp.wall_ms,
+                                        rec.stamp.wall_ms + (rec.latency_ms or 0.0), rec.t])
+                elif isinstance(rec, Ended):
+                    doc["error"] = f"ended: {rec.reason}"
+                    retry = rec.reason == "connect failed" and not connected
+                    break
+        except _Stop:
+            return True
+        finally:
+            puller.stop(2.0)
+        if not retry:
+            break
+        time.sleep(0.1)
     return True
 
 
 def _pull_with_pyav(url: str, doc: dict[str, Any], deadline: float, open_timeout_s: float) -> None:
-    """Fallback: a PyAV loop (fflags=nobuffer, flags=low_delay, one decoder thread)."""
+    """A PyAV loop (fflags=nobuffer, flags=low_delay, one decoder thread); it also decodes the audio and
+    records each beep onset (`_beep.py`): [onset pts s, decoded wall s, decoded monotonic s]; video
+    records carry the frame's pts s as a fifth field."""
     import av
     import numpy as np
     from mediaengine.sdk.stamp import read
+
+    from ._beep import OnsetFinder
 
     doc["puller"] = "PyAV loop (tools.bench._puller)"
     records: list[list[float]] = doc["frames"]
@@ -99,7 +111,21 @@ def _pull_with_pyav(url: str, doc: dict[str, Any], deadline: float, open_timeout
         doc["error"] = None
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
-        for packet in container.demux(stream):
+        astream = container.streams.audio[0] if container.streams.audio else None
+        finder: OnsetFinder | None = None
+        beeps: list[list[float]] = doc["beeps"]
+        for packet in container.demux(*([stream, astream] if astream is not None else [stream])):
+            if packet.stream is astream:
+                for aframe in packet.decode():
+                    wall, mono = time.time(), time.monotonic()
+                    finder = finder or OnsetFinder(aframe.sample_rate)
+                    pcm = aframe.to_ndarray()
+                    mono_pcm = pcm.astype(np.float32) / (32768.0 if pcm.dtype == np.int16 else 1.0)
+                    mono_pcm = mono_pcm.reshape(len(aframe.layout.channels), -1)[0] if aframe.format.is_planar \
+                        else mono_pcm.reshape(-1, len(aframe.layout.channels))[:, 0]
+                    for j in finder.feed(mono_pcm):
+                        beeps.append([float(aframe.time or 0.0) + j / aframe.sample_rate, wall, mono])
+                continue
             for frame in packet.decode():
                 wall = time.time()
                 mono = time.monotonic()
@@ -110,7 +136,7 @@ def _pull_with_pyav(url: str, doc: dict[str, Any], deadline: float, open_timeout
                 if st is None:
                     doc["unreadable"] += 1
                     continue
-                records.append([st.counter, st.wall_ms, wall * 1000.0, mono])
+                records.append([st.counter, st.wall_ms, wall * 1000.0, mono, float(frame.time or 0.0)])
             if time.monotonic() > deadline:
                 break
     except _Stop:
@@ -126,7 +152,8 @@ def _pull_with_pyav(url: str, doc: dict[str, Any], deadline: float, open_timeout
 
 def pull(url: str, out: Path, duration_s: float, open_timeout_s: float, own: bool = False) -> int:
     """Pull until the duration, a signal or the end of the stream; write the records to `out`."""
-    doc: dict[str, Any] = {"url": url, "frames": [], "unreadable": 0, "error": None, "started_wall": time.time()}
+    doc: dict[str, Any] = {"url": url, "frames": [], "beeps": [], "unreadable": 0, "error": None,
+                           "started_wall": time.time()}
     deadline = time.monotonic() + duration_s
     try:
         if own or not _pull_with_player(url, doc, deadline, open_timeout_s):

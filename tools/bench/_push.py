@@ -67,8 +67,9 @@ def _sender_pads() -> tuple[str, str]:
     return video, audio
 
 
-def bench_push_topology(url: str, *, with_filter: bool) -> dict[str, Any]:
-    """The benchmark's 720p30 push graph (see the module docstring)."""
+def bench_push_topology(url: str, *, with_filter: bool, beeps: bool = False) -> dict[str, Any]:
+    """The benchmark's 720p30 push graph (see the module docstring); `beeps`: the tone only in beeps
+    on the wall clock (`bench_beep`, for audio latency)."""
     shipped = shipped_push_topology()
     tone = {"freq_hz": 440.0, **_options(shipped, "tone")}
     venc = _options(shipped, "video_encoder")
@@ -80,7 +81,7 @@ def bench_push_topology(url: str, *, with_filter: bool) -> dict[str, Any]:
     vpad, apad = _sender_pads()
     nodes: list[dict[str, Any]] = [
         {"id": "src", "kind": "test_pattern", "options": src},
-        {"id": "tone", "kind": "tone", "options": tone},
+        {"id": "tone", "kind": "bench_beep" if beeps else "tone", "options": tone},
     ]
     video_in = "src"
     if with_filter:

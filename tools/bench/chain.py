@@ -98,6 +98,9 @@ def run(settings: Settings) -> Result:
     p99 = sp(bp, "paced", "lat_p99_s")
     fps = sp(bp, "saturated", "fps")
     fps_direct = sp(direct, "saturated", "fps")
+    res.notes.append("the variants run one after another, one engine each, and each variant's windows are "
+                     "consecutive (they do not alternate: an engine start per window would cost more than the "
+                     "window); ratios pair window i of each variant")
     res.data = figures
     res.headline = (f"1080p source -> 2 filters -> sink: {fmt_ms(lat.median)} end to end (p99 {fmt_ms(p99.median)}), "
                     f"{fmt_ms(hop_cost['bench_pass'].median)} per filter hop; max {fmt_rate(fps.median)} frames/s "

@@ -36,6 +36,7 @@ def test_the_documented_actor_declares_its_options_once(example: types.ModuleTyp
 
 
 @pytest.mark.parametrize("name", ["test_apply_gain_saturates", "test_brightness_scales_frames_and_answers_commands",
-                                  "test_brightness_options_are_checked_like_the_loader_does"])
+                                  "test_brightness_options_are_checked_like_the_loader_does",
+                                  "test_brightness_follows_a_new_frame_size_without_code_of_its_own"])
 def test_the_documented_tests_pass(example: types.ModuleType, name: str) -> None:
     getattr(example, name)()

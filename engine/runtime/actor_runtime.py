@@ -257,7 +257,8 @@ class ActorRuntime:
                 if next_tick is None:
                     next_tick = (now // iv + 1) * iv
                 if now >= next_tick:
-                    self._run_hook("tick", self._tick_call(now))
+                    # a source makes its frames in on_tick: that is its processing time
+                    self._run_hook("tick", self._tick_call(now), timed=type(self.actor).is_source)
                     next_tick += iv
                     if next_tick <= now:
                         next_tick = (now // iv + 1) * iv
@@ -521,9 +522,9 @@ class ActorRuntime:
         if self.fault_crash and name in ("frame", "tick"):
             self.fault_crash = False
             raise _FaultCrash(f"injected crash in {self.node_id}'s {name} hook")
-        if self.fault_slow_s and name in ("frame", "tick"):
-            time.sleep(self.fault_slow_s)
         t0 = time.perf_counter_ns()
+        if self.fault_slow_s and name in ("frame", "tick"):
+            time.sleep(self.fault_slow_s)  # counted as the hook's processing time: a slow hook is what it mimics
         actions = call()
         if timed:
             self.metrics.processing_time(time.perf_counter_ns() - t0)

@@ -5,6 +5,7 @@ byte-exact (our parser on PyAV-demuxed packets, and FFmpeg's own `trace_headers`
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -176,6 +177,7 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
         eng = engine_runner(PUSH, "--duration", "15", "--set", f"src.width={W}", "--set", f"src.height={H}",
                             env={"PUSH_URL": url})
         events = EventWatcher(eng)
+        player: subprocess.Popen[bytes] | None = None
         try:
             connected = events.wait("connected", 20)
             assert connected["data"]["url"] == f"rtmp://127.0.0.1:{rtmp_server.port}/live/***"
@@ -183,8 +185,10 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
             # its default --sei-gap-frames (30): "on keyframes" repeats one GOP (30 frames) apart
             play_out = tmp_path / "play.jsonl"
             with open(play_out, "w") as out:
-                player = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "play", url, "--json", "--duration",
-                                           "40", "--timeout", "8"], cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
+                # `${PLAY_URL}`: the key stays off the player's command line (the key scan below checks all)
+                player = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "play", "${PLAY_URL}", "--json",
+                                           "--duration", "40", "--timeout", "8"], cwd=ROOT, stdout=out,
+                                          stderr=subprocess.DEVNULL, env={**os.environ, "PLAY_URL": url})
 
             def player_connected() -> bool:
                 lines = [ln for ln in play_out.read_text().splitlines() if ln.strip()]
@@ -242,6 +246,9 @@ def test_push_is_relayed_complete_with_sei(engine_runner: Callable[..., Engine],
             assert len(ours) == len(payloads) + 1
         finally:
             events.close()
+            if player is not None and player.poll() is None:  # a failure above: reap the viewer too
+                player.kill()
+                player.wait()
         assert recorder.wait(30) == 0, rec.with_suffix(".log").read_text()
     finally:
         if recorder.poll() is None:

@@ -14,12 +14,13 @@ started by `python -m mediaengine.cli.main` pays (which re-runs engine/cli.py); 
 from __future__ import annotations
 
 from mediaengine.cli.main import main
-from mediaengine.supervision import supervisor as _supervisor
 
 if __name__ == "__main__":
     import importlib
     import os
     import sys
+
+    from mediaengine.supervision import supervisor as _supervisor
 
     from . import _kinds  # noqa: F401  (registers the kinds)
 

@@ -1,7 +1,9 @@
 """Helpers and fixtures that run real engines as real processes and clean up after them, even when a test fails.
 
-Each engine runs with its own MEDIAENGINE_RUNTIME_DIR, so `ps` sees only the test's engines and
-leftover processes can be found by that marker in /proc/<pid>/environ.
+An engine of a test is a `mediaengine.control.process.EngineProcess` (the class the Python API and the
+benchmarks start engines with) whose failures are AssertionErrors carrying the engine's log.  Every
+engine of one test runs with the test's own MEDIAENGINE_RUNTIME_DIR, so `ps` sees only the test's
+engines, and whatever else was started in it can be found by that marker in /proc/<pid>/environ.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mediaengine.control.client import ControlClient
+from mediaengine.control.process import EngineProcess
 from mediaengine.runtime.ring import list_segments, unlink_segments
+from mediaengine.sdk.errors import EngineError, TimeoutError_
 from mediaengine.supervision.rundir import processes_with_env as processes_with_marker
 
 from tests.helpers import wait_for as wait_for  # re-exported: the tests' one polling helper
@@ -28,111 +30,77 @@ from tools.rtmp_server import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Engine:
-    """One `mediaengine run` subprocess."""
+class Engine(EngineProcess):
+    """One `mediaengine run` subprocess of a test (start it with the `engine_runner` fixture)."""
 
-    def __init__(self, runtime_dir: Path, topology: str | Path, args: list[str], log_path: Path,
-                 env: dict[str, str] | None = None) -> None:
-        self.runtime_dir = runtime_dir
-        self.log_path = log_path
-        full_env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(runtime_dir), "PYTHONUNBUFFERED": "1"}
-        full_env.update(env or {})
-        self.log_file = open(log_path, "wb")  # noqa: SIM115 - closed in finish()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mediaengine.cli", "run", str(topology), *args],
-            cwd=ROOT, env=full_env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.engine_ids: set[str] = set()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.ports: list[int] = []  # TCP ports it was given by start_on_free_ports
 
-    @property
-    def log(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def info(self) -> dict[str, Any] | None:
-        for child in self.runtime_dir.iterdir() if self.runtime_dir.exists() else []:
-            try:
-                data = json.loads((child / "engine.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if data.get("pid") == self.proc.pid:
-                self.engine_ids.add(str(data["engine_id"]))
-                return dict(data)
-        return None
-
-    def request(self, msg_type: str, **fields: Any) -> Any:
-        info = self.info()
-        if info is None:
-            raise RuntimeError("engine not up")
-        with ControlClient(str(info["control"]), timeout_s=3.0) as c:
-            return c.request(msg_type, **fields)
-
-    def ps(self) -> dict[str, Any]:
-        return dict(self.request("ps"))
-
     def node(self, node_id: str) -> dict[str, Any]:
+        """The `ps` entry of one node."""
         for n in self.ps()["nodes"]:
             if n["id"] == node_id:
                 return dict(n)
         raise KeyError(node_id)
 
     def wait_running(self, timeout: float = 30.0) -> dict[str, Any]:
-        def up() -> dict[str, Any] | None:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"engine exited early ({self.proc.returncode}):\n{self.log}")
-            st = self.ps()
-            return st if all(n["state"] == "running" for n in st["nodes"]) else None
-
+        """Every node running; an AssertionError with the engine's error and log if not."""
         try:
-            return dict(wait_for(up, timeout, "every node running"))
-        except AssertionError as exc:
+            return super().wait_running(timeout)
+        except EngineError as exc:
             raise AssertionError(f"{exc}\n--- engine log ---\n{self.log}") from None
 
-    def wait(self, timeout: float) -> int:
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit status; an AssertionError with the log if it does not exit within `timeout` s."""
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            return super().wait(timeout)
+        except TimeoutError_:
             raise AssertionError(f"engine did not exit within {timeout:g}s\n{self.log}") from None
 
-    def finish(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.log_file.close()
+
+def sweep(runtime_dir: Path, engine_ids: Iterable[str] = ()) -> tuple[list[int], list[str]]:
+    """Remove whatever is left in a test's runtime dir and return it: processes carrying it in their
+    environment (given a few seconds to exit first; then killed), and the shared-memory segments of
+    `engine_ids` and of every engine with an entry there (unlinked)."""
+    ids = set(engine_ids) | {p.name for p in runtime_dir.iterdir()}
+    procs, segs = leftovers(runtime_dir, ids)
+    for pid in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for engine_id in ids:
+        unlink_segments(engine_id)
+    return procs, segs
 
 
 @pytest.fixture
 def engine_runner(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
-    """Start engines with `engine_runner(topology, *args)`; everything they leave is removed afterwards."""
+    """Start engines with `engine_runner(topology, *args, env=None)`; afterwards the test fails if they left
+    processes or shared memory behind, and everything they left is removed either way.  An engine still
+    running at the end is stopped in order first (killed if it does not stop)."""
     runtime_dir = tmp_path / "runtime"
     runtime_dir.mkdir(mode=0o700)
     engines: list[Engine] = []
 
     def start(topology: str | Path, *args: str, env: dict[str, str] | None = None) -> Engine:
-        eng = Engine(runtime_dir, topology, list(args), tmp_path / f"engine{len(engines)}.log", env)
+        eng = Engine.launch(topology, runtime_dir=runtime_dir, log_path=tmp_path / f"engine{len(engines)}.log",
+                            args=args, env=env, cwd=ROOT, timeout_s=3.0)
         engines.append(eng)
         return eng
 
     try:
         yield start
     finally:
+        found = []
         for eng in engines:
-            eng.finish()
-        marker = f"MEDIAENGINE_RUNTIME_DIR={runtime_dir}"
-        # processes killed a moment ago may take a little while to be gone
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not processes_with_marker(marker), 5.0, "engine processes to exit")
-        leftovers = processes_with_marker(marker)
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        ids = {i for eng in engines for i in eng.engine_ids} | {p.name for p in runtime_dir.iterdir()}
-        segs = [s for i in ids for s in list_segments(i)]
-        for i in ids:
-            unlink_segments(i)
-        assert not leftovers, f"processes left behind: {leftovers}"
+            if eng.alive():
+                with contextlib.suppress(Exception):
+                    eng.stop(15)
+            found.append(eng.cleanup())
+        procs, segs = sweep(runtime_dir, {i for eng in engines for i in eng.engine_ids})
+        procs += [p for f in found for p in f.processes]
+        segs += [s for f in found for s in f.segments]
+        assert not procs, f"processes left behind: {procs}"
         assert not segs, f"shared memory left behind: {segs}"
 
 

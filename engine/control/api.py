@@ -15,12 +15,14 @@
         async for topic, ev in eng.events():
             ...
 
-An engine is a `python -m mediaengine.cli run` subprocess (for a dict, a temporary YAML file), found through
-its runtime directory once it has bound its sockets; `attach()` talks to one that is already running.
+An engine is a `python -m mediaengine.cli run` subprocess (for a dict, a temporary YAML file), started,
+found through its runtime directory once it has bound its sockets, stopped and cleaned up after by
+`mediaengine.control.process.EngineProcess` (the tests and benchmarks use the same class); `attach()`
+talks to one that is already running.
 Every call is a control request (docs/protocol.md); failures raise the `mediaengine.sdk.errors` class that
 carries the protocol's numeric code (docs/errors.md): e.g. `set` of an unknown option raises
 `OptionError` (1108), a command to an unknown node `UnknownTargetError` (1404).  An engine that exits
-during `start`/`wait_running` raises the error it printed, with its code.
+during `start`/`wait_running` raises the error it exited with (from its result file), with its code.
 
 `subscribe` replays the events the engine published before the subscription (the last 200, from
 `snapshot`) and then delivers live ones, each exactly once.  The synchronous `Engine` is not
@@ -39,11 +41,8 @@ import inspect
 import json
 import logging
 import os
-import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -57,19 +56,18 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from ..cli.argv import SET_ENV
-from ..sdk.errors import EngineError, FieldError, ResourceError, TimeoutError_, error_from_wire
+from ..sdk.errors import EngineError, FieldError, ResourceError, TimeoutError_
 from ..supervision.curve import client_keys, connectable
 from ..supervision.rundir import base_dir, check_private, engine_alive, read_info
 from . import protocol as proto
 from .client import ControlClient, result_of
 from .events import Replay, Subscriber, decode_pub, topic_matches
+from .process import EngineProcess, not_running, override_items, wait_until_running
 
 __all__ = ["FAULTS", "AsyncEngine", "AsyncSubscription", "Engine", "Subscription", "fault_args"]
 
 log = logging.getLogger("mediaengine.api")
 
-ROOT = Path(__file__).resolve().parents[1]  # holds engine/ and actors/
 FAULTS = proto.FAULTS
 EventCallback = Callable[[str, dict[str, Any]], Any]
 _HANDSHAKE = zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -95,63 +93,12 @@ def fault_args(fault: str, value: int | str | None = None) -> dict[str, Any]:
     return {}
 
 
-_CODE_SUFFIX = re.compile(r"\s*\(error (\d+) (\w+)\)\s*$")
-_SUPERVISOR_FAIL = re.compile(r"engine stopped: (.*) \(error (\d+)\)\s*$")
-
-
-def error_from_log(text: str, returncode: int | None) -> EngineError:
-    """The typed error an engine process printed before it exited (the CLI's `error: ... (error N Name)`)."""
-    lines = text.splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        line = lines[i]
-        if line.startswith("error: "):
-            m = _CODE_SUFFIX.search(line)
-            msg = line[len("error: "): m.start()] if m else line[len("error: "):]
-            if m is None and i + 1 < len(lines):
-                m = _CODE_SUFFIX.match(lines[i + 1])
-            return error_from_wire({"code": int(m.group(1)) if m else None, "message": msg})
-        m = _SUPERVISOR_FAIL.search(line)
-        if m:
-            return error_from_wire({"code": int(m.group(2)), "message": m.group(1)})
-    tail = " | ".join(lines[-5:]) or "no output"
-    return EngineError(f"the engine exited with status {returncode}: {tail}")
-
-
 def _topology_file(topology: str | os.PathLike[str] | Mapping[str, Any], workdir: Path) -> Path:
     if isinstance(topology, Mapping):
         path = workdir / "topology.yaml"
         path.write_text(yaml.safe_dump(json.loads(json.dumps(topology)), sort_keys=False))
         return path
     return Path(topology).resolve()
-
-
-def _run_argv(path: Path, *, duration: float | None, allow_faults: bool, args: Sequence[str]) -> list[str]:
-    """The engine's command line: never an override (they may hold stream keys; see `_child_env`)."""
-    argv = [sys.executable, "-m", "mediaengine.cli", "run", str(path)]
-    if duration is not None:
-        argv += ["--duration", repr(float(duration))]
-    if allow_faults:
-        argv.append("--allow-faults")
-    return argv + [str(a) for a in args]
-
-
-def override_items(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
-    """`--set` items (`node.option=value`, the value YAML-readable) for `overrides`."""
-    if isinstance(overrides, Mapping):
-        return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
-    return [str(o) for o in overrides]
-
-
-def _child_env(env: Mapping[str, str] | None, runtime_dir: Path, overrides: Sequence[str] = ()) -> dict[str, str]:
-    """The engine's environment.  Overrides travel in `$MEDIAENGINE_SET` (readable by this user only),
-    not on the command line that every local user can read (engine/cli/argv.py, docs/security.md)."""
-    full = {**os.environ, **(env or {})}
-    full["MEDIAENGINE_RUNTIME_DIR"] = str(runtime_dir)
-    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), full.get("PYTHONPATH", "")) if p)
-    full.pop(SET_ENV, None)
-    if overrides:
-        full[SET_ENV] = json.dumps(list(overrides))
-    return full
 
 
 def _resolve_runtime_dir(runtime_dir: str | os.PathLike[str] | None, env: Mapping[str, str] | None) -> Path:
@@ -162,14 +109,6 @@ def _resolve_runtime_dir(runtime_dir: str | os.PathLike[str] | None, env: Mappin
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_private(path)  # ours, not a link, writable by nobody else (docs/security.md)
     return path
-
-
-def _info_of_pid(runtime_dir: Path, pid: int) -> dict[str, Any] | None:
-    for child in runtime_dir.iterdir() if runtime_dir.is_dir() else []:
-        info = read_info(child)
-        if info is not None and info.get("pid") == pid:
-            return info
-    return None
 
 
 def _find_in(runtime_dir: Path, engine_id: str | None) -> dict[str, Any]:
@@ -188,55 +127,6 @@ def _events_endpoint(control: str, status: Mapping[str, Any]) -> str:
     if control.startswith("tcp://") and status.get("events_public"):
         return connectable(str(status["events_public"]), control[len("tcp://"):].rsplit(":", 1)[0])
     return str(status["events"])
-
-
-def _not_running(status: Mapping[str, Any]) -> list[str]:
-    return [f"{n['id']} ({n['state']})" for n in status.get("nodes", []) if n.get("state") != "running"]
-
-
-class _Process:
-    """What `start` owns: the subprocess, its temporary directory, log and result file."""
-
-    def __init__(self, workdir: Path, log_path: Path) -> None:
-        self.workdir = workdir
-        self.log_path = log_path
-        self.result_path = workdir / "result.json"  # `mediaengine run --result-file`: exit status, final error
-        self.saved_log: str | None = None
-        self.saved_result: dict[str, Any] | None = None
-
-    def result(self) -> dict[str, Any] | None:
-        if self.saved_result is None:
-            with contextlib.suppress(OSError, ValueError):
-                self.saved_result = dict(json.loads(self.result_path.read_text()))
-        return self.saved_result
-
-    def final_error(self, returncode: int | None) -> EngineError:
-        """The typed error the engine wrote into its result file; from its log only if it wrote none
-        (killed by a signal before it could)."""
-        result = self.result()
-        if result is not None and isinstance(result.get("error"), dict):
-            return error_from_wire(result["error"])
-        if result is not None:
-            return EngineError(f"the engine exited with status {result.get('exit', returncode)}")
-        return error_from_log(self.log_text(), returncode)
-
-    def log_text(self) -> str:
-        if self.saved_log is not None:
-            return self.saved_log
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def cleanup(self) -> None:
-        self.saved_log = self.log_text()
-        self.result()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _killpg(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 # ---- synchronous API --------------------------------------------------------------------------------------
@@ -296,51 +186,51 @@ class Subscription:
             self._thread.join(5)
 
 
-def _prepare_run(topology: str | os.PathLike[str] | Mapping[str, Any], *, duration: float | None,
-                 allow_faults: bool, env: Mapping[str, str] | None, runtime_dir: str | os.PathLike[str] | None,
-                 args: Sequence[str]) -> tuple[Path, _Process, list[str]]:
-    """What `start` needs before launching: the runtime dir, a work dir owning the log, the command line."""
+def _launch(topology: str | os.PathLike[str] | Mapping[str, Any], *, duration: float | None,
+            allow_faults: bool, env: Mapping[str, str] | None, runtime_dir: str | os.PathLike[str] | None,
+            overrides: Mapping[str, Any] | Sequence[str], args: Sequence[str]) -> EngineProcess:
+    """Launch for `start`: the topology file (for a dict), log and result file in a temporary work dir
+    that `_release` removes."""
     rdir = _resolve_runtime_dir(runtime_dir, env)
     workdir = Path(tempfile.mkdtemp(prefix="mediaengine-api-"))
-    owned = _Process(workdir, workdir / "engine.log")
     try:
-        argv = _run_argv(_topology_file(topology, workdir), duration=duration, allow_faults=allow_faults,
-                         args=["--result-file", str(owned.result_path), *args])
+        return EngineProcess.launch(_topology_file(topology, workdir), runtime_dir=rdir,
+                                    log_path=workdir / "engine.log", result_path=workdir / "result.json",
+                                    duration=duration, allow_faults=allow_faults, args=args,
+                                    overrides=override_items(overrides), env=env)
     except BaseException:
-        owned.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return rdir, owned, argv
 
 
-def _started(rdir: Path, pid: int, returncode: int | None, owned: _Process) -> dict[str, Any] | None:
-    """engine.json of the engine process `pid` once it is up; its typed error if it exited first."""
-    info = _info_of_pid(rdir, pid)
-    if info is not None:
-        return info
-    if returncode is not None:
-        err = owned.final_error(returncode)
-        owned.cleanup()
-        raise err
-    return None
+def _release(process: EngineProcess) -> None:
+    """Nothing of a started engine left (processes, segments, runtime-dir entry), its work dir removed; its
+    log and result stay readable from memory."""
+    found = process.cleanup()
+    if found.processes or found.segments:  # an engine that exited on its own should have left nothing
+        log.warning("engine pid %d left %d processes and %d shared-memory segments behind: removed",
+                    process.pid, len(found.processes), len(found.segments))
+    shutil.rmtree(process.log_path.parent, ignore_errors=True)
 
 
 class Engine:
     """A running engine: started here (`start`) or found (`attach`).  Use as a context manager."""
 
-    def __init__(self, info: Mapping[str, Any], *, proc: subprocess.Popen[bytes] | None = None,
-                 owned: _Process | None = None, curve_keys: str | os.PathLike[str] | None = None,
-                 timeout_s: float = 5.0) -> None:
+    def __init__(self, info: Mapping[str, Any], *, process: EngineProcess | None = None,
+                 curve_keys: str | os.PathLike[str] | None = None, timeout_s: float = 5.0) -> None:
+        """`info` is the engine's engine.json (or endpoints); `process` the one `start` launched."""
         self.info = dict(info)
         self.engine_id: str = str(info.get("engine_id", ""))
         self.control: str = str(info["control"])
         self.events: str = str(info["events"])
         self.pid: int | None = int(info["pid"]) if info.get("pid") else None
-        self.proc = proc
-        self._owned = owned
+        self.process = process
         self.curve_keys = curve_keys if curve_keys is not None else info.get("curve_keys")
         self.timeout_s = timeout_s
-        self._client = ControlClient(self.control, timeout_s=timeout_s, curve_keys=self.curve_keys)
+        self._client = (process.client() if process is not None
+                        else ControlClient(self.control, timeout_s=timeout_s, curve_keys=self.curve_keys))
         self._subs: list[Subscription] = []
+        self._released = False
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     @classmethod
@@ -355,27 +245,13 @@ class Engine:
         (e.g. `["--metrics-port", "9100"]`).  Returns once the engine has bound its control socket;
         raises the engine's typed error if it exits first (e.g. a TopologyError for a bad topology).
         """
-        rdir, owned, argv = _prepare_run(topology, duration=duration, allow_faults=allow_faults, env=env,
-                                         runtime_dir=runtime_dir, args=args)
+        process = _launch(topology, duration=duration, allow_faults=allow_faults, env=env,
+                          runtime_dir=runtime_dir, overrides=overrides, args=args)
         try:
-            with open(owned.log_path, "wb") as log_file:
-                proc = subprocess.Popen(argv, env=_child_env(env, rdir, override_items(overrides)),
-                                        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+            return cls(process.wait_started(start_timeout), process=process)
         except BaseException:
-            owned.cleanup()
+            _release(process)
             raise
-        deadline = time.monotonic() + start_timeout
-        while True:
-            info = _started(rdir, proc.pid, proc.poll(), owned)
-            if info is not None:
-                return cls(info, proc=proc, owned=owned)
-            if time.monotonic() > deadline:
-                _killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-                owned.cleanup()
-                raise TimeoutError_(f"the engine did not come up within {start_timeout:g}s")
-            time.sleep(0.02)
 
     @classmethod
     def attach(cls, engine_id: str | None = None, *, runtime_dir: str | os.PathLike[str] | None = None,
@@ -395,30 +271,35 @@ class Engine:
         return self
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
-        if self._owned is not None:
+        if self.process is not None:
             self.stop()
         else:
             self.close()
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The engine's process (started engines only)."""
+        return self.process.proc if self.process is not None else None
+
+    @property
     def log(self) -> str:
         """What the engine process printed (started engines only)."""
-        return self._owned.log_text() if self._owned is not None else ""
+        return self.process.log if self.process is not None else ""
 
     @property
     def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc is not None else None
+        return self.process.returncode if self.process is not None else None
 
     def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
+        if self.process is not None:
+            return self.process.alive()
         return engine_alive(self.info) if self.pid else True
 
-    def _exited_error(self) -> EngineError:
-        assert self.proc is not None
-        if self._owned is not None:
-            return self._owned.final_error(self.proc.returncode)
-        return error_from_log(self.log, self.proc.returncode)
+    def _check_alive(self) -> None:
+        if self.process is not None:
+            self.process.check_alive()
+        elif not self.alive():
+            raise EngineError(f"the engine {self.engine_id} is no longer running")
 
     # ---- requests ----------------------------------------------------------------------------------------
     def request(self, msg_type: str, **fields: Any) -> Any:
@@ -426,18 +307,8 @@ class Engine:
         return self._client.request(msg_type, **fields)
 
     def wait_running(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Wait until every node runs; returns the `ps` result."""
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise self._exited_error()
-            with contextlib.suppress(TimeoutError_):
-                status = self.ps()
-                if status.get("nodes") and not _not_running(status):
-                    return status
-            time.sleep(0.05)
-        raise TimeoutError_(f"not every node runs after {timeout:g}s: {', '.join(_not_running(status)) or '?'}")
+        """Wait until every node runs; returns the `ps` result.  The engine's error if it exits first."""
+        return wait_until_running(self.ps, self._check_alive, timeout)
 
     def ps(self) -> dict[str, Any]:
         """`ps` (as `mediaengine ps`): every node's state, pid, restarts, fps and metrics.  A node's own
@@ -473,12 +344,9 @@ class Engine:
     # ---- ending ----------------------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the engine to exit; its exit status (None for an attached engine)."""
+        if self.process is not None:
+            return self.process.wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self.proc is not None:
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                raise TimeoutError_(f"the engine did not exit within {timeout:g}s") from None
         while engine_alive(self.info):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError_(f"the engine did not exit within {timeout:g}s")
@@ -488,33 +356,26 @@ class Engine:
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop in order (sources first, drain, finalise); after `timeout`, terminate and kill."""
         try:
+            if self.process is not None:
+                return self.process.stop(timeout)
             if self.alive():
                 with contextlib.suppress(EngineError):
                     self.request("stop")
-                try:
-                    return self.wait(timeout)
-                except TimeoutError_:
-                    if self.proc is None:
-                        raise
-                    log.warning("engine %s did not stop within %gs: killing it", self.engine_id, timeout)
-                    _killpg(self.proc.pid, signal.SIGTERM)
-                    try:
-                        return self.proc.wait(5)
-                    except subprocess.TimeoutExpired:
-                        _killpg(self.proc.pid, signal.SIGKILL)
-                        return self.proc.wait(10)
-            return self.returncode
+                return self.wait(timeout)
+            return None
         finally:
             self.close()
 
     def close(self) -> None:
-        """Release sockets and threads (does not stop the engine)."""
+        """Release sockets and threads (does not stop the engine; once a started one has exited, removes
+        whatever it left)."""
         for sub in self._subs:
             sub.close()
         self._subs.clear()
         self._client.close()
-        if self._owned is not None and (self.proc is None or self.proc.poll() is not None):
-            self._owned.cleanup()
+        if self.process is not None and not self.process.alive() and not self._released:
+            self._released = True
+            _release(self.process)
 
 
 # ---- asyncio API ---------------------------------------------------------------------------------------------
@@ -623,20 +484,20 @@ class AsyncSubscription:
 class AsyncEngine:
     """`Engine` for asyncio: the same methods as coroutines, plus `events()`, an async iterator."""
 
-    def __init__(self, info: Mapping[str, Any], *, proc: asyncio.subprocess.Process | None = None,
-                 owned: _Process | None = None, curve_keys: str | os.PathLike[str] | None = None,
-                 timeout_s: float = 5.0) -> None:
+    def __init__(self, info: Mapping[str, Any], *, process: EngineProcess | None = None,
+                 curve_keys: str | os.PathLike[str] | None = None, timeout_s: float = 5.0) -> None:
+        """`info` is the engine's engine.json (or endpoints); `process` the one `start` launched."""
         self.info = dict(info)
         self.engine_id: str = str(info.get("engine_id", ""))
         self.control: str = str(info["control"])
         self.events_endpoint: str = str(info["events"])
         self.pid: int | None = int(info["pid"]) if info.get("pid") else None
-        self.proc = proc
-        self._owned = owned
+        self.process = process
         self.curve_keys = curve_keys if curve_keys is not None else info.get("curve_keys")
         self.timeout_s = timeout_s
         self._client = _AsyncClient(self.control, timeout_s=timeout_s, curve_keys=self.curve_keys)
         self._subs: list[AsyncSubscription] = []
+        self._released = False
 
     @classmethod
     async def start(cls, topology: str | os.PathLike[str] | Mapping[str, Any], *, duration: float | None = None,
@@ -645,28 +506,18 @@ class AsyncEngine:
                     overrides: Mapping[str, Any] | Sequence[str] = (), args: Sequence[str] = (),
                     start_timeout: float = 30.0) -> AsyncEngine:
         """As `Engine.start`."""
-        rdir, owned, argv = _prepare_run(topology, duration=duration, allow_faults=allow_faults, env=env,
-                                         runtime_dir=runtime_dir, args=args)
+        process = _launch(topology, duration=duration, allow_faults=allow_faults, env=env,
+                          runtime_dir=runtime_dir, overrides=overrides, args=args)
         try:
-            with open(owned.log_path, "wb") as log_file:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, env=_child_env(env, rdir, override_items(overrides)), stdout=log_file,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.monotonic() + start_timeout
+            while (info := process.poll_started()) is None:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError_(f"the engine did not come up within {start_timeout:g}s")
+                await asyncio.sleep(0.02)
+            return cls(info, process=process)
         except BaseException:
-            owned.cleanup()
+            await asyncio.to_thread(_release, process)
             raise
-        deadline = time.monotonic() + start_timeout
-        while True:
-            info = _started(rdir, proc.pid, proc.returncode, owned)
-            if info is not None:
-                return cls(info, proc=proc, owned=owned)
-            if time.monotonic() > deadline:
-                _killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-                owned.cleanup()
-                raise TimeoutError_(f"the engine did not come up within {start_timeout:g}s")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(proc.wait(), 0.02)
 
     @classmethod
     async def attach(cls, engine_id: str | None = None, *, runtime_dir: str | os.PathLike[str] | None = None,
@@ -690,23 +541,34 @@ class AsyncEngine:
 
     async def __aexit__(self, t: type[BaseException] | None, v: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._owned is not None:
+        if self.process is not None:
             await self.stop()
         else:
             await self.close()
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The engine's process (started engines only)."""
+        return self.process.proc if self.process is not None else None
+
+    @property
     def log(self) -> str:
-        return self._owned.log_text() if self._owned is not None else ""
+        return self.process.log if self.process is not None else ""
 
     @property
     def returncode(self) -> int | None:
-        return self.proc.returncode if self.proc is not None else None
+        return self.process.returncode if self.process is not None else None
 
     def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.returncode is None
+        if self.process is not None:
+            return self.process.alive()
         return engine_alive(self.info) if self.pid else True
+
+    def _check_alive(self) -> None:
+        if self.process is not None:
+            self.process.check_alive()
+        elif not self.alive():
+            raise EngineError(f"the engine {self.engine_id} is no longer running")
 
     async def request(self, msg_type: str, **fields: Any) -> Any:
         return await self._client.request(msg_type, **fields)
@@ -714,16 +576,16 @@ class AsyncEngine:
     async def wait_running(self, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise (self._owned.final_error(self.returncode) if self._owned is not None
-                       else error_from_log(self.log, self.returncode))
+        while True:
+            self._check_alive()
             with contextlib.suppress(TimeoutError_):
                 status = await self.ps()
-                if status.get("nodes") and not _not_running(status):
+                if status.get("nodes") and not not_running(status):
                     return status
+            if time.monotonic() >= deadline:
+                raise TimeoutError_(f"not every node runs after {timeout:g}s: "
+                                    f"{', '.join(not_running(status)) or 'no answer'}")
             await asyncio.sleep(0.05)
-        raise TimeoutError_(f"not every node runs after {timeout:g}s: {', '.join(_not_running(status)) or '?'}")
 
     async def ps(self) -> dict[str, Any]:
         return dict(await self.request("ps"))
@@ -787,17 +649,16 @@ class AsyncEngine:
         return sub
 
     async def wait(self, timeout: float | None = None) -> int | None:
-        if self.proc is not None:
-            try:
-                return await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                raise TimeoutError_(f"the engine did not exit within {timeout:g}s") from None
         deadline = None if timeout is None else time.monotonic() + timeout
-        while engine_alive(self.info):
+        while True:
+            if self.process is not None:
+                if (code := self.process.returncode) is not None:
+                    return code
+            elif not engine_alive(self.info):
+                return None
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError_(f"the engine did not exit within {timeout:g}s")
-            await asyncio.sleep(0.05)
-        return None
+            await asyncio.sleep(0.02)
 
     async def stop(self, timeout: float = 30.0) -> int | None:
         try:
@@ -807,15 +668,11 @@ class AsyncEngine:
                 try:
                     return await self.wait(timeout)
                 except TimeoutError_:
-                    if self.proc is None:
+                    if self.process is None:
                         raise
                     log.warning("engine %s did not stop within %gs: killing it", self.engine_id, timeout)
-                    _killpg(self.proc.pid, signal.SIGTERM)
-                    try:
-                        return await asyncio.wait_for(self.proc.wait(), 5)
-                    except TimeoutError:
-                        _killpg(self.proc.pid, signal.SIGKILL)
-                        return await self.proc.wait()
+                    self.process.forced = True
+                    return await asyncio.to_thread(self.process.terminate)
             return self.returncode
         finally:
             await self.close()
@@ -825,6 +682,7 @@ class AsyncEngine:
             await sub.close()
         self._subs.clear()
         self._client.close()
-        if self._owned is not None and (self.proc is None or self.proc.returncode is not None):
-            self._owned.cleanup()
+        if self.process is not None and not self.process.alive() and not self._released:
+            self._released = True
+            await asyncio.to_thread(_release, self.process)
 

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,6 @@ from typing import Any
 import pytest
 import yaml
 from mediaengine.control.api import AsyncEngine, Engine
-from mediaengine.runtime.ring import list_segments
 from mediaengine.sdk.errors import (
     EngineError,
     NotAllowedError,
@@ -35,7 +33,7 @@ from mediaengine.sdk.errors import (
     UnknownTargetError,
 )
 
-from tests.enginekit import ROOT, decoded_counters, ffprobe, processes_with_marker, wait_for
+from tests.enginekit import ROOT, decoded_counters, ffprobe, sweep, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -60,14 +58,7 @@ def runtime_dir(tmp_path: Path) -> Iterator[Path]:
     rdir = tmp_path / "runtime"
     rdir.mkdir(mode=0o700)
     yield rdir
-    marker = f"MEDIAENGINE_RUNTIME_DIR={rdir}"
-    with contextlib.suppress(AssertionError):
-        wait_for(lambda: not processes_with_marker(marker), 5.0, "engine processes to exit")
-    left = processes_with_marker(marker)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    segs = [s for child in rdir.iterdir() for s in list_segments(child.name)]
+    left, segs = sweep(rdir)
     assert not left, f"processes left behind: {left}"
     assert not segs, f"shared memory left behind: {segs}"
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mediaengine.control.api import Engine, _Process
+from mediaengine.control.api import Engine
+from mediaengine.control.process import final_error_of
 from mediaengine.sdk.errors import IntensityExceededError, SharedMemoryError, UnknownKindError
 
 from tests.enginekit import ROOT
@@ -55,14 +56,13 @@ def test_a_clean_run_writes_no_error(tmp_path: Path) -> None:
     assert status == 0 and result == {"exit": 0, "error": None}, stderr
 
 
-def test_the_api_takes_the_error_from_the_result_file_not_the_log(tmp_path: Path) -> None:
-    owned = _Process(tmp_path, tmp_path / "engine.log")
-    (tmp_path / "engine.log").write_text("error: something unrelated (error 1108 OptionError)\n")
-    owned.result_path.write_text(json.dumps({"exit": 1, "error": IntensityExceededError("too many").to_wire()}))
-    err = owned.final_error(1)
+def test_the_api_takes_the_error_from_the_result_file_not_the_log() -> None:
+    log = "error: something unrelated (error 1108 OptionError)\n"
+    result = json.loads(json.dumps({"exit": 1, "error": IntensityExceededError("too many").to_wire()}))
+    err = final_error_of(result, log, 1)
     assert type(err) is IntensityExceededError and "too many" in str(err)
-    owned.result_path.unlink()  # killed before it could write one: the log is all there is
-    assert _Process(tmp_path, tmp_path / "engine.log").final_error(1).code == 1108
+    # killed before it could write one: the log is all there is
+    assert final_error_of(None, log, 1).code == 1108
 
 
 def test_engine_start_raises_the_typed_error_of_a_failed_start(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from mediaengine.cli.argv import SET_ENV
-from mediaengine.control.api import FAULTS, _child_env, _run_argv, error_from_log, fault_args, override_items
+from mediaengine.control.api import FAULTS, fault_args
+from mediaengine.control.process import child_env, error_from_log, override_items, run_argv
 from mediaengine.sdk.errors import (
     ERRORS_BY_CODE,
     EngineError,
@@ -115,17 +116,17 @@ def test_bad_fault_arguments_are_field_errors_naming_the_fix(fault: str, value: 
 def test_overrides_travel_in_the_environment_never_on_the_command_line(tmp_path: Path) -> None:
     overrides = {"rec.path": "/tmp/a b.mp4", "venc.bitrate_kbps": 1500, "filt.box": False,
                  "push.url": "rtmp://host/live/sk_secret_key"}
-    argv = _run_argv(tmp_path / "t.yaml", duration=5, allow_faults=True, args=["--metrics-port", "9100"])
+    argv = run_argv(tmp_path / "t.yaml", duration=5, allow_faults=True, args=["--metrics-port", "9100"])
     assert argv == [sys.executable, "-m", "mediaengine.cli", "run", str(tmp_path / "t.yaml"),
                     "--duration", "5.0", "--allow-faults", "--metrics-port", "9100"]
-    env = _child_env({}, tmp_path, override_items(overrides))
+    env = child_env({}, tmp_path, override_items(overrides))
     items = json.loads(env[SET_ENV])
     assert items == ['rec.path="/tmp/a b.mp4"', "venc.bitrate_kbps=1500", "filt.box=false",
                      'push.url="rtmp://host/live/sk_secret_key"']
     import yaml
 
     assert yaml.safe_load(items[0].partition("=")[2]) == "/tmp/a b.mp4"
-    assert SET_ENV not in _child_env({}, tmp_path)  # none given: none inherited from this process either
+    assert SET_ENV not in child_env({}, tmp_path)  # none given: none inherited from this process either
 
 
 def test_timeout_and_unknown_target_codes_are_the_documented_ones() -> None:

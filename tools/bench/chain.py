@@ -59,7 +59,7 @@ def _windows(eng: BenchEngine, n: int, warm_s: float, window_s: float) -> list[d
 def measure(filters: list[str], settings: Settings) -> dict[str, list[dict[str, Any]]]:
     reps = settings.n(5, 2)
     window = settings.secs(3.0, 0.8)
-    with BenchEngine(topology(filters), settings.workdir) as eng:
+    with BenchEngine.start(topology(filters), settings.workdir) as eng:
         eng.wait_running()
         paced = _windows(eng, reps, 0.5, window)
         eng.request("set", node="src", options={"fps": 0.0, "burst": 4})

@@ -28,7 +28,7 @@ NAME = "footprint"
 
 def measure(topo: dict[str, Any], settings: Settings, args: list[str]) -> dict[str, Any]:
     samples = settings.n(6, 3)
-    with BenchEngine(topo, settings.workdir, *args) as eng:
+    with BenchEngine.start(topo, settings.workdir, *args) as eng:
         eng.wait_running()
         eng.wait_metrics()
         time.sleep(settings.secs(3.0, 1.5))
@@ -45,7 +45,7 @@ def measure(topo: dict[str, Any], settings: Settings, args: list[str]) -> dict[s
                 d["fps"].append(float(n.get("fps", 0.0)))
         sampler.stop()
         pids = eng.node_pids()
-        eng._check_alive()
+        eng.check_alive()
         eng.stop()
     by_pid = sampler.cpu_by_pid()
     for nid, d in per_node.items():

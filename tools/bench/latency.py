@@ -71,7 +71,7 @@ def measure(server: RtmpServer, stream: str, settings: Settings, warm_s: float, 
     docs: dict[str, dict[str, Any]] = {}
     try:
         if engine_topo is not None:
-            eng = BenchEngine(engine_topo, settings.workdir).start()
+            eng = BenchEngine.start(engine_topo, settings.workdir)
             eng.wait_running()
         else:
             with open(work / f"feeder-{tag}.log", "wb") as log:
@@ -84,7 +84,7 @@ def measure(server: RtmpServer, stream: str, settings: Settings, warm_s: float, 
         time.sleep(window_s)
         until = time.monotonic()  # frames decoded after this (while the pullers stop) are not counted
         if eng is not None:
-            eng._check_alive()
+            eng.check_alive()
             stages = engine_stages(eng.ps())
         if feeder is not None and feeder.poll() is not None:
             raise RuntimeError(f"ffmpeg feeder exited early with {feeder.returncode}")

@@ -43,16 +43,16 @@ def wait_publishing(server: RtmpServer, stream: str, timeout_s: float, alive: An
 def measure_engine(server: RtmpServer, stream: str, settings: Settings, warm_s: float,
                    window_s: float) -> dict[str, Any]:
     topo = bench_push_topology(server.url(stream=stream), with_filter=False)
-    with BenchEngine(topo, settings.workdir) as eng:
+    with BenchEngine.start(topo, settings.workdir) as eng:
         eng.wait_running()
-        wait_publishing(server, stream, 15, eng._check_alive)
+        wait_publishing(server, stream, 15, eng.check_alive)
         time.sleep(warm_s)
         pids = eng.node_pids()
         sampler = TreeSampler([eng.pid], interval_s=0.5)
         sampler.start()
         time.sleep(window_s)
         sampler.stop()
-        eng._check_alive()
+        eng.check_alive()
         if not any(c.publishing for c in server.clients(stream)):
             raise RuntimeError("the engine stopped publishing during the measurement")
         by_pid = sampler.cpu_by_pid()

@@ -59,7 +59,7 @@ def run(settings: Settings) -> Result:
         topo = bench_push_topology(server.url(stream="restart"), with_filter=True)
         puller = Puller(server.url(stream="restart"), work / "pull-restart.json")
         try:
-            with BenchEngine(topo, settings.workdir) as eng:
+            with BenchEngine.start(topo, settings.workdir) as eng:
                 eng.wait_running()
                 info = eng.info()
                 assert info is not None
@@ -86,7 +86,7 @@ def run(settings: Settings) -> Result:
                                      "setup_s": (int(first["data"]["setup_ns"]) - t_kill) / 1e9,
                                      "detect_s": seen("exited"), "started_s": seen("started")})
                         time.sleep(spacing)
-                    eng._check_alive()
+                    eng.check_alive()
                     restarts = next(n["restarts"] for n in eng.ps()["nodes"] if n["id"] == VICTIM)
                 doc = puller.stop()
                 eng.stop()

@@ -20,6 +20,7 @@ DEMO = "topologies/demo.yaml"
 def test_demo_writes_a_gapless_h264_aac_mp4(engine_runner: Callable[..., Engine], tmp_path: Path) -> None:
     mp4, png = tmp_path / "demo.mp4", tmp_path / "snap.png"
     eng = engine_runner(DEMO, "--duration", "10", "--set", f"rec.path={mp4}", "--set", f"snap.path={png}")
+    eng.wait_running()  # also learns the engine's id, so the leftovers check below sees its segments
     assert eng.wait(60) == 0, eng.log
     log = eng.log
     for node in ("src", "tone", "filt", "venc", "aenc", "rec", "snap"):

@@ -105,10 +105,14 @@ def test_with_keys_only_authorized_clients_get_answers(engine_runner: Callable[.
     other = tmp_path / "other"
     assert cli(tmp_path, "keys", "-o", str(keys)).returncode == 0
     assert cli(tmp_path, "keys", "-o", str(other)).returncode == 0
-    p_ctl, p_ev = free_port(), free_port()
-    control, events = f"tcp://127.0.0.1:{p_ctl}", f"tcp://127.0.0.1:{p_ev}"
-    eng = engine_runner(DEMO, "--control", control, "--events", events, "--curve-keys", str(keys),
-                        "--set", f"rec.path={tmp_path / 'c.mp4'}", "--set", f"snap.path={tmp_path / 'c.png'}")
+    # port 0 (`*`): the engine binds and reports the ports the system chose, so no other process can take
+    # them between choosing and binding
+    eng = engine_runner(DEMO, "--control", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
+                        "--curve-keys", str(keys), "--set", f"rec.path={tmp_path / 'c.mp4'}",
+                        "--set", f"snap.path={tmp_path / 'c.png'}")
+    started = wait_for(eng.info, 30, "engine.json")
+    control, events = str(started["control_public"]), str(started["events_public"])
+    assert control.startswith("tcp://127.0.0.1:") and not control.endswith(":*") and control != events
 
     def ps_with_keys() -> dict[str, Any] | None:
         with ControlClient(control, timeout_s=2, curve_keys=keys) as c:

@@ -14,8 +14,8 @@ import msgpack  # noqa: F401
 import numpy  # noqa: F401
 import zmq  # noqa: F401
 
-from . import actor_runtime  # noqa: F401  (the code every actor process runs)
 from ..topology.registry import all_kinds
+from . import actor_runtime  # noqa: F401  (the code every actor process runs)
 
 with contextlib.suppress(Exception):  # a broken actor module is reported when that kind starts
     all_kinds()

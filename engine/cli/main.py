@@ -51,7 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                      # monitoring and remote control (docs/monitoring.md)
                      public_control=args.control, public_events=args.events, curve_keys=args.curve_keys,
                      insecure_loopback=args.insecure_loopback,
-                     metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+                     metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                     # the supervisor's memory in `ps`, for tests and debugging (supervision/heap.py)
+                     debug_memory=os.environ.get("MEDIAENGINE_DEBUG_MEMORY") == "1")
     code = sup.run()
     if sup.exit_error is not None:
         args.final_error = sup.exit_error

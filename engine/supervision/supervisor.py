@@ -58,7 +58,7 @@ from ..sdk.formats import NS, EncodedFormat, format_to_wire
 from ..sdk.redact import redact_value
 from ..topology.loader import GroupSpec, NodeSpec, Topology
 from .curve import CurveServer, check_exposure
-from .heap import bound_heap_growth
+from .heap import bound_heap_growth, heap_usage
 from .policy import (
     Backoff,
     IntensityTracker,
@@ -141,7 +141,7 @@ class Supervisor:
                  control_endpoint: str | None = None, events_endpoint: str | None = None,
                  public_control: str | None = None, public_events: str | None = None,
                  curve_keys: str | os.PathLike[str] | None = None, insecure_loopback: bool = False,
-                 metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> None:
+                 metrics_port: int = 0, metrics_host: str = "127.0.0.1", debug_memory: bool = False) -> None:
         # TCP needs CURVE keys (on loopback too, unless insecure_loopback): refused here, before anything
         # is created or bound.  public_control/public_events are extra binds (e.g. tcp://0.0.0.0:5555) of
         # the same sockets; local tools keep using the ipc endpoints, actors have a socket of their own.
@@ -154,6 +154,7 @@ class Supervisor:
         self.public_events = public_events
         self.metrics_port = metrics_port  # Prometheus /metrics on an HTTP thread; 0 = off (engine/_prometheus.py)
         self.metrics_host = metrics_host
+        self.debug_memory = debug_memory  # `ps` carries the supervisor's heap_usage() (heap.py); tests only
         self.metrics_server: MetricsServer | None = None
         self.metrics_refresh_ns = 0
         self.topo = topology
@@ -883,4 +884,6 @@ class Supervisor:
             out["control_public"], out["events_public"] = self.public_control, self.public_events
         if with_events:
             out["events_recent"] = list(self.events)
+        if self.debug_memory:
+            out["memory"] = heap_usage().to_wire()
         return out

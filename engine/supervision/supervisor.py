@@ -454,8 +454,11 @@ class Supervisor:
             # always, right before the hang check: heartbeats that came while clients were served count
             self._handle_actors()
             exited = [nid for fd, nid in registered.items() if fd in events]
-            if exited and self.actor_router.poll(50):  # its `failed` message may still be on the way: it
-                self._handle_actors()                      # says whether a restart can help (_handle_exit)
+            # an actor that failed with an error sends `failed` and then exits with status 1: the message
+            # may still be on the way, and it says whether a restart can help (_handle_exit).  One killed
+            # by a signal sent nothing: it is restarted at once.
+            if any(self._exited_with_status(nid) for nid in exited) and self.actor_router.poll(50):
+                self._handle_actors()
             for nid in exited:
                 self._handle_exit(self.nodes[nid])
             self._timers()
@@ -547,6 +550,14 @@ class Supervisor:
             self._kill_all()
 
     # ---- exits and restarts ---------------------------------------------------------------------
+    def _exited_with_status(self, nid: str) -> bool:
+        """Whether node `nid`'s process has ended with a non-zero exit status (not by a signal)."""
+        proc = self.nodes[nid].proc
+        if proc is None:
+            return False
+        proc.join(0.2)  # its sentinel fired: reaping it is immediate
+        return proc.exitcode is not None and proc.exitcode > 0
+
     def _handle_exit(self, st: NodeState) -> None:
         proc = st.proc
         proc.join(1.0)

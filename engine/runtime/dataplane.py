@@ -40,6 +40,9 @@ class Consumer:
     index: int
     policy: str
     sock: zmq.Socket[bytes]
+    #: a send to it timed out (the consumer is probably dead, restarting or stopped for good): it is not
+    #: waited on again until a send goes through, or every packet would wait the whole block timeout
+    stalled: bool = False
 
 
 @dataclass
@@ -129,14 +132,19 @@ def send_desc(c: Consumer, raw: bytes, idle: Callable[[], None], drop: Callable[
               wait_s: float | None = None) -> None:
     """Send one descriptor to `c`: a `block` consumer is waited on up to BLOCK_SEND_S (calling `idle`
     meanwhile), any other is dropped at once when its socket is full; `wait_s` overrides the wait (a
-    format change is never dropped like a frame)."""
-    deadline = time.monotonic() + (wait_s if wait_s is not None else BLOCK_SEND_S if c.policy == "block" else 0.0)
+    format change is never dropped like a frame).  A consumer whose last send timed out is not waited
+    on until one of its sends goes through again (`Consumer.stalled`): a dead `temporary` consumer of
+    encoded packets must not hold its producer for the block timeout on every packet."""
+    wait = wait_s if wait_s is not None else BLOCK_SEND_S if c.policy == "block" and not c.stalled else 0.0
+    deadline = time.monotonic() + wait
     while True:
         try:
             c.sock.send(raw, zmq.NOBLOCK)
+            c.stalled = False
             return
         except zmq.Again:
             if time.monotonic() >= deadline:
+                c.stalled = c.stalled or wait > 0
                 drop(f"send->{c.node}")
                 return
             idle()

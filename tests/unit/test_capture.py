@@ -8,6 +8,7 @@ where no camera is needed: an absent node and a node that is not a capture devic
 from __future__ import annotations
 
 import errno
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from mediaengine.actors.camera import Camera
 from mediaengine.actors.screen import Screen, display_to_capture
+from mediaengine.cli.main import main
 from mediaengine.sdk.actor import Emit, Event
 from mediaengine.sdk.capture import (
     DeviceSpec,
@@ -259,3 +261,24 @@ def test_screen_on_a_display_nobody_serves_says_it_cannot_connect(tmp_path: Path
     assert not Path("/tmp/.X11-unix/X32767").exists()
     with pytest.raises(DisplayError, match=r"cannot connect to X display ':32767' .*is the X server running"):
         ActorHarness(Screen, {"display": ":32767", "width": 64, "height": 48}, node_id="scr")
+
+
+# ---- topologies ---------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_capture_topologies_validate_and_take_a_camera_by_set(capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSH_URL", "rtmp://127.0.0.1:1935/live/test")
+    cam, screencast = str(ROOT / "topologies/camera_to_rtmp.yaml"), str(ROOT / "topologies/screencast.yaml")
+    assert main(["validate", cam]) == 0
+    assert main(["validate", screencast]) == 0  # validating opens nothing: no display needed
+    assert main(["validate", cam, "--set", "cam.device=/dev/video0"]) == 0
+    assert "ok (3 nodes" in capsys.readouterr().out
+    assert main(["validate", cam, "--set", "cam.device=webcam"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: nodes[0]: device 'webcam' is not a device path") and "1108 OptionError" in err
+    assert main(["kinds", "--json"]) == 0
+    kinds = json.loads(capsys.readouterr().out)
+    assert {"camera", "screen"} <= set(kinds)

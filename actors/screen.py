@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediaengine.sdk.actor import option
-from mediaengine.sdk.capture import CaptureDevice, CaptureSource, DeviceSpec
+from mediaengine.sdk.capture import CaptureDevice, CaptureSource, DeviceSpec, mode_options
 from mediaengine.sdk.errors import DisplayError, EngineError
 
 __all__ = ["Screen", "ScreenOptions", "display_to_capture", "screen_open_error"]
@@ -85,7 +85,6 @@ class Screen(CaptureSource):
         o: ScreenOptions = self.options
         display = display_to_capture(o.display, os.environ)
         spec = DeviceSpec("x11grab", f"{display}+{o.x},{o.y}")
-        rate = f"{o.fps:g}"
-        opts = {"video_size": f"{o.width}x{o.height}", "framerate": rate, "draw_mouse": "1" if o.draw_mouse else "0"}
+        opts = {**mode_options(spec, o.width, o.height, o.fps), "draw_mouse": "1" if o.draw_mouse else "0"}
         requested = {"width": o.width, "height": o.height, "fps": o.fps, "x": o.x, "y": o.y}
         return CaptureDevice(spec, opts, errors=screen_open_error(display, o)), requested

@@ -21,6 +21,7 @@ from mediaengine.actors.screen import Screen, display_to_capture
 from mediaengine.cli.main import main
 from mediaengine.sdk.actor import Emit, Event
 from mediaengine.sdk.capture import (
+    OPEN_OPTIONS,
     DeviceSpec,
     camera_open_error,
     find_video_devices,
@@ -48,9 +49,10 @@ def lavfi(graph: str) -> str:
 
 
 def device_frames(graph: str, n: int, width: int, height: int) -> list[np.ndarray]:
-    """The first `n` pictures of a lavfi graph decoded straight with PyAV, scaled like the camera does."""
+    """The first `n` pictures of a lavfi graph decoded straight with PyAV, scaled like the camera does (and
+    opened like it: the frame FFmpeg reads while it probes is not kept, `OPEN_OPTIONS`)."""
     out = []
-    with av.open(graph, format="lavfi") as c:
+    with av.open(graph, format="lavfi", container_options=OPEN_OPTIONS) as c:
         for frame in c.decode(video=0):
             out.append(video_to_rgb(frame, width, height))
             if len(out) == n:
@@ -207,7 +209,7 @@ def test_lavfi_is_read_in_real_time_not_as_fast_as_it_can_go() -> None:
         time.sleep(0.002)  # the loop's own period (500 ticks/s), not a wait for something to happen
     due = elapsed * 30 / NS
     m = h.metrics()
-    assert due - 2 <= m["frames_emitted"] <= due + 2, (m, due)
+    assert due * 0.8 <= m["frames_emitted"] <= due + 2, (m, due)  # a loaded machine may skip a few, never add
     assert m["frames_read"] <= m["frames_emitted"] + 1, m
     h.stop()
 
@@ -218,7 +220,7 @@ def test_a_device_whose_stream_ends_is_device_lost() -> None:
     with pytest.raises(DeviceLostError, match=r"capture device lavfi:testsrc2=.* ended its stream"):
         for k in range(20):
             h.tick(k * IV)
-    assert len(frames(h)) == 6  # 0.2 s at 30/s, then the end
+    assert len(frames(h)) == 5  # 0.2 s at 30/s, less the frame the probe at open took, then the end
     h.stop()
 
 

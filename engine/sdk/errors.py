@@ -27,7 +27,12 @@
     │   ├── EncoderError             1303  a codec failed to open or encode
     │   ├── SharedMemoryError        1304  no room in shared memory for a ring
     │   ├── DiskFullError            1305  no space left on the device being written
-    │   └── RuntimeDirError          1310  the runtime directory is not private to this user
+    │   ├── RuntimeDirError          1310  the runtime directory is not private to this user
+    │   ├── DeviceNotFoundError      1320  a capture device does not exist or is not a capture device
+    │   ├── DeviceBusyError          1321  a capture device is in use by another program
+    │   ├── DeviceLostError          1322  a capture device stopped delivering frames (unplugged, ended)
+    │   ├── DeviceAccessError        1323  no permission to open a capture device
+    │   └── DisplayError             1324  no X display to capture, or it cannot be reached
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -241,6 +246,39 @@ class RuntimeDirError(ResourceError, PermissionError):
     others, a symbolic link, or it cannot be created."""
 
     code = 1310
+
+
+class DeviceNotFoundError(ResourceError, FileNotFoundError):
+    """A capture device does not exist (nothing at the path, no `/dev/video*` for `auto`), is not a
+    capture device, or FFmpeg cannot open what `FORMAT:TARGET` describes."""
+
+    code = 1320
+
+
+class DeviceBusyError(ResourceError):
+    """A capture device is in use by another program (EBUSY); a restart retries it with backoff."""
+
+    code = 1321
+
+
+class DeviceLostError(ResourceError):
+    """A capture device stopped delivering frames: unplugged, a driver error, a read timeout, or a
+    finite `lavfi` graph that ended."""
+
+    code = 1322
+
+
+class DeviceAccessError(ResourceError, PermissionError):
+    """No permission to open a capture device (on Linux: the user is not in the `video` group)."""
+
+    code = 1323
+
+
+class DisplayError(ResourceError):
+    """No X display to capture: `DISPLAY` is not set, the X server cannot be reached, a Wayland-only
+    session, or the capture region does not fit the screen."""
+
+    code = 1324
 
 
 class ProtocolError(EngineError):

@@ -74,6 +74,18 @@ def sweep(runtime_dir: Path, engine_ids: Iterable[str] = ()) -> tuple[list[int],
 
 
 @pytest.fixture
+def runtime_dir(tmp_path: Path) -> Iterator[Path]:
+    """A private runtime dir for engines a test starts itself; afterwards the test fails if they left
+    processes or shared memory behind (removed either way, by `sweep`)."""
+    rdir = tmp_path / "runtime"
+    rdir.mkdir(mode=0o700)
+    yield rdir
+    procs, segs = sweep(rdir)
+    assert not procs, f"processes left behind: {procs}"
+    assert not segs, f"shared memory left behind: {segs}"
+
+
+@pytest.fixture
 def engine_runner(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     """Start engines with `engine_runner(topology, *args, env=None)`; afterwards the test fails if they left
     processes or shared memory behind, and everything they left is removed either way.  An engine still

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from mediaengine.sdk.errors import (
     UnknownTargetError,
 )
 
-from tests.enginekit import ROOT, decoded_counters, ffprobe, sweep, wait_for
+from tests.enginekit import ROOT, decoded_counters, ffprobe, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -51,16 +50,6 @@ def demo_dict(tmp_path: Path) -> dict[str, Any]:
             node["options"]["path"] = str(tmp_path / "api.png")
     return topo
 
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path) -> Iterator[Path]:
-    """A private runtime dir; afterwards no engine process or shared-memory segment may be left."""
-    rdir = tmp_path / "runtime"
-    rdir.mkdir(mode=0o700)
-    yield rdir
-    left, segs = sweep(rdir)
-    assert not left, f"processes left behind: {left}"
-    assert not segs, f"shared memory left behind: {segs}"
 
 
 def _check_code(exc: EngineError, cls: type[EngineError], code: int) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,13 @@ from mediaengine.control.process import EngineProcess
 from mediaengine.runtime.ring import list_segments
 from mediaengine.sdk.errors import UnknownKindError
 
-from tests.enginekit import ROOT, sweep, wait_for
+from tests.enginekit import ROOT, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 DEMO = ROOT / "topologies" / "demo.yaml"
 NODES = ["src", "tone", "filt", "venc", "aenc", "rec", "snap"]
 
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path) -> Iterator[Path]:
-    """A private runtime dir; the test fails if anything is left in it (removed either way)."""
-    rdir = tmp_path / "runtime"
-    rdir.mkdir(mode=0o700)
-    yield rdir
-    procs, segs = sweep(rdir)
-    assert not procs, f"processes left behind: {procs}"
-    assert not segs, f"shared memory left behind: {segs}"
 
 
 def _demo(tmp_path: Path, runtime_dir: Path) -> EngineProcess:

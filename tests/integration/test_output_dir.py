@@ -4,39 +4,17 @@ user could; now the reply is OutputPathError (1415) and nothing appears outside.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mediaengine.control.api import Engine
-from mediaengine.runtime.ring import list_segments
 from mediaengine.sdk.errors import OutputPathError
 
-from tests.enginekit import processes_with_marker, wait_for
+from tests.enginekit import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path) -> Iterator[Path]:
-    """A private runtime dir; afterwards no engine process or shared-memory segment may be left."""
-    rdir = tmp_path / "runtime"
-    rdir.mkdir(mode=0o700)
-    yield rdir
-    marker = f"MEDIAENGINE_RUNTIME_DIR={rdir}"
-    with contextlib.suppress(AssertionError):
-        wait_for(lambda: not processes_with_marker(marker), 5.0, "engine processes to exit")
-    left = processes_with_marker(marker)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    segs = [s for child in rdir.iterdir() for s in list_segments(child.name)]
-    assert not left, f"processes left behind: {left}"
-    assert not segs, f"shared memory left behind: {segs}"
 
 
 def test_snapshot_commands_stay_inside_output_dir(tmp_path: Path, runtime_dir: Path) -> None:

@@ -15,10 +15,8 @@ password (`user:KEY@host`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -31,11 +29,10 @@ import msgpack
 import pytest
 import zmq
 from mediaengine.control.api import Engine
-from mediaengine.runtime.ring import list_segments
 from mediaengine.sdk.errors import TimeoutError_
 
 from tests import keyscan
-from tests.enginekit import ROOT, processes_with_marker, wait_for
+from tests.enginekit import ROOT, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -93,23 +90,6 @@ def metrics_port() -> Iterator[int]:
     finally:
         sock.close()
 
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path) -> Iterator[Path]:
-    """A private runtime dir; afterwards no engine process or shared-memory segment may be left."""
-    rdir = tmp_path / "runtime"
-    rdir.mkdir(mode=0o700)
-    yield rdir
-    marker = f"MEDIAENGINE_RUNTIME_DIR={rdir}"
-    with contextlib.suppress(AssertionError):
-        wait_for(lambda: not processes_with_marker(marker), 5.0, "engine processes to exit")
-    left = processes_with_marker(marker)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    segs = [s for child in rdir.iterdir() for s in list_segments(child.name)]
-    assert not left, f"processes left behind: {left}"
-    assert not segs, f"shared memory left behind: {segs}"
 
 
 def failing_topology(urls: dict[str, str], restart: str = "temporary",

@@ -6,35 +6,48 @@ the small public API; the layers live in subpackages: `sdk` (what actors import)
 `runtime`, `supervision`, `control` (protocol, client, Python API, event subscriptions) and `cli`.
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
-
-from .sdk.actor import Actor, Context, Emit, EndOfStream, Event, Finish, InPort, OutPort, Reply, option
-from .sdk.errors import (
-    EngineError,
-    FormatError,
-    NotAllowedError,
-    OptionError,
-    ProtocolError,
-    ResourceError,
-    SupervisorError,
-    TopologyError,
-    UnknownCommandError,
-    UnknownTargetError,
-)
-from .sdk.formats import AAC, H264, AudioFormat, EncodedFormat, Frame, Packet, VideoFormat
 
 if TYPE_CHECKING:
     from .control.api import AsyncEngine, Engine
+    from .sdk.actor import Actor, Context, Emit, EndOfStream, Event, Finish, InPort, OutPort, Reply, option
+    from .sdk.errors import (
+        EngineError,
+        FormatError,
+        NotAllowedError,
+        OptionError,
+        ProtocolError,
+        ResourceError,
+        SupervisorError,
+        TopologyError,
+        UnknownCommandError,
+        UnknownTargetError,
+    )
+    from .sdk.formats import AAC, H264, AudioFormat, EncodedFormat, Frame, Packet, VideoFormat
+
+# Where each public name lives.  Every name is loaded on first use: `import mediaengine` itself costs
+# nothing, so the command line (`mediaengine ps` imports only the control client) does not pay for numpy,
+# and actor processes do not pay for the Python API's asyncio and zmq.asyncio.
+_HOME = {
+    **dict.fromkeys(("AsyncEngine", "Engine"), ".control.api"),
+    **dict.fromkeys(("Actor", "Context", "Emit", "EndOfStream", "Event", "Finish", "InPort", "OutPort", "Reply",
+                     "option"), ".sdk.actor"),
+    **dict.fromkeys(("EngineError", "FormatError", "NotAllowedError", "OptionError", "ProtocolError",
+                     "ResourceError", "SupervisorError", "TopologyError", "UnknownCommandError",
+                     "UnknownTargetError"), ".sdk.errors"),
+    **dict.fromkeys(("AAC", "H264", "AudioFormat", "EncodedFormat", "Frame", "Packet", "VideoFormat"),
+                    ".sdk.formats"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The Python API (mediaengine.control.api) pulls in asyncio and zmq.asyncio: loaded on first use, so actor
-    # processes, which import this package too, do not pay for it.
-    if name in ("AsyncEngine", "Engine"):
-        from .control import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mediaengine' has no attribute {name!r}")
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value  # once loaded, a plain module attribute
+    return value
 
 
 __all__ = [

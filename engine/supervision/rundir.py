@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runtime.ring import unlink_segments
 from ..sdk.errors import RuntimeDirError
 
 #: environment variable naming the engine an actor belongs to (set by the supervisor for its actors)
@@ -214,6 +213,8 @@ def reap_stale() -> list[str]:
             if is_our_actor(pid, child.name, started):  # never a pid the file merely names
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        from ..runtime.ring import unlink_segments  # numpy: only when a dead engine left something
+
         unlink_segments(child.name)
         shutil.rmtree(child, ignore_errors=True)
         reaped.append(child.name)

@@ -134,11 +134,15 @@ def assert_key_nowhere(engine: Engine, key: str, *extra: str, watcher: EventWatc
     test's own players of the stream (Debian's ffmpeg takes the URL only as an argument): they are not the
     engine's, and only they are left out of the command-line scan."""
     sources: dict[str, Any] = {"the engine log": engine.log, "extra text": list(extra)}
+    # the command-line views run side by side with the in-process reads below
+    running = engine.proc.poll() is None
+    ps_json = keyscan.cli_started(engine.runtime_dir, "ps", "--json")
+    monitor_json = keyscan.cli_started(engine.runtime_dir, "monitor", "--json", "--once") if running else None
     if watcher is not None:
         watcher.poll()
         sources["PUB events since the start"] = watcher.events
         sources["PUB metrics since the start"] = watcher.metrics
-    if engine.proc.poll() is None:
+    if running:
         try:
             info = wait_for(engine.info, 10, "engine.json")
             status = engine.request("snapshot")
@@ -146,14 +150,14 @@ def assert_key_nowhere(engine: Engine, key: str, *extra: str, watcher: EventWatc
             sources["the control snapshot"] = status
             sources["the Prometheus /metrics page"] = keyscan.prometheus_page(info, engine.request("ps"))
             if watcher is None:
-                running = [n["id"] for n in status["nodes"] if n["state"] == "running"]
-                sources["the PUB socket"] = keyscan.published(str(info["events"]), running)
-            sources["`mediaengine monitor --json --once`"] = keyscan.cli(engine.runtime_dir, "monitor", "--json",
-                                                                         "--once")
+                running_nodes = [n["id"] for n in status["nodes"] if n["state"] == "running"]
+                sources["the PUB socket"] = keyscan.published(str(info["events"]), running_nodes)
         except (EngineError, RuntimeError, AssertionError):
             if engine.proc.poll() is None:
                 raise
-    sources["`mediaengine ps --json`"] = keyscan.cli(engine.runtime_dir, "ps", "--json")
+    if monitor_json is not None:
+        sources["`mediaengine monitor --json --once`"] = monitor_json()
+    sources["`mediaengine ps --json`"] = ps_json()
     sources["process command lines"] = {pid: line for pid, line in keyscan.every_cmdline().items()
                                         if pid not in viewers}
     leaks = keyscan.where_is(key, sources)

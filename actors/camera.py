@@ -166,7 +166,7 @@ class Camera(CaptureSource):
         for d in options.devices:
             parse_device(d)
         if options.min_fps > options.fps:
-            raise OptionError(f"min_fps {options.min_fps:g} is above fps {options.fps:g}; lower it", where="min_fps")
+            raise OptionError(f"min_fps {options.min_fps:g} is above fps {options.fps:g}; lower min_fps or raise fps")
 
     def _current_name(self) -> str:
         o: CameraOptions = self.options

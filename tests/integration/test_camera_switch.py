@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mediaengine.sdk.errors import ControlUnsupportedError
 
 from tests.enginekit import ROOT, Engine, wait_for
 from tools.rtmp_server import RtmpServer
@@ -125,6 +126,9 @@ def test_switching_cameras_during_a_push(engine_runner: Callable[..., Engine], r
             print(f"\nSWITCH {i}: to {target}: command -> first frame at the encoder {t_enc - t0:.3f}s "
                   f"(device open {reply['open_ms']} ms)")
             time.sleep(1.0)  # pushing on the new device for a while before the next switch (a pace, not a wait)
+        with pytest.raises(ControlUnsupportedError, match="has no camera controls") as refused:
+            eng.request("set", node="cam", options={"focus": 40})  # as Engine.set("cam", focus=40) sends it
+        assert refused.value.code == 1325
         zoom = ctl(eng, "cam", "set", "zoom=2", "zoom_x=0.25")
         assert zoom == {"zoom": 2.0, "zoom_x": 0.25}
         assert wait_for(lambda: eng.node("cam")["metrics"].get("actor", {}).get("zoom") == 2.0, 10, "zoom 2")

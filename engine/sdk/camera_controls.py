@@ -203,6 +203,24 @@ class V4L2Controls:
                                                 int(ctrl.step), default, value, bool(ctrl.is_flagged_inactive), menu)
         return out
 
+    @property
+    def modes(self) -> list[dict[str, Any]]:
+        """The capture modes the driver lists (VIDIOC_ENUM_FMT / FRAMESIZES / FRAMEINTERVALS), like
+        `v4l2-ctl --list-formats-ext`: [{"format", "width", "height", "fps": [...]}]; [] if it lists none."""
+        try:
+            types = list(self._device.info.frame_types)
+        except (OSError, AttributeError, ValueError):
+            return []
+        modes: dict[tuple[str, int, int], list[float]] = {}
+        for t in types:
+            fmt = getattr(t.pixel_format, "name", str(t.pixel_format))
+            rates = modes.setdefault((fmt, int(t.width), int(t.height)), [])
+            for fps in {float(t.max_fps), float(t.min_fps)}:
+                if fps > 0 and fps not in rates:
+                    rates.append(fps)
+        return [{"format": f, "width": w, "height": h, "fps": sorted(r, reverse=True)}
+                for (f, w, h), r in modes.items()]
+
     def set(self, name: str, value: int) -> None:
         ctrl = self._device.controls[name]
         try:

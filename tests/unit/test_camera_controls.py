@@ -142,7 +142,7 @@ def test_the_real_v4l2_backend_opens_through_linuxpy() -> None:
     """No camera here: linuxpy is still exercised on a node without controls and on an absent one."""
     dev = V4L2Controls("/dev/null")
     try:
-        assert dev.controls() == {} and CameraControls(dev).zoom_mode() == "digital"
+        assert dev.controls() == {} and CameraControls(dev).zoom_mode() == "digital" and dev.modes == []
     finally:
         dev.close()
     with pytest.raises(ControlFailedError, match="cannot open /dev/video-absent") as e:

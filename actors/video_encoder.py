@@ -22,6 +22,8 @@
   `extradata` (the encoder uses GLOBAL_HEADER, so keyframes do not repeat them in-band); each packet's
   `meta["src_pts_ns"]` is the pts of the frame it encodes.
 - Control command `keyframe` makes the next frame an IDR.
+- Event `source_changed` when the input frames' meta `source` changes (a camera named its device
+  there and switched): the first frame of the new device has reached the encoder.
 
 - A change of frame size or rate mid-stream arrives as `on_format_changed` before the first frame of
   the new format: the encoder drains and closes x264, then opens it again at the new size (the next

@@ -230,3 +230,16 @@ def test_bgrx_rows_with_padding_convert_to_the_same_rgb_as_swscale() -> None:
     assert np.array_equal(rgb, bgrx[..., 2::-1])
     frame = av.VideoFrame.from_ndarray(bgrx, format="bgra")
     assert np.array_equal(rgb, frame.reformat(format="rgb24").to_ndarray())
+
+
+def test_the_encoder_reports_the_first_frame_of_each_source() -> None:
+    from mediaengine.actors.video_encoder import VideoEncoder
+    from mediaengine.sdk.formats import VideoFormat
+
+    h = ActorHarness(VideoEncoder, {"preset": "ultrafast"}, input_formats={"in": VideoFormat(64, 48, 30.0)},
+                     node_id="venc")
+    pic = np.zeros((48, 64, 3), np.uint8)
+    for k, source in enumerate(["a", "a", "b", "b", "a"]):
+        h.frame("in", Frame(pic, pts_ns=k * IV, seq=k, meta={"source": source}))
+    changed = [e.data for e in h.events() if e.name == "source_changed"]
+    assert [(d["source"], d["pts_ns"]) for d in changed] == [("a", 0), ("b", 2 * IV), ("a", 4 * IV)]

@@ -22,6 +22,8 @@
   `extradata` (the encoder uses GLOBAL_HEADER, so keyframes do not repeat them in-band); each packet's
   `meta["src_pts_ns"]` is the pts of the frame it encodes.
 - Control command `keyframe` makes the next frame an IDR.
+- Event `source_changed` when the input frames' meta `source` changes (a camera named its device
+  there and switched): the first frame of the new device has reached the encoder.
 
 - A change of frame size or rate mid-stream arrives as `on_format_changed` before the first frame of
   the new format: the encoder drains and closes x264, then opens it again at the new size (the next
@@ -134,6 +136,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._ctx: av.VideoCodecContext | None = None
         self._vbv_cap_kbps = 0
         self._have_picture = False  # _yuv holds the last encoded picture
+        self._source: Any = None  # the input frames' meta `source` (a camera names its device there)
         self._last_pts: int | None = None  # last pts given to the encoder (ticks)
         self._last_src_ns = 0
         self._src_ns: dict[int, int] = {}  # pts -> source pts_ns, until the packet comes out
@@ -269,7 +272,16 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._have_picture = True
         self._last_real_pts = pts
         self._last_src_ns = media.pts_ns
-        return self._encode(pts, media.pts_ns)
+        return [*self._source_changed(media), *self._encode(pts, media.pts_ns)]
+
+    def _source_changed(self, media: Frame) -> list[Action]:
+        """`source_changed` when the input's meta `source` changes (a camera switched devices): the time
+        its first frame reached the encoder, for users and for the switch-latency test."""
+        source = media.meta.get("source")
+        if source is None or source == self._source:
+            return []
+        self._source = source
+        return [Event("source_changed", {"source": source, "pts_ns": media.pts_ns, "frames_in": self.frames_in})]
 
     def on_tick(self, now_ns: int) -> Actions:
         self._now_ns = now_ns

@@ -386,6 +386,8 @@ class CaptureSource(Actor[Any]):
         self._rgb_of = -1  # `PacedCapture.pictures` when `_rgb` was converted
         self._announced = False
         self.frames_emitted = 0
+        self.repeated_frames = 0  # frames that showed the same device picture as the frame before
+        self._emitted_of = -1  # `PacedCapture.pictures` of the last frame emitted
         return None
 
     def on_tick(self, now_ns: int) -> Actions:
@@ -399,7 +401,9 @@ class CaptureSource(Actor[Any]):
             if target is not None:
                 np.copyto(target, rgb)
                 rgb = target
-            actions.append(Emit("out", Frame(rgb, pts_ns=k * interval, seq=k)))
+            # meta `source` names the device: a consumer sees a camera switch in order with the frames
+            actions.append(Emit("out", Frame(rgb, pts_ns=k * interval, seq=k,
+                                             meta={"source": self.device.spec.describe()})))
             self.frames_emitted += 1
         if not self._announced and actions:
             self._announced = True
@@ -409,9 +413,16 @@ class CaptureSource(Actor[Any]):
     def _picture(self, media_ns: int) -> npt.NDArray[np.uint8]:
         frame = self._paced.picture_for(media_ns)
         if self._rgb is None or self._rgb_of != self._paced.pictures:  # convert each device picture once
-            self._rgb = video_to_rgb(frame, self.options.width, self.options.height)
+            self._rgb = self.convert(frame)
             self._rgb_of = self._paced.pictures
+        if self._emitted_of == self._paced.pictures:
+            self.repeated_frames += 1
+        self._emitted_of = self._paced.pictures
         return self._rgb
+
+    def convert(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+        """A device picture as the output frame (a subclass may crop it first: the camera's digital zoom)."""
+        return video_to_rgb(frame, self.options.width, self.options.height)
 
     def opened(self) -> dict[str, Any]:
         """The `capture_opened` event: the device, the mode it gives, the mode asked for, and whether
@@ -431,7 +442,7 @@ class CaptureSource(Actor[Any]):
         return {"device": self.device.spec.describe(), "capture_width": mode.width, "capture_height": mode.height,
                 "capture_fps": mode.fps, "capture_pix_fmt": mode.pix_fmt, "frames_emitted": self.frames_emitted,
                 "frames_read": self.device.frames_read, "decode_errors": self.device.decode_errors,
-                "resyncs": self._paced.resyncs}
+                "resyncs": self._paced.resyncs, "repeated_frames": self.repeated_frames}
 
     def stop(self) -> Actions:
         self.device.close()

@@ -32,7 +32,11 @@
     │   ├── DeviceBusyError          1321  a capture device is in use by another program
     │   ├── DeviceLostError          1322  a capture device stopped delivering frames (unplugged, ended)
     │   ├── DeviceAccessError        1323  no permission to open a capture device
-    │   └── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── ControlUnsupportedError  1325  the capture device has no such control (focus on a lavfi camera)
+    │   │   └── NoTorchError             1326  the capture device has no light (torch/flash) control
+    │   ├── ControlFailedError       1327  the capture device refused a control value
+    │   └── CameraSwitchError        1328  `switch` names no device of the camera's `devices` list
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -279,6 +283,37 @@ class DisplayError(ResourceError):
     session, or the capture region does not fit the screen."""
 
     code = 1324
+
+
+class ControlUnsupportedError(ResourceError):
+    """A camera control was asked of a device that has none for it: focus, torch or exposure on a
+    device without V4L2 controls (a `lavfi` camera: only digital zoom applies), or a V4L2 camera
+    whose control table lacks it.  A restart cannot add a control, so the node is not restarted for it."""
+
+    code = 1325
+    restartable = False
+
+
+class NoTorchError(ControlUnsupportedError):
+    """`torch` was asked of a capture device with no light control (the V4L2 flash class's `led_mode` or
+    `torch_intensity`); most webcams have none."""
+
+    code = 1326
+
+
+class ControlFailedError(ResourceError):
+    """The capture device refused a control value (the driver's ioctl failed: the control is inactive
+    under another setting, out of range, or the device is gone)."""
+
+    code = 1327
+
+
+class CameraSwitchError(ResourceError):
+    """`switch` names a device that is not in the camera's `devices` list, or there is no other
+    device to switch to; the camera keeps its current device."""
+
+    code = 1328
+    restartable = False
 
 
 class ProtocolError(EngineError):

@@ -105,11 +105,18 @@ def match_input_pad(pad: str, ports: Mapping[str, InPort]) -> str | None:
 
 @dataclass(frozen=True)
 class OutPort:
-    """An output pad; `default` marks the pad that `inputs: {pad: node}` (without `/pad`) means."""
+    """An output pad; `default` marks the pad that `inputs: {pad: node}` (without `/pad`) means.
+
+    `pix_fmts` (video pads) are the pixel formats the pad can emit, preferred first: the loader gives
+    the edge the first one every consumer accepts (or the one a `pix_fmt` option forces), and the
+    actor reads the choice in `ctx.output_formats[pad].pix_fmt`.  Empty: the pad emits exactly the
+    format `output_formats()` computes.
+    """
 
     kind: MediaKind
     default: bool = False
     slots: int = 0  # ring slots; 0 = the runtime's default for the kind
+    pix_fmts: tuple[str, ...] = ()
 
 
 @dataclass

@@ -40,7 +40,15 @@ import av.stream
 import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Context, Emit, EndOfStream, Finish, OutPort, option
 from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
-from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat, checked_audio_format, checked_video_format, i420_shape
+from mediaengine.sdk.formats import (
+    NS,
+    Format,
+    Frame,
+    VideoFormat,
+    checked_audio_format,
+    checked_video_format,
+    i420_shape,
+)
 from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
 from mediaengine.sdk.pixels import frame_to_array
 from mediaengine.sdk.redact import redact_text, redact_url, url_secrets

@@ -30,7 +30,7 @@ import numpy.typing as npt
 from .runtime.decisions import check_input_format, derived_output_changes, take_reply
 from .sdk.actor import Action, Actions, Actor, ChangeFormat, Context, Emit, EndOfStream, Event, Finish
 from .sdk.errors import ActorFailedError, FormatChangeError
-from .sdk.formats import Format, Frame, Packet
+from .sdk.formats import Format, Frame, Packet, VideoFormat
 from .sdk.options import apply_set, check_instance
 
 __all__ = ["ActorHarness", "ManualClock"]
@@ -78,7 +78,10 @@ class ActorHarness:
         self.options = self._options(options)
         self.output_formats = dict(cls.output_formats(self.options, self.input_formats))
         for pad, pix_fmt in (pix_fmts or {}).items():  # what the loader's negotiation chose for an edge
-            self.output_formats[pad] = dataclasses.replace(self.output_formats[pad], pix_fmt=pix_fmt)
+            fmt = self.output_formats[pad]
+            if not isinstance(fmt, VideoFormat):
+                raise ValueError(f"pix_fmts: output {pad!r} is not video ({fmt.describe()})")
+            self.output_formats[pad] = dataclasses.replace(fmt, pix_fmt=pix_fmt)
         self.clock = clock if clock is not None else ManualClock()
         self.lend_buffers = lend_buffers
         self.pads = {pad: _Pad(fmt) for pad, fmt in self.output_formats.items()}

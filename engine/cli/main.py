@@ -73,9 +73,8 @@ def write_result(path: str, status: int, error: EngineError | None) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..topology.loader import load_topology
-
     from ..sdk.formats import format_to_wire
+    from ..topology.loader import load_topology
 
     topo = load_topology(args.file, overrides=overrides_from_env(args.set))
     hide_in_argv(topo.secrets)

@@ -114,6 +114,11 @@ def ring_format(ring: FrameRing, declared: Format) -> Format:
         return declared
 
 
+def runtime_dir_of(data_endpoint: str) -> str:
+    """The engine's runtime directory: where the supervisor put this node's `ipc://` data endpoint."""
+    return os.path.dirname(data_endpoint[len("ipc://"):]) if data_endpoint.startswith("ipc://") else ""
+
+
 class ActorRuntime:
     def __init__(self, spec: ActorSpec) -> None:
         self.spec = spec
@@ -220,7 +225,7 @@ class ActorRuntime:
         """
         return Context(node_id=self.node_id, restart_count=self.spec.restart_count, clock=self.now_ns,
                        input_formats=self.in_formats, output_formats=self.out_formats, lend=self._output_buffer,
-                       output_dir=self.spec.output_dir)
+                       output_dir=self.spec.output_dir, runtime_dir=runtime_dir_of(self.spec.data_endpoint))
 
     def run(self) -> int:
         self._open()

@@ -192,6 +192,9 @@ class Context:
     lend: Callable[[str], npt.NDArray[Any] | None] = _no_buffer  # the runtime's ring-slot lender
     #: the topology's `output_dir`: a file a command names must stay inside it (`sdk.outputs.OutputDir`)
     output_dir: str = "."
+    #: the engine's private (0700) runtime directory, where an actor may bind its own `ipc://` sockets
+    #: (e.g. `external_source`'s ingress); "" when there is none (the test harness)
+    runtime_dir: str = ""
 
     def output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
         """A writable array of `pad`'s frame shape that lives in a free slot of the pad's ring.

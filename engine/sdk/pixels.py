@@ -41,7 +41,7 @@ _TO_I420 = {"rgb24": cv2.COLOR_RGB2YUV_I420, "bgr24": cv2.COLOR_BGR2YUV_I420,
 def _plane(frame: av.VideoFrame, index: int, rows: int, cols: int) -> U8:
     """Plane `index` of `frame` as a rows x cols view (its line size may be padded)."""
     plane = frame.planes[index]
-    buf = np.frombuffer(plane, np.uint8)
+    buf: U8 = np.frombuffer(memoryview(plane), np.uint8)
     return buf.reshape(-1, plane.line_size)[:rows, :cols]
 
 

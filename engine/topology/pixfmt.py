@@ -39,8 +39,8 @@ class Reader:
 def emittable(declared: Sequence[str], computed: str, forced: str, width: int, height: int, *,
               src: str, where: str) -> tuple[str, ...]:
     """The formats a producer pad may emit on this edge: its declared list (or the one format its
-    `output_formats()` computed), cut to `forced` unless that is `auto` (or the pad declares no list), without `yuv420p` for an
-    odd size.  A forced format the pad cannot emit is an `OptionError` at `where`."""
+    `output_formats()` computed), cut to `forced` unless that is `auto` (or the pad declares no list),
+    without `yuv420p` for an odd size.  A forced format the pad cannot emit is an `OptionError` at `where`."""
     emits = tuple(declared) or (computed,)
     if declared and forced and forced != "auto":  # a pad with one format has nothing to force
         if forced not in emits:

@@ -227,8 +227,9 @@ def describe_kind(name: str) -> dict[str, Any]:
     """A JSON-friendly description of kind `name` (for `mediaengine kinds`).
 
     Keys: `kind`, `class`, `summary`, `is_source`, `inputs` (pad -> kind, codecs, pix_fmts, policy,
-    required), `outputs` (pad -> kind, default, and pix_fmts when a video pad can emit several) and `options` (a list of name, type, required,
-    default, live, range and choices when declared, doc), all read from the `option()` declarations.
+    required), `outputs` (pad -> kind, default, and pix_fmts when a video pad can emit several) and
+    `options` (a list of name, type, required, default, live, range and choices when declared, doc),
+    all read from the `option()` declarations.
     """
     cls = get_kind(name)
     inputs = {pad: {"kind": port.kind, "codecs": list(port.codecs),

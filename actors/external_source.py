@@ -25,8 +25,10 @@ earlier than one frame interval after the previous one, so a caller faster than 
 pictures queue up and leave at `fps`; with `pts_ns` (the caller's own clock, ns) the first picture is
 anchored at its arrival and the rest keep their spacing (one that goes back in time is dropped as
 `late`; a caller that fell more than a second behind is anchored again, `resyncs`).  Audio runs on
-its sample count from the first chunk's arrival; after a pause in the caller's audio the timeline is
-anchored again (`audio_resyncs`).
+its sample count from the first chunk's arrival plus `audio_latency_ms` (a jitter buffer: a caller
+late by up to that much leaves no hole); PCM that comes when the next audio frame is more than
+200 ms overdue (the caller paused or fell far behind) starts the timeline again from its arrival
+(`audio_resyncs`; the audio encoder fills the hole with silence).
 
 Overflow (`policy`): at most `depth` pictures (and `audio_queue_ms` of PCM) wait in the node;
 `block` makes the caller's push wait for room, `drop_newest` drops the pushed frame, `drop_oldest`
@@ -65,6 +67,8 @@ __all__ = ["ExternalSource", "ExternalSourceOptions", "PushClock", "SampleQueue"
 
 #: a caller whose pictures are this far behind the engine clock is anchored again
 RESYNC_NS = NS
+#: audio whose next frame is this far overdue when more PCM comes (the caller paused) is anchored again
+AUDIO_RESYNC_NS = 200_000_000
 #: messages taken from a socket per tick at most (keeps the loop, and its heartbeats, going)
 MAX_RECV_PER_TICK = 64
 
@@ -83,12 +87,24 @@ class ExternalSourceOptions:
                          doc="a caller faster than real time: block (its push waits), drop_newest, drop_oldest")
     depth: int = option(4, range=(1, 64), doc="pictures that may wait in the node before the policy applies")
     audio_queue_ms: int = option(500, range=(50, 10000), doc="PCM that may wait in the node before the policy applies")
+    audio_latency_ms: int = option(100, range=(0, 2000),
+                                   doc="jitter buffer: audio starts this long after the first PCM arrives, so a "
+                                       "caller late by up to this much leaves no hole")
     pix_fmt: str = option("auto", choices=("auto", "rgb24", "yuv420p"),
                           doc="pixel format on the video edge: auto (yuv420p when every consumer takes it, "
                               "else rgb24), or forced")
 
 
 # ---- pure parts ------------------------------------------------------------------------------------
+
+def payload_of(payload: Any, shape: tuple[int, ...], itemsize: int) -> memoryview:
+    """The message's bytes, if they are exactly what its header's shape says; else a FormatError."""
+    view = memoryview(payload).cast("B")
+    want = int(np.prod(shape, dtype=np.int64)) * itemsize
+    if view.nbytes != want:
+        raise FormatError(f"a pushed header says {shape} ({want} bytes), the payload has {view.nbytes}")
+    return view
+
 
 class PushClock:
     """Engine pts for pushed pictures (see the module docstring, "Time"); no clock of its own."""
@@ -221,9 +237,7 @@ class ExternalSource(Actor[ExternalSourceOptions]):
         o = self.options
         try:
             h = unpack_header(raw_header)
-            arr = np.frombuffer(payload, np.uint8)
-            if arr.size != int(np.prod(h.shape)):
-                raise FormatError(f"header says {h.shape}, payload has {arr.size} bytes")
+            arr = np.frombuffer(payload_of(payload, h.shape, 1), np.uint8)
             arr = check_video(arr.reshape(h.shape), h.fmt, o.width, o.height, node=self._ctx.node_id)
         except FormatError:
             self.bad_messages += 1
@@ -250,9 +264,7 @@ class ExternalSource(Actor[ExternalSourceOptions]):
         try:
             h = unpack_header(raw_header)
             dtype = np.int16 if h.fmt == "s16" else np.float32
-            arr = np.frombuffer(payload, dtype)
-            if arr.size != int(np.prod(h.shape)):
-                raise FormatError(f"header says {h.shape}, payload has {arr.size} samples")
+            arr = np.frombuffer(payload_of(payload, h.shape, np.dtype(dtype).itemsize), dtype)
             pcm, fmt = check_audio(arr.reshape(h.shape), h.rate, h.fmt, node=self._ctx.node_id)
         except FormatError:
             self.bad_messages += 1
@@ -268,10 +280,10 @@ class ExternalSource(Actor[ExternalSourceOptions]):
             else:
                 self.audio_dropped_samples += len(samples)
                 return False
-        if self._audio_anchor_ns is None or (self._samples.available == 0 and self._audio_due(0) < now_ns - self._aint):
-            if self._audio_anchor_ns is not None:  # the caller paused its audio: start again from now
+        if self._audio_anchor_ns is None or self._audio_due(0) < now_ns - AUDIO_RESYNC_NS:
+            if self._audio_anchor_ns is not None:  # the caller paused its audio: go on from now
                 self.audio_resyncs += 1
-            self._audio_anchor_ns, self._audio_frames = now_ns, 0
+            self._audio_anchor_ns, self._audio_frames = now_ns + o.audio_latency_ms * 1_000_000, 0
         self._samples.push(samples)
         return True
 

@@ -47,13 +47,13 @@ def topology(url: str, width: int, height: int, fps: float) -> dict[str, Any]:
 
 
 def draw(k: int, width: int, height: int, out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]:
-    """Picture k (rgb24): a gradient that moves one step per frame, with counter k burned in."""
+    """Picture k (rgb24): colour bands that move 4 px per frame, with counter k burned in (about 1 ms
+    at 720p: one row computed, copied down the picture)."""
     if out is None:
         out = np.empty((height, width, 3), np.uint8)
-    x = (np.arange(width, dtype=np.uint16) + 4 * k) % 256
-    out[:, :, 0] = x.astype(np.uint8)
-    out[:, :, 1] = (np.arange(height, dtype=np.uint16)[:, None] + 2 * k) % 256
-    out[:, :, 2] = 96
+    x = np.arange(width, dtype=np.int32) + 4 * k
+    row = np.stack([x % 256, (2 * x) % 256, np.full(width, 96)], axis=1).astype(np.uint8)
+    out[:] = row[None]
     stamp.burn(out, k, int(time.time() * 1000))
     return out
 

@@ -20,17 +20,19 @@ costs).  Pictures in rgb24, bgr24, rgba, bgra, yuv420p (I420) or nv12 at the nod
 yuv420p when every consumer takes it (the encoder), else rgb24.  PCM of any rate and channel count,
 s16 or float32, is resampled to `rate`/`channels` s16 and cut into `samples_per_frame` frames.
 
-Time: a picture pushed without `pts_ns` is stamped with its arrival on the engine clock, and never
-earlier than one frame interval after the previous one, so a caller faster than real time sees its
-pictures queue up and leave at `fps`; with `pts_ns` (the caller's own clock, ns) the first picture is
-anchored at its arrival and the rest keep their spacing (one that goes back in time is dropped as
+Time: everything is stamped `latency_ms` after it arrives and leaves the node when that time comes:
+a jitter buffer, the same for pictures and sound so they stay in sync, that lets a caller be late by
+up to that much without a hole.  A picture pushed without `pts_ns` is stamped from its arrival, and
+never earlier than one frame interval after the previous one, so a caller faster than real time sees
+its pictures queue up and leave at `fps`; with `pts_ns` (the caller's own clock, ns) the first picture
+is anchored at its arrival and the rest keep their spacing (one that goes back in time is dropped as
 `late`; a caller that fell more than a second behind is anchored again, `resyncs`).  Audio runs on
-its sample count from the first chunk's arrival plus `audio_latency_ms` (a jitter buffer: a caller
-late by up to that much leaves no hole); PCM that comes when the next audio frame is more than
-200 ms overdue (the caller paused or fell far behind) starts the timeline again from its arrival
-(`audio_resyncs`; the audio encoder fills the hole with silence).
+its sample count from the first chunk's arrival; PCM that comes when the next audio frame is more than
+200 ms overdue (the caller paused, or stalled for longer than the jitter buffer) starts the timeline
+again from its arrival (`audio_resyncs`; the audio encoder fills the hole with silence).
 
-Overflow (`policy`): at most `depth` pictures (and `audio_queue_ms` of PCM) wait in the node;
+Overflow (`policy`): at most `depth` pictures beyond those inside the jitter buffer (and
+`audio_queue_ms` of PCM beyond it) wait in the node;
 `block` makes the caller's push wait for room, `drop_newest` drops the pushed frame, `drop_oldest`
 the oldest queued one; every drop is counted (`dropped`, `caller_dropped`, `audio_dropped_ms`).  A
 caller that stops simply stops the frames: the encoder's keepalive holds the last picture.  A
@@ -87,9 +89,9 @@ class ExternalSourceOptions:
                          doc="a caller faster than real time: block (its push waits), drop_newest, drop_oldest")
     depth: int = option(4, range=(1, 64), doc="pictures that may wait in the node before the policy applies")
     audio_queue_ms: int = option(500, range=(50, 10000), doc="PCM that may wait in the node before the policy applies")
-    audio_latency_ms: int = option(100, range=(0, 2000),
-                                   doc="jitter buffer: audio starts this long after the first PCM arrives, so a "
-                                       "caller late by up to this much leaves no hole")
+    latency_ms: int = option(100, range=(0, 2000),
+                             doc="jitter buffer: pictures and PCM leave this long after they arrive, so a caller "
+                                 "late by up to this much leaves no hole")
     pix_fmt: str = option("auto", choices=("auto", "rgb24", "yuv420p"),
                           doc="pixel format on the video edge: auto (yuv420p when every consumer takes it, "
                               "else rgb24), or forced")
@@ -205,7 +207,9 @@ class ExternalSource(Actor[ExternalSourceOptions]):
         self._samples = SampleQueue(o.channels)
         self._audio_anchor_ns: int | None = None  # engine time of the next audio frame's first sample
         self._audio_frames = 0  # audio frames emitted since the anchor
-        self._max_queued = o.audio_queue_ms * o.rate // 1000
+        self._latency_ns = o.latency_ms * 1_000_000
+        self._cap = o.depth + -(-self._latency_ns // self._vint)  # pictures: the jitter buffer's, then depth
+        self._max_queued = (o.audio_queue_ms + o.latency_ms) * o.rate // 1000
         self._started = False
         self.endpoints: dict[str, str] = {}
         self.frames_in = self.frames_emitted = self.dropped = self.caller_dropped = self.late = 0
@@ -244,14 +248,14 @@ class ExternalSource(Actor[ExternalSourceOptions]):
             return False
         self._note_caller_drops("video", h.dropped)
         self.frames_in += 1
-        if len(self._pictures) >= o.depth:
+        if len(self._pictures) >= self._cap:
             if o.policy == "drop_oldest":
                 self._pictures.popleft()
                 self.dropped += 1
             else:  # drop_newest (block does not take more than depth from its socket)
                 self.dropped += 1
                 return False
-        pts = self.clock.stamp(h.pts_ns, now_ns)
+        pts = self.clock.stamp(h.pts_ns, now_ns + self._latency_ns)
         if pts is None:
             self.late += 1
             return False
@@ -273,17 +277,17 @@ class ExternalSource(Actor[ExternalSourceOptions]):
         self.audio_chunks_in += 1
         samples = self._pcm.convert(pcm, fmt, h.rate)
         room = self._max_queued - self._samples.available
-        if len(samples) > room:
+        if len(samples) > room and o.policy != "block":  # block: what was received is kept (the socket waits)
             if o.policy == "drop_oldest":
                 self._samples.drop(len(samples) - room)
                 self.audio_dropped_samples += len(samples) - room
-            else:
+            else:  # drop_newest
                 self.audio_dropped_samples += len(samples)
                 return False
         if self._audio_anchor_ns is None or self._audio_due(0) < now_ns - AUDIO_RESYNC_NS:
             if self._audio_anchor_ns is not None:  # the caller paused its audio: go on from now
                 self.audio_resyncs += 1
-            self._audio_anchor_ns, self._audio_frames = now_ns + o.audio_latency_ms * 1_000_000, 0
+            self._audio_anchor_ns, self._audio_frames = now_ns + self._latency_ns, 0
         self._samples.push(samples)
         return True
 
@@ -304,7 +308,7 @@ class ExternalSource(Actor[ExternalSourceOptions]):
         for media, sock in self._socks.items():
             take = self.take_video if media == "video" else self.take_audio
             for _ in range(MAX_RECV_PER_TICK):
-                if o.policy == "block" and (len(self._pictures) >= o.depth if media == "video"
+                if o.policy == "block" and (len(self._pictures) >= self._cap if media == "video"
                                             else self._samples.available >= self._max_queued):
                     break  # leave it in the socket: the caller's send waits (back-pressure)
                 try:

@@ -38,7 +38,9 @@ def topology(url: str, width: int, height: int, fps: float) -> dict[str, Any]:
     """external_source -> H.264 + AAC -> RTMP."""
     return {"version": 1, "name": "external_frames", "nodes": [
         {"id": "app", "kind": "external_source",
-         "options": {"width": width, "height": height, "fps": fps, "rate": RATE, "channels": 2}},
+         # a 300 ms jitter buffer: an RTMP viewer is seconds behind anyway, and it rides out this program
+         # being held up for a moment on a busy machine (the default is 100 ms)
+         "options": {"width": width, "height": height, "fps": fps, "rate": RATE, "channels": 2, "latency_ms": 300}},
         {"id": "venc", "kind": "video_encoder", "inputs": {"in": "app/video"},
          "options": {"bitrate_kbps": 1500, "gop_s": 1, "preset": "veryfast"}},
         {"id": "aenc", "kind": "audio_encoder", "inputs": {"in": "app/audio"}, "options": {"bitrate_kbps": 128}},

@@ -195,7 +195,7 @@ def test_sample_queue_takes_across_chunks_and_drops_oldest() -> None:
 
 def harness(**options: Any) -> ActorHarness:
     opts = {"width": W, "height": H, "fps": 25, "rate": 48000, "channels": 2, "samples_per_frame": 480,
-            "audio_latency_ms": 0, **options}
+            "latency_ms": 0, **options}
     return ActorHarness(ExternalSource, opts, clock=ManualClock(), pix_fmts={"video": "yuv420p"})
 
 
@@ -267,3 +267,25 @@ def test_the_ingress_command_tells_the_caller_what_to_push() -> None:
     reply = h.control("ingress")
     assert reply["video_format"]["pix_fmt"] == "yuv420p" and reply["video_format"]["width"] == W
     assert reply["policy"] == "drop_oldest" and reply["depth"] == 3
+
+
+def test_the_jitter_buffer_delays_pictures_and_sound_alike() -> None:
+    h = harness(latency_ms=100)
+    actor = h.actor
+    assert isinstance(actor, ExternalSource)
+    pcm = sine(48000, 2, 0.05, np.int16)
+    assert actor.take_video(*video_msg(), now_ns=1000 * MS)
+    assert actor.take_audio(pack_header(Header("s16", pcm.shape, rate=48000)), pcm.tobytes(), 1000 * MS)
+    waiting = h.tick(1050 * MS)
+    assert emitted(waiting, "video") == emitted(waiting, "audio") == []  # both wait in the buffer
+    out = h.tick(1100 * MS)
+    assert emitted(out, "video")[0].pts_ns == emitted(out, "audio")[0].pts_ns == 1100 * MS
+
+
+def test_block_never_drops_pcm_it_has_received() -> None:
+    h = harness(policy="block", audio_queue_ms=50)
+    actor = h.actor
+    assert isinstance(actor, ExternalSource)
+    pcm = sine(48000, 2, 0.2, np.int16)  # more than the queue: received, so kept
+    assert actor.take_audio(pack_header(Header("s16", pcm.shape, rate=48000)), pcm.tobytes(), 0)
+    assert actor.metrics()["audio_dropped_ms"] == 0 and actor.metrics()["audio_queued_ms"] >= 190

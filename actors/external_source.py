@@ -284,8 +284,11 @@ class ExternalSource(Actor[ExternalSourceOptions]):
             else:  # drop_newest
                 self.audio_dropped_samples += len(samples)
                 return False
-        if self._audio_anchor_ns is None or self._audio_due(0) < now_ns - AUDIO_RESYNC_NS:
-            if self._audio_anchor_ns is not None:  # the caller paused its audio: go on from now
+        # the queue ran dry and the next frame is long overdue: the caller paused (a late node, with PCM
+        # queued, just catches up)
+        if self._audio_anchor_ns is None or (self._samples.available < o.samples_per_frame
+                                             and self._audio_due(0) < now_ns - AUDIO_RESYNC_NS):
+            if self._audio_anchor_ns is not None:  # go on from now
                 self.audio_resyncs += 1
             self._audio_anchor_ns, self._audio_frames = now_ns + self._latency_ns, 0
         self._samples.push(samples)

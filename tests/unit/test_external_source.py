@@ -289,3 +289,16 @@ def test_block_never_drops_pcm_it_has_received() -> None:
     pcm = sine(48000, 2, 0.2, np.int16)  # more than the queue: received, so kept
     assert actor.take_audio(pack_header(Header("s16", pcm.shape, rate=48000)), pcm.tobytes(), 0)
     assert actor.metrics()["audio_dropped_ms"] == 0 and actor.metrics()["audio_queued_ms"] >= 190
+
+
+def test_a_late_node_catches_up_on_queued_pcm_instead_of_starting_again() -> None:
+    h = harness()
+    actor = h.actor
+    assert isinstance(actor, ExternalSource)
+    pcm = sine(48000, 2, 0.1, np.int16)
+    header = pack_header(Header("s16", pcm.shape, rate=48000))
+    assert actor.take_audio(header, pcm.tobytes(), 0)
+    assert actor.take_audio(header, pcm.tobytes(), 500 * MS)  # the node had no tick for 0.5 s
+    frames = emitted(h.tick(500 * MS), "audio")
+    assert actor.metrics()["audio_resyncs"] == 0
+    assert [f.pts_ns for f in frames] == [k * 10 * MS for k in range(len(frames))] and len(frames) >= 19

@@ -93,7 +93,8 @@ def audio_report(flv: Path, amplitude: float) -> dict[str, Any]:
     # skip the encoder's priming at the start and the last partial second (the push ended there)
     body = rms[20:-20] if len(rms) > 60 else rms
     bad = int(np.sum((body < 0.5 * want) | (body > 1.5 * want)))
-    holes = [round(b - a, 3) for a, b in itertools.pairwise(sorted(pts)) if b - a > 0.035]
+    # (where in the recording, how long): a hole is a jump of the AAC timestamps (1024 samples = 21.3 ms)
+    holes = [(round(a, 2), round(b - a, 3)) for a, b in itertools.pairwise(sorted(pts)) if b - a > 0.035]
     return {"present": True, "seconds": round(len(pcm) / rate, 3), "windows": len(body), "bad_windows": bad,
             "packet_holes": holes, "ok": bad == 0 and not holes}
 

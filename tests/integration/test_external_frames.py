@@ -164,6 +164,10 @@ def test_every_format_through_a_real_engine_errors_leave_it_unaffected_and_a_pau
         m = wait_for(lambda: (m := node_metrics(eng, "app")).get("frames_emitted", 0) >= 90 and m, 10,
                      "the node to emit all 90 pictures")
         assert m["bad_messages"] == 0 and m["dropped"] == 0 and m["caller_dropped"] == 0 and m["late"] == 0, m
+        # the first picture after the pause may fall in the time the keepalive repeats already covered: the
+        # encoder drops it (pts must increase) and counts it
+        encoder_dropped = wait_for(lambda: (v := node_metrics(eng, "venc")).get("frames_in", 0) >= 90 and v, 10,
+                                   "the encoder to get every picture")["dropped_frames"]
         assert all(n["state"] == "running" and n["restarts"] == 0 for n in eng.ps()["nodes"]), eng.ps()
     finally:
         eng.stop()
@@ -180,9 +184,12 @@ def test_every_format_through_a_real_engine_errors_leave_it_unaffected_and_a_pau
             seen.append((float(frame.time or 0.0), s.counter, err))
     counters = [k for _, k, _ in sorted(seen)]
     assert all(b >= a for a, b in itertools.pairwise(counters)), counters
-    assert sorted(set(counters)) == list(range(90)), sorted(set(range(90)) - set(counters))
-    worst = {PIX_FMTS[k % 6]: max(e for _, kk, e in seen if kk == k) for k in range(90)}
-    assert max(worst.values()) < 6.0, worst  # each format's picture is the one drawn (after H.264)
+    missing = sorted(set(range(90)) - set(counters))
+    assert len(missing) <= encoder_dropped <= 2 and set(missing) <= {60, 61}, (missing, encoder_dropped)
+    worst: dict[str, float] = {}
+    for _, k, err in seen:
+        worst[PIX_FMTS[k % 6]] = max(worst.get(PIX_FMTS[k % 6], 0.0), err)
+    assert set(worst) == set(PIX_FMTS) and max(worst.values()) < 6.0, worst  # each format: the picture drawn
     times = sorted(t for t, _, _ in seen)
     # the 1.5 s pause was filled by keepalive repeats; a pause shorter than keepalive_ms (0.3 s: switching
     # to the asyncio caller) just shows the last picture longer

@@ -105,6 +105,9 @@ class Pusher:
             sock.setsockopt(zmq.SNDHWM, ing.depth)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only towards a live node, not towards a dead endpoint
             sock.connect(ing.endpoint(media))
+            # the connection is made in the background: wait for it once, or a non-blocking first push
+            # would be dropped for want of a peer
+            sock.poll(int(DEFAULT_BLOCK_S * 1000), zmq.POLLOUT)
             self._socks[key] = sock
         return self._socks[key]
 
@@ -160,7 +163,7 @@ class AsyncPusher:
                 raise _target_error(node, e) from e
         return self._ingress[node]
 
-    def _sock(self, ing: Ingress, media: str) -> zmq.asyncio.Socket:
+    async def _sock(self, ing: Ingress, media: str) -> zmq.asyncio.Socket:
         key = (ing.node, media)
         if key not in self._socks:
             sock = self._ctx.socket(zmq.PUSH)
@@ -168,11 +171,14 @@ class AsyncPusher:
             sock.setsockopt(zmq.SNDHWM, ing.depth)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.connect(ing.endpoint(media))
+            poller = zmq.asyncio.Poller()  # wait for the connection once (see Pusher._sock)
+            poller.register(sock, zmq.POLLOUT)
+            await poller.poll(int(DEFAULT_BLOCK_S * 1000))
             self._socks[key] = sock
         return self._socks[key]
 
     async def send(self, ing: Ingress, media: str, parts: list[Any], timeout: float | None) -> bool:
-        sock = self._sock(ing, media)
+        sock = await self._sock(ing, media)
         key = (ing.node, media)
         try:
             if ing.policy == "block":  # a send cancelled by the timeout has not been queued

@@ -198,3 +198,47 @@ def test_every_format_through_a_real_engine_errors_leave_it_unaffected_and_a_pau
     assert held >= 10, f"the last picture before the pause was shown {held} times"
     with av.open(str(mp4)) as c:
         assert c.streams.audio and c.streams.audio[0].rate == 48000 and c.streams.audio[0].channels == 2
+
+
+def test_a_caller_faster_than_real_time_is_held_back_or_dropped_and_counted(runtime_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    common = {"width": W, "height": H, "fps": FPS, "audio": False, "depth": 2, "latency_ms": 0}
+    topo = {"version": 1, "name": "ext_policies", "nodes": [
+        {"id": "held", "kind": "external_source", "options": {**common, "policy": "block"}},
+        {"id": "lossy", "kind": "external_source", "options": {**common, "policy": "drop_newest"}},
+        {"id": "s1", "kind": "snapshot", "inputs": {"in": "held/video"}, "options": {"path": str(tmp_path / "1.png")}},
+        {"id": "s2", "kind": "snapshot", "inputs": {"in": "lossy/video"}, "options": {"path": str(tmp_path / "2.png")}},
+    ]}
+    eng = Engine.start(topo, runtime_dir=runtime_dir)
+    try:
+        eng.wait_running()
+        n = 60
+        pictures = [EXAMPLE.draw(k, W, H) for k in range(n)]
+        t0 = time.monotonic()
+        assert all(eng.push_video("held", p) for p in pictures)  # block: every push waits for room
+        held_s = time.monotonic() - t0
+        accepted = sum(eng.push_video("lossy", p) for p in pictures)  # drop_newest: never waits
+        # drops on the caller's side reach the node with the next picture that gets through
+        attempts = [n]
+
+        def one_more() -> bool:
+            attempts[0] += 1
+            return eng.push_video("lossy", pictures[0])
+
+        wait_for(one_more, 10, "a push to the lossy node getting through")
+        m_held = wait_for(lambda: (m := node_metrics(eng, "held")).get("frames_emitted", 0) >= n and m, 15,
+                          "the held node to emit every picture")
+        m_lossy = wait_for(lambda: (m := node_metrics(eng, "lossy")).get("frames_in", 0) + m.get("caller_dropped", 0)
+                           >= attempts[0] and m.get("queued", 1) == 0 and m, 15,
+                           "the lossy node to account for every picture")
+    finally:
+        eng.stop()
+    print(f"block: {n} pictures pushed as fast as possible took {held_s:.2f} s; drop_newest: {accepted} of {n} "
+          f"taken, node {m_lossy}")
+    # held back to real time: at most the queue (depth + the sockets' high-water marks) ahead of 30 fps
+    assert held_s >= (n - 12) / FPS, held_s
+    assert m_held["dropped"] == m_held["caller_dropped"] == 0
+    # dropped, and every drop counted: on the caller's side (False, `caller_dropped`) or in the node
+    assert m_lossy["frames_emitted"] + m_lossy["dropped"] + m_lossy["caller_dropped"] == attempts[0], m_lossy
+    assert m_lossy["caller_dropped"] == attempts[0] - accepted - 1, m_lossy
+    assert m_lossy["dropped"] + m_lossy["caller_dropped"] > 0, m_lossy

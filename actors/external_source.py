@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 from mediaengine.sdk.actor import POLICIES, Action, Actor, Context, Emit, EndOfStream, Event, OutPort, Reply, option
-from mediaengine.sdk.errors import FormatError, OptionError
+from mediaengine.sdk.errors import FormatError, OptionError, ResourceError
 from mediaengine.sdk.formats import (
     NS,
     AudioFormat,
@@ -231,7 +231,13 @@ class ExternalSource(Actor[ExternalSourceOptions]):
         sock.setsockopt(zmq.RCVHWM, self.options.depth)
         sock.setsockopt(zmq.MAXMSGSIZE, self.vfmt.width * self.vfmt.height * 4 + 4096 if media == "video"
                         else 64 << 20)  # a peer sending more is disconnected, not read
-        sock.bind(endpoint)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            raise ResourceError(f"external_source cannot bind its {media} ingress {endpoint} ({e}); a Unix socket "
+                                "path is at most 107 bytes: use a shorter runtime directory "
+                                "(MEDIAENGINE_RUNTIME_DIR) or node id", where=self._ctx.node_id) from e
         self._socks[media] = sock
         self.endpoints[media] = endpoint
 

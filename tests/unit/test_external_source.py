@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import zmq
 from mediaengine.actors.external_source import ExternalSource, PushClock, SampleQueue
 from mediaengine.sdk.actor import Emit
 from mediaengine.sdk.errors import (
@@ -17,6 +18,7 @@ from mediaengine.sdk.errors import (
     PushDtypeError,
     PushPixelFormatError,
     PushShapeError,
+    ResourceError,
 )
 from mediaengine.sdk.formats import Frame
 from mediaengine.sdk.ingress import Header, PcmConverter, check_audio, pack_header, unpack_header
@@ -302,3 +304,15 @@ def test_a_late_node_catches_up_on_queued_pcm_instead_of_starting_again() -> Non
     frames = emitted(h.tick(500 * MS), "audio")
     assert actor.metrics()["audio_resyncs"] == 0
     assert [f.pts_ns for f in frames] == [k * 10 * MS for k in range(len(frames))] and len(frames) >= 19
+
+
+def test_an_ingress_path_too_long_for_a_unix_socket_is_a_resource_error_naming_the_fix() -> None:
+    actor = harness().actor
+    assert isinstance(actor, ExternalSource)
+    actor._zmq = zmq.Context()
+    try:
+        with pytest.raises(ResourceError) as info:
+            actor._bind("video", "ipc:///tmp/" + "x" * 120 + ".sock")
+        assert "MEDIAENGINE_RUNTIME_DIR" in info.value.message and "107 bytes" in info.value.message
+    finally:
+        actor.stop()

@@ -1,4 +1,4 @@
-"""Camera source: any capture device FFmpeg opens through PyAV's input devices, as rgb24 frames.
+"""Camera source: any capture device FFmpeg opens through PyAV's input devices, as yuv420p or rgb24 frames.
 
 `device` picks it: a V4L2 path (`/dev/video0`; a bare index `0` means the same), `auto` (the first
 `/dev/video*` there is), or `FORMAT:TARGET` for any input device of the FFmpeg build
@@ -15,8 +15,10 @@ asked of devices that take a mode (V4L2: `video_size`, `framerate`, `input_forma
 nearest mode it has.  The mode it actually gives (size, rate, pixel format, codec) is published in a
 `capture_opened` event with the mode asked for and `as_requested`, and stays in the node's metrics
 (`capture_width`, `capture_height`, `capture_fps`, `capture_pix_fmt`).  Output frames are always
-scaled to the node's `width` x `height` rgb24, so a device that gave another size does not change the
-stream.
+scaled to the node's `width` x `height`, so a device that gave another size does not change the
+stream.  The edge carries the decoder's yuv420p as it is when every consumer takes it (an encoder),
+rgb24 otherwise (an RGB filter); `pix_fmt` forces one (docs/architecture.md, "Pixel formats on the
+rings").
 
 Frames follow the engine's media clock (frame k: `pts_ns = k * round(1e9/fps)`, `seq = k`), and the
 device is read only as far as that clock has come (`mediaengine.sdk.capture.PacedCapture`): a real
@@ -105,6 +107,9 @@ class CameraOptions:
     torch: bool = option(False, live=True, doc="the device's light (torch/flash) on; NoTorchError without one")
     exposure_compensation: float | None = option(None, range=(-100.0, 100.0), live=True,
                                                  doc="-100..100 around the device's default exposure (null: leave it)")
+    pix_fmt: str = option("auto", choices=("auto", "rgb24", "yuv420p"),
+                          doc="pixel format on the output edge: auto (yuv420p when every consumer takes it, "
+                              "else rgb24), or forced")
 
 
 # ---- pure media functions -------------------------------------------------------------------------
@@ -241,7 +246,10 @@ class Camera(CaptureSource):
             return super().convert(frame)
         full = frame.to_ndarray(format="rgb24")  # crop at the device's resolution, then scale once
         out = np.empty((o.height, o.width, 3), np.uint8)
-        return digital_zoom(full, o.zoom, o.zoom_x, o.zoom_y, out)
+        zoomed = digital_zoom(full, o.zoom, o.zoom_x, o.zoom_y, out)
+        if self._pix_fmt == "yuv420p":  # the edge carries I420: convert the zoomed picture once
+            return cv2.cvtColor(zoomed, cv2.COLOR_RGB2YUV_I420)
+        return zoomed
 
     # -- commands
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:

@@ -1,6 +1,7 @@
 """External A/V ingest: decode a file (or any URL FFmpeg reads) and play it out in real time.
 
-Video is converted to rgb24 at the declared size and held to the declared frame rate (for each output
+Video is converted to the edge's pixel format (the decoder's yuv420p when every consumer takes it, an
+encoder; else rgb24; `pix_fmt` forces one) at the declared size and held to the declared frame rate (for each output
 frame the newest source frame that is due is shown, so frames are duplicated or dropped as needed);
 audio is resampled (`av.AudioResampler`) to s16 interleaved at the declared rate and channel count and
 re-chunked to exactly `samples_per_frame`.  Output timestamps are on the engine timeline, not the
@@ -39,8 +40,17 @@ import av.stream
 import numpy as np
 from mediaengine.sdk.actor import Action, Actor, Context, Emit, EndOfStream, Finish, OutPort, option
 from mediaengine.sdk.errors import ConnectError, FileError, MalformedMediaError, OptionError
-from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format, checked_video_format
+from mediaengine.sdk.formats import (
+    NS,
+    Format,
+    Frame,
+    VideoFormat,
+    checked_audio_format,
+    checked_video_format,
+    i420_shape,
+)
 from mediaengine.sdk.pacing import audio_frames_due, video_indices_due
+from mediaengine.sdk.pixels import frame_to_array
 from mediaengine.sdk.redact import redact_text, redact_url, url_secrets
 from numpy.typing import NDArray
 
@@ -69,6 +79,9 @@ class FileSourceOptions:
     samples_per_frame: int = option(1024, doc="samples per output audio frame")
     timeout_s: float = option(10.0, range=(0.0, None),
                               doc="open timeout for network URLs (0 = none); reads give up after READ_TIMEOUT_S")
+    pix_fmt: str = option("auto", choices=("auto", "rgb24", "yuv420p"),
+                          doc="pixel format on the video edge: auto (the decoder's yuv420p when every consumer "
+                              "takes it, else rgb24), or forced")
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -77,6 +90,15 @@ def video_to_rgb(frame: av.VideoFrame, width: int, height: int) -> NDArray[np.ui
     """A decoded frame as a C-contiguous HxWx3 rgb24 array of the given size."""
     rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
     return np.ascontiguousarray(rgb, dtype=np.uint8)  # a view of the frame's buffer unless padded
+
+
+def black_picture(width: int, height: int, pix_fmt: str) -> NDArray[np.uint8]:
+    """A black picture as a ring array of `pix_fmt` (I420 black is Y=16, U=V=128, limited range)."""
+    if pix_fmt == "yuv420p":
+        pic = np.full(i420_shape(width, height), 128, np.uint8)
+        pic[:height] = 16
+        return pic
+    return np.zeros((height, width, 3), dtype=np.uint8)
 
 
 class SampleFifo:
@@ -360,7 +382,7 @@ class _Reader:
 class FileSource(Actor[FileSourceOptions]):
     """Plays a file or stream out in real time on the `video` and `audio` pads."""
 
-    outputs = {"video": OutPort("video", default=True), "audio": OutPort("audio")}
+    outputs = {"video": OutPort("video", default=True, pix_fmts=("yuv420p", "rgb24")), "audio": OutPort("audio")}
     Options = FileSourceOptions
     is_source = True
 
@@ -391,6 +413,8 @@ class FileSource(Actor[FileSourceOptions]):
         self._next_audio: int | None = None
         self._held: tuple[int, av.VideoFrame] | None = None
         self._held_rgb: NDArray[np.uint8] | None = None
+        vfmt = ctx.output_formats.get("video")
+        self._pix_fmt = vfmt.pix_fmt if isinstance(vfmt, VideoFormat) else "rgb24"  # the loader's choice
         self._video_done = not o.video
         self._audio_done = not o.audio
         self._finished = False
@@ -459,9 +483,9 @@ class FileSource(Actor[FileSourceOptions]):
         if r.video_ended(due) or (self._held is None and r.eof):
             return None
         if self._held is None:  # nothing decoded yet within the bounds: black until the first picture
-            return np.zeros((self.options.height, self.options.width, 3), dtype=np.uint8)
+            return black_picture(self.options.width, self.options.height, self._pix_fmt)
         if self._held_rgb is None:
-            self._held_rgb = video_to_rgb(self._held[1], self.options.width, self.options.height)
+            self._held_rgb = frame_to_array(self._held[1], self.options.width, self.options.height, self._pix_fmt)
         return self._held_rgb
 
     def _audio_frame(self, start: int) -> NDArray[np.int16] | None:

@@ -1,4 +1,4 @@
-"""Screen source: a region of an X11 display, captured through PyAV's `x11grab`, as rgb24 frames.
+"""Screen source: a region of an X11 display, captured through PyAV's `x11grab`, as yuv420p or rgb24 frames.
 
     nodes:
       - {id: scr, kind: screen, options: {display: ":0", x: 0, y: 0, width: 1280, height: 720, fps: 30}}
@@ -8,7 +8,8 @@ screen; `draw_mouse` draws the pointer into the picture.  Frames come out at the
 the engine's media clock (frame k: `pts_ns = k * round(1e9/fps)`), read only as far as that clock has
 come; the first tick publishes `capture_opened` with the mode x11grab gives (its pixel format is
 usually bgr0).  Measured under Xvfb: 720p30 at about 0.25 ms of capture CPU per frame plus the
-conversion to rgb24.
+conversion to the edge's pixel format (yuv420p when every consumer takes it, rgb24 otherwise;
+`pix_fmt` forces one).
 
 Only X11 is supported (also Xwayland, where x11grab sees only X11 windows).  Without a display the
 node fails with `DisplayError` (1324) naming `DISPLAY` and the fix: no `DISPLAY` set, a Wayland-only
@@ -45,6 +46,9 @@ class ScreenOptions:
     height: int = option(720, range=(16, 4320), doc="region height (the output height)")
     fps: float = option(30.0, range=(1.0, 120.0), doc="frames per second")
     draw_mouse: bool = option(True, doc="draw the mouse pointer into the picture")
+    pix_fmt: str = option("auto", choices=("auto", "rgb24", "yuv420p"),
+                          doc="pixel format on the output edge: auto (yuv420p when every consumer takes it, "
+                              "else rgb24), or forced")
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -104,7 +108,8 @@ class Screen(CaptureSource):
 
     def convert(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
         o: ScreenOptions = self.options
-        if frame.format.name in ("bgr0", "bgra") and (frame.width, frame.height) == (o.width, o.height):
+        if (self._pix_fmt == "rgb24" and frame.format.name in ("bgr0", "bgra")
+                and (frame.width, frame.height) == (o.width, o.height)):
             plane = frame.planes[0]
             return bgrx_to_rgb(np.frombuffer(plane, np.uint8), frame.width, frame.height, plane.line_size)
         return super().convert(frame)

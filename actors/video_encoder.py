@@ -1,10 +1,13 @@
-"""H.264 video encoder (libx264 through PyAV): raw rgb24 frames in, Annex B packets out.
+"""H.264 video encoder (libx264 through PyAV): raw yuv420p or rgb24 frames in, Annex B packets out.
 
 ```yaml
 - {id: venc, kind: video_encoder, inputs: {in: cam}, options: {bitrate_kbps: 1500, gop_s: 2}}
 ```
 
-- Colour: rgb24 -> yuv420p with OpenCV (`COLOR_RGB2YUV_I420`, BT.601 limited range, tagged so) into
+- Colour: a yuv420p (I420) input is what x264 takes, so it is only copied into the encoder's buffer
+  (kept for keepalive), never converted; the loader gives the edge yuv420p when the producer can
+  emit it (a camera, screen or file source feeding the encoder directly).  An rgb24 input (after an
+  RGB filter) is converted rgb24 -> yuv420p with OpenCV (`COLOR_RGB2YUV_I420`, BT.601 limited range, tagged so) into
   one preallocated buffer that PyAV wraps without copying (`VideoFrame.from_numpy_buffer`); libx264
   copies the picture in during `encode`, so the buffer is reused for the next frame.
 - Rate control: average bit rate with VBV (`maxrate` = `bufsize`/`vbv_buffer_s` = the bit rate at
@@ -111,7 +114,7 @@ def check_options(options: VideoEncoderOptions) -> None:
 class VideoEncoder(Actor[VideoEncoderOptions]):
     # block: an encoder must not lose frames to a momentary hiccup (x264 warm-up, a busy core); the ring
     # buffers a few frames and a consumer that stays stuck is skipped after the block timeout
-    inputs = {"in": InPort("video", pix_fmts=("rgb24",), policy="block")}
+    inputs = {"in": InPort("video", pix_fmts=("yuv420p", "rgb24"), policy="block")}
     outputs = {"out": OutPort("encoded", default=True)}
     Options = VideoEncoderOptions
 
@@ -260,7 +263,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
             raise FormatError(f"video_encoder got a packet on {pad!r}, expected raw video")
         self.frames_in += 1
         data = media.data
-        if data.shape != (self.fmt.height, self.fmt.width, 3):
+        if data.shape != self.fmt.shape:
             raise FormatError(f"frame of shape {data.shape} on a {self.fmt.describe()} input "
                               "(a size change mid-stream is not supported yet)")
         pts = ns_to_ticks(media.pts_ns)
@@ -268,7 +271,10 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         if self._last_pts is not None and pts <= self._last_pts:
             self.dropped_frames += 1
             return None
-        rgb_to_i420(data, self._yuv)
+        if self.fmt.pix_fmt == "yuv420p":
+            np.copyto(self._yuv, data)  # already what x264 takes: no conversion
+        else:
+            rgb_to_i420(data, self._yuv)
         self._have_picture = True
         self._last_real_pts = pts
         self._last_src_ns = media.pts_ns

@@ -19,6 +19,7 @@ on an undeclared pad or of the wrong shape fail as they would in an actor proces
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ import numpy.typing as npt
 from .runtime.decisions import check_input_format, derived_output_changes, take_reply
 from .sdk.actor import Action, Actions, Actor, ChangeFormat, Context, Emit, EndOfStream, Event, Finish
 from .sdk.errors import ActorFailedError, FormatChangeError
-from .sdk.formats import Format, Frame, Packet
+from .sdk.formats import Format, Frame, Packet, VideoFormat
 from .sdk.options import apply_set, check_instance
 
 __all__ = ["ActorHarness", "ManualClock"]
@@ -70,11 +71,17 @@ class ActorHarness:
     def __init__(self, cls: type[Actor[Any]], options: Mapping[str, Any] | Any = None, *,
                  input_formats: Mapping[str, Format] | None = None, node_id: str = "node",
                  restart_count: int = 0, clock: Callable[[], int] | None = None,
-                 lend_buffers: bool = True, output_dir: str = ".") -> None:
+                 lend_buffers: bool = True, output_dir: str = ".",
+                 pix_fmts: Mapping[str, str] | None = None) -> None:
         self.cls = cls
         self.input_formats = dict(input_formats or {})
         self.options = self._options(options)
         self.output_formats = dict(cls.output_formats(self.options, self.input_formats))
+        for pad, pix_fmt in (pix_fmts or {}).items():  # what the loader's negotiation chose for an edge
+            fmt = self.output_formats[pad]
+            if not isinstance(fmt, VideoFormat):
+                raise ValueError(f"pix_fmts: output {pad!r} is not video ({fmt.describe()})")
+            self.output_formats[pad] = dataclasses.replace(fmt, pix_fmt=pix_fmt)
         self.clock = clock if clock is not None else ManualClock()
         self.lend_buffers = lend_buffers
         self.pads = {pad: _Pad(fmt) for pad, fmt in self.output_formats.items()}

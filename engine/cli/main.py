@@ -3,7 +3,7 @@
     mediaengine run FILE [--duration S] [--set node.option=value ...] [--allow-faults]
                          [--metrics-port N] [--control EP] [--events EP] [--curve-keys DIR]
                          [--insecure-loopback]
-    mediaengine validate FILE [--set ...]
+    mediaengine validate FILE [--set ...] [--json]
     mediaengine graph FILE -o out.svg|out.png|out.dot
     mediaengine ps [--json]
     mediaengine kinds [--json]
@@ -73,12 +73,21 @@ def write_result(path: str, status: int, error: EngineError | None) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from ..sdk.formats import format_to_wire
     from ..topology.loader import load_topology
 
     topo = load_topology(args.file, overrides=overrides_from_env(args.set))
     hide_in_argv(topo.secrets)
     edges = len(topo.edges)
+    if getattr(args, "json", False):  # each edge with the format the loader chose (pixel format included)
+        print(json.dumps({"file": args.file, "ok": True, "nodes": [{"id": n.id, "kind": n.kind} for n in topo.nodes],
+                          "edges": [{"from": f"{e.src}/{e.src_pad}", "to": f"{e.dst}/{e.dst_pad}", "policy": e.policy,
+                                     "format": format_to_wire(e.format), "describe": e.format.describe()}
+                                    for e in topo.edges]}, indent=1))
+        return 0
     print(f"{args.file}: ok ({len(topo.nodes)} nodes, {edges} links)")
+    for e in topo.edges:
+        print(f"  {e.src}/{e.src_pad} -> {e.dst}/{e.dst_pad}: {e.format.describe()} ({e.policy})")
     return 0
 
 
@@ -246,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a topology file without running it")
     v.add_argument("file")
     v.add_argument("--set", action="append", metavar="NODE.OPTION=VALUE")
+    v.add_argument("--json", action="store_true", help="the nodes and every edge with its chosen format, as JSON")
     v.set_defaults(func=cmd_validate)
 
     g = sub.add_parser("graph", help="draw a topology's graph")

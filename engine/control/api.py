@@ -63,6 +63,7 @@ from . import protocol as proto
 from .client import ControlClient, result_of
 from .events import Replay, Subscriber, decode_pub, topic_matches
 from .process import EngineProcess, not_running, override_items, wait_until_running
+from .push import AsyncPusher, Pusher
 
 __all__ = ["FAULTS", "AsyncEngine", "AsyncSubscription", "Engine", "Subscription", "fault_args"]
 
@@ -231,6 +232,7 @@ class Engine:
                         else ControlClient(self.control, timeout_s=timeout_s, curve_keys=self.curve_keys))
         self._subs: list[Subscription] = []
         self._released = False
+        self._pusher: Pusher | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     @classmethod
@@ -332,6 +334,29 @@ class Engine:
         (1407) unless the engine runs with allow_faults."""
         return dict(self.request("fault", node=node, fault=fault, args=fault_args(fault, value)))
 
+    def push_video(self, node: str, array: Any, pts_ns: int | None = None, *, pix_fmt: str = "rgb24",
+                   timeout: float | None = None) -> bool:
+        """Push one picture into `external_source` node `node` (docs/capture.md, "External frames").
+
+        `array`: the node's width x height in `pix_fmt` (rgb24/bgr24 HxWx3, rgba/bgra HxWx4, yuv420p or
+        nv12 (H*3/2)xW; uint8); `pts_ns`: its time on your own clock (None: its arrival).  Checked
+        here first: PushShapeError 1212, PushDtypeError 1213, PushPixelFormatError 1214, PushTargetError
+        1216.  Returns False if the node's policy dropped it (a `block` node waits up to `timeout` s).
+        """
+        return self._push().push_video(node, array, pts_ns, pix_fmt, timeout)
+
+    def push_audio(self, node: str, array: Any, sample_rate: int, *, sample_fmt: str | None = None,
+                   timeout: float | None = None) -> bool:
+        """Push PCM into `external_source` node `node`: (samples, channels) or (samples,) int16 (`s16`)
+        or float32 (`flt`), any rate 8000..192000 and 1..8 channels (resampled by the node).  Typed
+        errors as `push_video` (plus PushAudioError 1215); False if the node's policy dropped it."""
+        return self._push().push_audio(node, array, sample_rate, sample_fmt, timeout)
+
+    def _push(self) -> Pusher:
+        if self._pusher is None:
+            self._pusher = Pusher(lambda node, command: self.command(node, command))
+        return self._pusher
+
     def subscribe(self, callback: EventCallback, topics: Sequence[str] = ("events.",), *,
                   replay: bool = True) -> Subscription:
         """Call `callback(topic, payload)` on a background thread for each event (and/or `metrics.`
@@ -372,6 +397,9 @@ class Engine:
         for sub in self._subs:
             sub.close()
         self._subs.clear()
+        if self._pusher is not None:
+            self._pusher.close()
+            self._pusher = None
         self._client.close()
         if self.process is not None and not self.process.alive() and not self._released:
             self._released = True
@@ -498,6 +526,7 @@ class AsyncEngine:
         self._client = _AsyncClient(self.control, timeout_s=timeout_s, curve_keys=self.curve_keys)
         self._subs: list[AsyncSubscription] = []
         self._released = False
+        self._pusher: AsyncPusher | None = None
 
     @classmethod
     async def start(cls, topology: str | os.PathLike[str] | Mapping[str, Any], *, duration: float | None = None,
@@ -602,6 +631,21 @@ class AsyncEngine:
     async def fault(self, node: str, fault: str, value: int | None = None) -> dict[str, Any]:
         return dict(await self.request("fault", node=node, fault=fault, args=fault_args(fault, value)))
 
+    async def push_video(self, node: str, array: Any, pts_ns: int | None = None, *, pix_fmt: str = "rgb24",
+                         timeout: float | None = None) -> bool:
+        """`Engine.push_video`; a `block` node's back-pressure awaits instead of blocking the loop."""
+        return await self._push().push_video(node, array, pts_ns, pix_fmt, timeout)
+
+    async def push_audio(self, node: str, array: Any, sample_rate: int, *, sample_fmt: str | None = None,
+                         timeout: float | None = None) -> bool:
+        """`Engine.push_audio`, awaiting room on a `block` node."""
+        return await self._push().push_audio(node, array, sample_rate, sample_fmt, timeout)
+
+    def _push(self) -> AsyncPusher:
+        if self._pusher is None:
+            self._pusher = AsyncPusher(lambda node, command: self.command(node, command))
+        return self._pusher
+
     async def _feed(self, topics: Sequence[str], replay: bool) -> _AsyncFeed:
         feed = _AsyncFeed(self.events_endpoint, topics, self.curve_keys)
         try:
@@ -681,6 +725,9 @@ class AsyncEngine:
         for sub in self._subs:
             await sub.close()
         self._subs.clear()
+        if self._pusher is not None:
+            self._pusher.close()
+            self._pusher = None
         self._client.close()
         if self.process is not None and not self.process.alive() and not self._released:
             self._released = True

@@ -56,7 +56,7 @@ from .dataplane import Consumer as _Consumer
 from .dataplane import Input as _Input
 from .dataplane import Output as _Output
 from .dataplane import deliver_frame, emit_frame, lend_buffer, send_desc
-from .decisions import check_input_format, derived_output_changes, keep_newest_raw, take_reply
+from .decisions import check_input_format, derived_output_changes, keep_newest_raw, keep_pix_fmts, take_reply
 from .metrics import ActorMetrics
 from .ring import FrameRing, RingReader, RingWriter
 from .spec import ActorSpec
@@ -112,6 +112,11 @@ def ring_format(ring: FrameRing, declared: Format) -> Format:
         return format_from_wire(msgpack.unpackb(info, raw=False))
     except (EngineError, ValueError, msgpack.UnpackException):
         return declared
+
+
+def runtime_dir_of(data_endpoint: str) -> str:
+    """The engine's runtime directory: where the supervisor put this node's `ipc://` data endpoint."""
+    return os.path.dirname(data_endpoint[len("ipc://"):]) if data_endpoint.startswith("ipc://") else ""
 
 
 class ActorRuntime:
@@ -197,7 +202,8 @@ class ActorRuntime:
         declared = {pad: i.format for pad, i in self.spec.inputs.items()}
         actual = {pad: i.fmt for pad, i in self.inputs.items()}
         if actual != declared and not cls.is_source:
-            for pad, fmt in cls.output_formats(options, actual).items():
+            current = {pad: out.fmt for pad, out in self.outputs.items()}
+            for pad, fmt in keep_pix_fmts(cls.output_formats(options, actual), current).items():
                 if pad in self.outputs:
                     self.outputs[pad].fmt = fmt
         for out in self.outputs.values():
@@ -220,7 +226,7 @@ class ActorRuntime:
         """
         return Context(node_id=self.node_id, restart_count=self.spec.restart_count, clock=self.now_ns,
                        input_formats=self.in_formats, output_formats=self.out_formats, lend=self._output_buffer,
-                       output_dir=self.spec.output_dir)
+                       output_dir=self.spec.output_dir, runtime_dir=runtime_dir_of(self.spec.data_endpoint))
 
     def run(self) -> int:
         self._open()
@@ -412,6 +418,7 @@ class ActorRuntime:
             formats = cls.output_formats(options, self.in_formats)
         except EngineError as exc:
             raise OptionError(exc.message, where=self.node_id) from exc
+        formats = keep_pix_fmts(formats, {pad: out.fmt for pad, out in self.outputs.items()})
         for pad, fmt in formats.items():
             out = self.outputs.get(pad)
             need = getattr(fmt, "frame_bytes", 0)

@@ -7,12 +7,13 @@ plain lists (tests/unit/test_runtime_decisions.py), so every branch of "which fr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ..sdk.actor import Actor, Reply, match_input_pad
 from ..sdk.errors import EngineError, FormatChangeError
-from ..sdk.formats import Format
+from ..sdk.formats import Format, VideoFormat
 from .wire import Desc, FrameDesc
 
 
@@ -105,6 +106,18 @@ def check_input_format(cls: type[Actor[Any]], pad: str, fmt: Format, *, where: s
         raise FormatChangeError(f"{cls.__name__} cannot take the new format on {pad!r}: {reason}", where=where)
 
 
+def keep_pix_fmts(formats: Mapping[str, Format], current: Mapping[str, Format]) -> dict[str, Format]:
+    """`output_formats()` recomputed mid-stream (after a live `set`, on new inputs, after a restart) does
+    not know which pixel format the loader chose for each video edge: keep each output's current one."""
+    kept: dict[str, Format] = {}
+    for pad, fmt in formats.items():
+        now = current.get(pad)
+        if isinstance(fmt, VideoFormat) and isinstance(now, VideoFormat) and fmt.pix_fmt != now.pix_fmt:
+            fmt = dataclasses.replace(fmt, pix_fmt=now.pix_fmt)
+        kept[pad] = fmt
+    return kept
+
+
 def derived_output_changes(cls: type[Actor[Any]], options: Any, inputs: Mapping[str, Format],
                            outputs: Mapping[str, Format], changed: Collection[str], *,
                            where: str | None = None) -> dict[str, Format]:
@@ -116,7 +129,7 @@ def derived_output_changes(cls: type[Actor[Any]], options: Any, inputs: Mapping[
     if cls.is_source or not cls.outputs:
         return {}
     try:
-        derived = cls.output_formats(options, inputs)
+        derived = keep_pix_fmts(cls.output_formats(options, inputs), outputs)
     except EngineError as exc:
         raise FormatChangeError(f"{cls.__name__} cannot take the new input formats: {exc.message}",
                                 where=where) from exc

@@ -105,11 +105,18 @@ def match_input_pad(pad: str, ports: Mapping[str, InPort]) -> str | None:
 
 @dataclass(frozen=True)
 class OutPort:
-    """An output pad; `default` marks the pad that `inputs: {pad: node}` (without `/pad`) means."""
+    """An output pad; `default` marks the pad that `inputs: {pad: node}` (without `/pad`) means.
+
+    `pix_fmts` (video pads) are the pixel formats the pad can emit, preferred first: the loader gives
+    the edge the first one every consumer accepts (or the one a `pix_fmt` option forces), and the
+    actor reads the choice in `ctx.output_formats[pad].pix_fmt`.  Empty: the pad emits exactly the
+    format `output_formats()` computes.
+    """
 
     kind: MediaKind
     default: bool = False
     slots: int = 0  # ring slots; 0 = the runtime's default for the kind
+    pix_fmts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -185,6 +192,9 @@ class Context:
     lend: Callable[[str], npt.NDArray[Any] | None] = _no_buffer  # the runtime's ring-slot lender
     #: the topology's `output_dir`: a file a command names must stay inside it (`sdk.outputs.OutputDir`)
     output_dir: str = "."
+    #: the engine's private (0700) runtime directory, where an actor may bind its own `ipc://` sockets
+    #: (e.g. `external_source`'s ingress); "" when there is none (the test harness)
+    runtime_dir: str = ""
 
     def output_buffer(self, pad: str) -> npt.NDArray[Any] | None:
         """A writable array of `pad`'s frame shape that lives in a free slot of the pad's ring.

@@ -44,8 +44,9 @@ from .errors import (
     EngineError,
     OptionError,
 )
-from .formats import NS, Format, Frame, checked_video_format
+from .formats import NS, Format, Frame, VideoFormat, checked_video_format
 from .pacing import video_indices_due
+from .pixels import frame_to_array
 
 __all__ = [
     "MAX_READS_PER_PICTURE", "OPEN_OPTIONS", "OPEN_TIMEOUT_S", "READ_TIMEOUT_S", "RESYNC_NS", "CaptureDevice",
@@ -365,7 +366,8 @@ class CaptureSource(Actor[Any]):
     the counters: frames emitted, device frames read, decode errors, clock re-anchors.
     """
 
-    outputs = {"out": OutPort("video", default=True)}
+    #: the decoder's I420 goes on as it is when every consumer takes yuv420p (an encoder); rgb24 for filters
+    outputs = {"out": OutPort("video", default=True, pix_fmts=("yuv420p", "rgb24"))}
     is_source = True
 
     @classmethod
@@ -384,6 +386,8 @@ class CaptureSource(Actor[Any]):
         self._next: int | None = None
         self._rgb: npt.NDArray[np.uint8] | None = None
         self._rgb_of = -1  # `PacedCapture.pictures` when `_rgb` was converted
+        out_fmt = ctx.output_formats.get("out")
+        self._pix_fmt = out_fmt.pix_fmt if isinstance(out_fmt, VideoFormat) else "rgb24"  # the loader's choice
         self._announced = False
         self.frames_emitted = 0
         self.repeated_frames = 0  # frames that showed the same device picture as the frame before
@@ -421,8 +425,9 @@ class CaptureSource(Actor[Any]):
         return self._rgb
 
     def convert(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
-        """A device picture as the output frame (a subclass may crop it first: the camera's digital zoom)."""
-        return video_to_rgb(frame, self.options.width, self.options.height)
+        """A device picture as the output frame, in the edge's pixel format (a subclass may crop it first:
+        the camera's digital zoom)."""
+        return frame_to_array(frame, self.options.width, self.options.height, self._pix_fmt)
 
     def opened(self) -> dict[str, Any]:
         """The `capture_opened` event: the device, the mode it gives, the mode asked for, and whether

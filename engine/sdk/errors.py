@@ -19,7 +19,12 @@
     │   ├── FormatChangeError        1202  a mid-stream format change is refused
     │   ├── SlotTooSmallError        1203  a new format does not fit the ring's slots
     │   ├── MalformedMediaError      1210  a file or stream is not valid media (truncated, corrupt)
-    │   └── FrameSizeError           1211  a source declares a frame larger than the engine accepts
+    │   ├── FrameSizeError           1211  a source declares a frame larger than the engine accepts
+    │   ├── PushShapeError           1212  a pushed array's shape does not fit its pixel format or the node's size
+    │   ├── PushDtypeError           1213  a pushed array has the wrong dtype (video uint8, PCM int16/float32)
+    │   ├── PushPixelFormatError     1214  a pushed pixel or sample format is not one the engine takes
+    │   ├── PushAudioError           1215  a pushed PCM chunk's rate or channel count is out of range
+    │   └── PushTargetError          1216  the node takes no pushed media of that kind (not an external_source)
     ├── ResourceError                1300  a device, file or network endpoint failed
     │   ├── FileError                1301  a file is missing or unreadable
     │   ├── ConnectError             1302  a server cannot be reached
@@ -202,6 +207,36 @@ class FrameSizeError(FormatError):
 
     code = 1211
     restartable = False
+
+
+class PushShapeError(FormatError, ValueError):
+    """A pushed array's shape does not fit its pixel format or the node's declared size."""
+
+    code = 1212
+
+
+class PushDtypeError(FormatError, TypeError):
+    """A pushed array has the wrong dtype (video uint8; PCM int16 or float32)."""
+
+    code = 1213
+
+
+class PushPixelFormatError(FormatError, ValueError):
+    """A pushed pixel or sample format is not one the engine takes."""
+
+    code = 1214
+
+
+class PushAudioError(FormatError, ValueError):
+    """A pushed PCM chunk's sample rate or channel count is out of range."""
+
+    code = 1215
+
+
+class PushTargetError(FormatError):
+    """The node takes no pushed media of that kind (it is not an `external_source`, or has no such output)."""
+
+    code = 1216
 
 
 class ResourceError(EngineError):

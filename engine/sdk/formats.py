@@ -3,7 +3,10 @@
 A format says what travels on an edge; the topology loader computes every output format before any
 process starts and rejects links whose formats do not match.  Three families:
 
-- `VideoFormat`: raw pictures (`rgb24` HxWx3 uint8 is the engine's working format), size and fps;
+- `VideoFormat`: raw pictures, size and fps: `rgb24` (HxWx3 uint8, what filters work on) or
+  `yuv420p` (I420: one (H*3/2)xW uint8 array, the Y plane then U then V, what decoders give and the
+  encoder takes; the loader picks it for an edge when the producer can emit it and every consumer
+  accepts it, see `negotiate_pix_fmt` and docs/architecture.md "Pixel formats on the rings");
 - `AudioFormat`: raw PCM (`s16` interleaved, shape (samples, channels) int16), rate, channels and
   samples per frame;
 - `EncodedFormat`: compressed packets (`h264` Annex B, `aac` raw), which travel inline in the
@@ -48,17 +51,25 @@ class VideoFormat:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The frame array's shape: HxWxC for packed RGB, (H*3/2)xW for I420 (`yuv420p`)."""
+        if self.pix_fmt == "yuv420p":
+            return i420_shape(self.width, self.height)
         return (self.height, self.width, self.channels)
 
     @property
     def frame_bytes(self) -> int:
-        h, w, c = self.shape
-        return h * w * c
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
 
     @property
     def slot_bytes(self) -> int:
         """Bytes a ring slot needs for any frame of this stream, up to its declared maximum size."""
-        return max(self.width, self.max_width) * max(self.height, self.max_height) * self.channels
+        w, h = max(self.width, self.max_width), max(self.height, self.max_height)
+        if self.pix_fmt == "yuv420p":
+            return w * (h + (h + 1) // 2)
+        return w * h * self.channels
 
     @property
     def dtype(self) -> str:
@@ -107,6 +118,21 @@ class EncodedFormat:
 
 
 Format = VideoFormat | AudioFormat | EncodedFormat
+
+#: the pixel formats a video edge (a ring) can carry
+RING_PIX_FMTS: tuple[str, ...] = ("rgb24", "yuv420p")
+
+
+def i420_shape(width: int, height: int) -> tuple[int, int]:
+    """The array shape of an I420 (`yuv420p`) picture: the Y plane (H rows) then U and V (H/4 rows
+    each at full width), i.e. (H*3/2, W), which is what `av.VideoFrame.from_ndarray(a, "yuv420p")` and
+    `cv2.cvtColor(..., COLOR_RGB2YUV_I420)` use.  Width and height must be even."""
+    return (height * 3 // 2, width)
+
+
+def pix_fmt_fits(pix_fmt: str, width: int, height: int) -> bool:
+    """Whether a `width` x `height` picture can travel as `pix_fmt` (I420 needs an even size)."""
+    return pix_fmt != "yuv420p" or (width % 2 == 0 and height % 2 == 0)
 
 
 #: the largest frame the engine accepts (width x height): 8K UHD.  A source that declares more (a

@@ -16,8 +16,9 @@ raises is a `TopologyError` subclass whose `where` is the place in the file, e.g
 6. inputs: pads, source nodes, policies, required pads; then cycles (`CycleError`, with the path)
    and a stable topological order (sources first, file order among equals);
 7. groups and supervisor settings (`SupervisionError`);
-8. formats: every output format computed in topological order and every link checked against the
-   input pad (`FormatMismatchError`, describing both sides).
+8. formats: every output format computed in topological order, each video output's pixel format
+   negotiated with its consumers (`topology.pixfmt`), and every link checked against the input pad
+   (`FormatMismatchError`, describing both sides).
 
 Options are validated here and only here: each option against its `option()` declaration (type,
 range, choices), then the kind's `validate(options, input_formats)` for rules across options.  The
@@ -61,6 +62,7 @@ from ..sdk.formats import Format, VideoFormat, check_frame_size
 from ..sdk.options import check_declared, coerce, option_fields, option_spec, resolved_hints, type_name
 from ..sdk.redact import url_secrets
 from ..supervision.policy import Restart, Strategy
+from .pixfmt import Reader, choose_pix_fmt, emittable
 from .registry import ActorClass, did_you_mean, get_kind
 from .topofile import join_path, parse_cli_value, read_source, redact, subst_string, substitute
 
@@ -568,6 +570,12 @@ class _Builder:
         out_formats: dict[str, dict[str, Format]] = {}
         in_formats: dict[str, dict[str, Format]] = {}
         edges_in: dict[str, dict[str, EdgeSpec]] = {}
+        readers: dict[tuple[str, str], list[Reader]] = {}
+        for node in order:
+            for pad, port_key, src_id, src_pad in node.links:
+                port = node.cls.inputs[port_key]
+                readers.setdefault((src_id, src_pad), []).append(
+                    Reader(node.id, node.kind, pad, f"{node.where}.inputs.{pad}", tuple(port.pix_fmts)))
         for node in order:
             fmts: dict[str, Format] = {}
             edges: dict[str, EdgeSpec] = {}
@@ -586,7 +594,7 @@ class _Builder:
                 edges[pad] = EdgeSpec(src_id, src_pad, node.id, pad, node.policies[pad], fmt)
             in_formats[node.id] = fmts
             edges_in[node.id] = edges
-            out_formats[node.id] = self._output_formats(node, fmts)
+            out_formats[node.id] = self._negotiate(node, self._output_formats(node, fmts), readers)
         for node in order:  # a URL given in the file, by --set or overrides= hides its key like ${VAR} does
             self.secrets |= option_secrets(node.options_given)
         all_edges = tuple(e for node in order for e in edges_in[node.id].values())
@@ -602,6 +610,25 @@ class _Builder:
         return Topology(version=VERSION, name=name, nodes=tuple(specs), edges=all_edges, groups=groups,
                         supervisor=supervisor, secrets=frozenset(self.secrets), source=self.origin,
                         output_dir=self.output_dir)
+
+    def _negotiate(self, node: _Node, formats: dict[str, Format],
+                   readers: Mapping[tuple[str, str], list[Reader]]) -> dict[str, Format]:
+        """Each video output's pixel format: the first the pad can emit that all its consumers accept
+        (`topology.pixfmt`); a `pix_fmt` option other than `auto` forces it."""
+        forced = getattr(node.options, "pix_fmt", "auto")
+        forced = forced if isinstance(forced, str) else "auto"
+        out = dict(formats)
+        for pad, fmt in formats.items():
+            if not isinstance(fmt, VideoFormat):
+                continue
+            src = f"{node.id}/{pad}"
+            emits = emittable(node.cls.outputs[pad].pix_fmts, fmt.pix_fmt, forced, fmt.width, fmt.height,
+                              src=src, where=f"{node.where}.options.pix_fmt")
+            choice = choose_pix_fmt(src, emits, readers.get((node.id, pad), []),
+                                    forced=bool(node.cls.outputs[pad].pix_fmts) and forced != "auto")
+            if choice != fmt.pix_fmt:
+                out[pad] = dataclasses.replace(fmt, pix_fmt=choice)
+        return out
 
     def _output_formats(self, node: _Node, input_formats: dict[str, Format]) -> dict[str, Format]:
         cls = node.cls

@@ -227,8 +227,9 @@ def describe_kind(name: str) -> dict[str, Any]:
     """A JSON-friendly description of kind `name` (for `mediaengine kinds`).
 
     Keys: `kind`, `class`, `summary`, `is_source`, `inputs` (pad -> kind, codecs, pix_fmts, policy,
-    required), `outputs` (pad -> kind, default) and `options` (a list of name, type, required,
-    default, live, range and choices when declared, doc), all read from the `option()` declarations.
+    required), `outputs` (pad -> kind, default, and pix_fmts when a video pad can emit several) and
+    `options` (a list of name, type, required, default, live, range and choices when declared, doc),
+    all read from the `option()` declarations.
     """
     cls = get_kind(name)
     inputs = {pad: {"kind": port.kind, "codecs": list(port.codecs),
@@ -236,7 +237,9 @@ def describe_kind(name: str) -> dict[str, Any]:
                     "policy": port.policy, "required": port.required}
               for pad, port in cls.inputs.items()}
     default_out = cls.default_output()
-    outputs = {pad: {"kind": port.kind, "default": pad == default_out} for pad, port in cls.outputs.items()}
+    outputs = {pad: {"kind": port.kind, "default": pad == default_out,
+                     **({"pix_fmts": list(port.pix_fmts)} if port.kind == "video" and port.pix_fmts else {})}
+               for pad, port in cls.outputs.items()}
     options = [{k: v for k, v in entry.items() if k != "hint"} for entry in option_table(cls)]
     return {"kind": name, "class": f"{cls.__module__}.{cls.__qualname__}", "summary": kind_summary(cls),
             "is_source": bool(cls.is_source or not cls.inputs), "inputs": inputs, "outputs": outputs,

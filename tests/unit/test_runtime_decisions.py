@@ -147,3 +147,17 @@ def test_set_runs_the_cross_option_rules_on_the_new_options() -> None:
     with pytest.raises(OptionError) as info:
         apply_set(Opts, Opts(), {"mode": "b", "gain": 3.0}, node_id="mix", validate=validate)
     assert info.value.where == "mix"  # several changed: the node, not a guess
+
+
+def test_recomputed_output_formats_keep_the_edges_negotiated_pixel_format() -> None:
+    # a camera's live `set` recomputes output_formats(), which says rgb24; the loader chose yuv420p for
+    # the edge (its consumer is the encoder): the runtime must check and keep yuv420p, not rgb24
+    from mediaengine.runtime.decisions import keep_pix_fmts
+    from mediaengine.sdk.formats import AudioFormat, VideoFormat
+
+    recomputed = {"out": VideoFormat(640, 360, 30.0), "audio": AudioFormat(48000, 2)}
+    current = {"out": VideoFormat(640, 360, 30.0, pix_fmt="yuv420p"), "audio": AudioFormat(48000, 2)}
+    kept = keep_pix_fmts(recomputed, current)
+    assert kept["out"] == VideoFormat(640, 360, 30.0, pix_fmt="yuv420p")
+    assert kept["audio"] == recomputed["audio"]
+    assert keep_pix_fmts({"out": VideoFormat(1280, 720, 30.0)}, {}) == {"out": VideoFormat(1280, 720, 30.0)}

@@ -10,6 +10,7 @@
     │   ├── DuplicateIdError         1106  two nodes share an id
     │   ├── CycleError               1107  the graph has a cycle
     │   ├── OptionError              1108  missing, unknown or wrongly typed option
+    │   │   └── MarkError            1333  a watermark outside the frame, of zero size, or no such id
     │   ├── FormatMismatchError      1109  linked ports do not agree on a format
     │   ├── VariableError            1110  `${VAR}` is not set
     │   ├── SupervisionError         1111  bad restart / group / supervisor settings
@@ -32,7 +33,11 @@
     │   ├── DeviceBusyError          1321  a capture device is in use by another program
     │   ├── DeviceLostError          1322  a capture device stopped delivering frames (unplugged, ended)
     │   ├── DeviceAccessError        1323  no permission to open a capture device
-    │   └── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── ImageDecodeError         1330  an image (watermark) is corrupt or not a format it reads
+    │   ├── ImageTooLargeError       1331  an image (watermark) is larger than the engine accepts
+    │   ├── MarkLimitError           1332  no room for another watermark (3 static, 5 animated)
+    │   └── InputPathError           1334  a command names an image outside the assets folder
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -279,6 +284,43 @@ class DisplayError(ResourceError):
     session, or the capture region does not fit the screen."""
 
     code = 1324
+
+
+class ImageDecodeError(ResourceError):
+    """An image a filter overlays (a watermark, a frame of an animated one) is corrupt, truncated or not a
+    format it reads (PNG, JPEG, WebP, GIF, APNG, a folder of numbered frames)."""
+
+    code = 1330
+    restartable = False
+
+
+class ImageTooLargeError(ResourceError):
+    """An image a filter overlays is larger than it accepts (checked from the file's header, before
+    decoding), or an animation's decoded frames would take too much memory."""
+
+    code = 1331
+    restartable = False
+
+
+class MarkLimitError(ResourceError):
+    """No room for another watermark: at most 3 static and 5 animated marks at once."""
+
+    code = 1332
+
+
+class MarkError(OptionError):
+    """A watermark that cannot be placed (outside the frame, zero size, opacity outside 0..1), an id
+    that is taken, or a command that names no such mark."""
+
+    code = 1333
+
+
+class InputPathError(ResourceError, PermissionError):
+    """A command names an image outside the folder commands may read from (the filter's `assets_dir`):
+    `..`, an absolute path elsewhere, a hidden name, a symbolic link on the way, or a file type it does
+    not read (docs/security.md, "Files the engine reads")."""
+
+    code = 1334
 
 
 class ProtocolError(EngineError):

@@ -6,14 +6,16 @@
 
 - `crop_x`, `crop_y`, `crop_w`, `crop_h` (fractions of the input, live) pick the part of the picture
   that is used; by default all of it.
-- `mirror` (live) flips left and right (a selfie preview); `rotate` turns the picture clockwise by 0,
-  90, 180 or 270 degrees, or `orientation` names it: `landscape_left` = 0 (the camera's own
+- `mirror` (live) flips left and right (a selfie preview); `rotate` (live) turns the picture clockwise
+  by 0, 90, 180 or 270 degrees, or `orientation` (live) names it: `landscape_left` = 0 (the camera's own
   orientation), `portrait` = 90, `landscape_right` = 180.
-- The output size is fixed at start: `width` x `height`, by default the input's size after rotation
-  (one of them 0: follows the aspect ratio).  What the crop, mirror and rotation give is scaled into it
-  with `fit`: `pad` (keep the aspect ratio, bars of `pad_color`), `stretch`, or `crop` (keep the aspect
-  ratio, fill, cut what overflows).  A live crop therefore zooms within the same output size.  (A size
-  change mid-stream is a format change the encoder must follow: the adaptive-streaming work builds it.)
+- The output size is fixed at start: `width` x `height`, by default the input's size after the rotation
+  at start (one of them 0: follows the aspect ratio).  What the crop, mirror and rotation give is scaled
+  into it with `fit`: `pad` (keep the aspect ratio, bars of `pad_color`), `stretch`, or `crop` (keep the
+  aspect ratio, fill, cut what overflows).  So a live crop zooms within the same output size, a live turn
+  by 180 degrees (or 90 <-> 270) is exact, and a live turn by 90 degrees is fitted into the old shape.
+  (A size change mid-stream is a format change the encoder must follow: the adaptive-streaming work
+  builds it.)
 
 Cost per 720p frame: `cv2.flip` ~0.1 ms, `cv2.rotate` ~0.3-0.6 ms, a resize ~0.5-1.5 ms; each step writes
 into a buffer kept from frame to frame and the last one straight into the output ring slot.
@@ -46,9 +48,10 @@ Rect = tuple[int, int, int, int]  # x, y, w, h in pixels
 @dataclass(frozen=True)
 class TransformOptions:
     mirror: bool = option(False, live=True, doc="flip left and right (live)")
-    rotate: int = option(0, choices=(0, 90, 180, 270), doc="clockwise rotation in degrees")
-    orientation: str = option("", choices=("", *ORIENTATIONS),
-                              doc="portrait (90) | landscape_left (0) | landscape_right (180); instead of rotate")
+    rotate: int = option(0, choices=(0, 90, 180, 270), live=True,
+                         doc="clockwise rotation in degrees (live: the output size stays, see `fit`)")
+    orientation: str = option("", choices=("", *ORIENTATIONS), live=True,
+                              doc="portrait (90) | landscape_left (0) | landscape_right (180); instead of rotate (live)")
     crop_x: float = option(0.0, range=(0.0, 1.0), live=True,
                            doc="left edge of the used part, fraction of the input (live)")
     crop_y: float = option(0.0, range=(0.0, 1.0), live=True,

@@ -63,11 +63,20 @@ def test_actor_mirror_and_crop_are_live_and_the_size_stays() -> None:
     h.set(crop_x=0.5, crop_w=0.5)  # the right half, padded into the same 36x64 output
     h.frame("in", Frame(SRC, pts_ns=2))
     assert h.emitted("out")[-1].data.shape == (64, 36, 3)
-    with pytest.raises(OptionError, match="live"):
-        h.set(rotate=180)
+    h.set(crop_w=1.0, crop_x=0.0)
+    assert h.set(orientation="", rotate=270) == {"orientation": "", "rotate": 270}  # same size: exact
+    h.frame("in", Frame(SRC, pts_ns=3))
+    assert (h.emitted("out")[-1].data == np.rot90(np.fliplr(SRC), 1)).all()
+    h.set(rotate=0, mirror=False)  # a landscape picture fitted into the portrait output: bars above and below
+    h.frame("in", Frame(SRC, pts_ns=4))
+    out = h.emitted("out")[-1].data
+    assert (out[:22] == 0).all() and (out[42:] == 0).all() and out[22:42].std() > 20
+    h.set(rotate=90)
+    with pytest.raises(OptionError, match="not both"):
+        h.set(orientation="portrait")
     with pytest.raises(OptionError, match="leaves the picture"):
         h.set(crop_x=0.8)
-    assert h.metrics() == {"frames": 3, "mirror": True, "rotate": 90}
+    assert h.metrics() == {"frames": 5, "mirror": False, "rotate": 90}
 
 
 def test_option_rules_are_checked_at_load() -> None:

@@ -51,7 +51,7 @@ class TransformOptions:
     rotate: int = option(0, choices=(0, 90, 180, 270), live=True,
                          doc="clockwise rotation in degrees (live: the output size stays, see `fit`)")
     orientation: str = option("", choices=("", *ORIENTATIONS), live=True,
-                              doc="portrait (90) | landscape_left (0) | landscape_right (180); instead of rotate (live)")
+                              doc="portrait (90) | landscape_left (0) | landscape_right (180), not with rotate (live)")
     crop_x: float = option(0.0, range=(0.0, 1.0), live=True,
                            doc="left edge of the used part, fraction of the input (live)")
     crop_y: float = option(0.0, range=(0.0, 1.0), live=True,
@@ -176,7 +176,8 @@ def transform_frame(src: NDArray[np.uint8], out: NDArray[np.uint8], g: Geometry,
         cur = dst
     if scaled:
         win = cur[wy:wy + wh, wx:wx + ww]
-        interp = cv2.INTER_AREA if dw * dh < ww * wh else cv2.INTER_LINEAR
+        # INTER_AREA only from halving down (aliasing); above that INTER_LINEAR is ~5x cheaper at 720p
+        interp = cv2.INTER_AREA if 2 * dw <= ww and 2 * dh <= wh else cv2.INTER_LINEAR
         cv2.resize(win, (dw, dh), dst=final, interpolation=interp)
     if (dw, dh) != (ow, oh):
         _bars(out, g.dst_rect, pad)

@@ -100,7 +100,8 @@ class Puller:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.frames: list[tuple[float, np.ndarray]] = []
+        self.frames: list[tuple[float, np.ndarray]] = []  # the last 300 decoded
+        self.decoded = 0  # frames decoded in all: `since(n)` counts on this, not on the list's length
         self.error: BaseException | None = None
         self.stopping = False
         self.lock = threading.Lock()
@@ -114,18 +115,20 @@ class Puller:
                     pic = frame.to_ndarray(format="rgb24")
                     with self.lock:
                         self.frames = [*self.frames[-299:], (float(frame.time or 0.0), pic)]
+                        self.decoded += 1
                     if self.stopping:
                         return
         except BaseException as exc:  # reported by the test that waits on this puller
             self.error = exc
 
     def since(self, n: int) -> list[tuple[float, np.ndarray]]:
+        """The frames decoded after the first `n` (those still kept)."""
         with self.lock:
-            return self.frames[n:]
+            return self.frames[max(0, len(self.frames) - (self.decoded - n)):] if self.decoded > n else []
 
     def count(self) -> int:
         with self.lock:
-            return len(self.frames)
+            return self.decoded
 
     def wait_picture(self, ok: Callable[[np.ndarray], bool], what: str, timeout: float = 15.0) -> np.ndarray:
         """The first picture decoded from now on that satisfies `ok` (a change applies within frames)."""
@@ -140,7 +143,7 @@ class Puller:
             return next(([pic] for pic in new if ok(pic)), None)  # a list: an array has no truth value
 
         try:
-            return np.asarray(wait_for(found, timeout, what)[0])
+            return np.array(wait_for(found, timeout, what)[0])  # a copy: the caller may paint on it
         except AssertionError:
             if seen:
                 Image.fromarray(seen[-1]).save(Path(f"/tmp/effects-last-{what.split()[0]}.png"))
@@ -206,22 +209,27 @@ def test_watermarks_and_transforms_on_the_relayed_stream(engine_runner: Callable
             return bool(max(errs) <= 3.0)
 
         pic = pullers["wm"].wait_picture(marks_match, "wm static marks")
-        assert psnr(pic, ref) > 30  # and the rest of the picture is the source (the animated mark aside)
+        ax, ay = round(ANIM[3] * W), round(ANIM[4] * H)
+        pic[ay:ay + ANIM[2], ax:ax + ANIM[1]] = ref[ay:ay + ANIM[2], ax:ax + ANIM[1]]  # the animated mark aside,
+        assert psnr(pic, ref) >= 35.0  # the rest of the picture is the source
 
         # the animated mark: its colour at each decoded frame's time steps through the GIF every LOOP_S / 4
         start = pullers["wm"].count()
-        wait_for(lambda: len(pullers["wm"].since(start)) >= 100, 20, "100 frames of the wm stream")
-        x0, y0 = round(ANIM[3] * W), round(ANIM[4] * H)
+        wait_for(lambda: len(pullers["wm"].since(start)) >= 130, 25, "130 frames of the wm stream")
         shown = []
         for t, frame in pullers["wm"].since(start):
-            rgb = frame[y0 + 6:y0 + ANIM[2] - 6, x0 + 6:x0 + ANIM[1] - 6].reshape(-1, 3).mean(axis=0)
+            rgb = frame[ay + 6:ay + ANIM[2] - 6, ax + 6:ax + ANIM[1] - 6].reshape(-1, 3).mean(axis=0)
             shown.append((t, int(np.argmin([np.abs(rgb - c).sum() for c in COLORS]))))
         changes = [(t, i) for (_, prev), (t, i) in itertools.pairwise(shown) if i != prev]
         assert len(changes) >= 4, shown
         step = LOOP_S / len(COLORS)
-        for (t0, i0), (t1, i1) in itertools.pairwise(changes):
+        for (_, i0), (_, i1) in itertools.pairwise(changes):
             assert i1 == (i0 + 1) % len(COLORS), changes  # in the GIF's order, looping
-            assert abs((t1 - t0) - step) <= 0.07, f"frames change every {t1 - t0:.3f}s, not {step}s: {changes}"
+        # every LOOP_S / 4 of stream time; the median, because on a loaded machine a late frame repeated by
+        # the encoder's keepalive can delay one change by a few frames (its neighbours then look shorter)
+        intervals = sorted(t1 - t0 for (t0, _), (t1, _) in itertools.pairwise(changes))
+        median = intervals[len(intervals) // 2]
+        assert abs(median - step) <= 0.05, f"frames change every {median:.3f}s, not {step}s: {changes}"
 
         # transforms: pixel-exact up to the codec (PSNR >= 35 dB against numpy's flip/rot90)
         def like(reference: np.ndarray) -> Callable[[np.ndarray], bool]:

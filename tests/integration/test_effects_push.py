@@ -248,3 +248,44 @@ def test_watermarks_and_transforms_on_the_relayed_stream(engine_runner: Callable
         for p in pullers.values():
             p.close()
     assert eng.wait(30) == 0, eng.log
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def test_camera_preview_push_mirrors_the_preview_only_and_toggles_live(engine_runner: Callable[..., Engine],
+                                                                       rtmp_server: RtmpServer, tmp_path: Path) -> None:
+    """topologies/camera_preview_push.yaml as shipped (the lavfi camera at 640x360): the preview snapshot is
+    the pushed picture mirrored; after `set mirror=false` on preview_fx it is the pushed picture itself."""
+    url = rtmp_server.url(stream="preview-push")
+    preview = tmp_path / "preview.png"
+    eng = engine_runner("topologies/camera_preview_push.yaml",
+                        "--set", "cam.device=lavfi:testsrc2=size=640x360:rate=30", "--set", "cam.width=640",
+                        "--set", "cam.height=360", "--set", f"preview.path={preview}",
+                        env={"PUSH_URL": url})
+    eng.wait_running()
+    wait_for(lambda: eng.node("push")["metrics"].get("actor", {}).get("state") == "connected", 20, "the push connected")
+    pull = Puller(url)
+    try:
+        def pair() -> tuple[np.ndarray, np.ndarray]:
+            """A preview snapshot taken now and the next picture the server relays after it."""
+            preview.unlink(missing_ok=True)
+            eng.request("command", node="preview", command="snapshot", args={})
+            wait_for(preview.exists, 10, "the preview snapshot")
+            n = pull.count()
+            pushed = wait_for(lambda: pull.since(n)[-1:], 15, "a relayed picture")[0][1]
+            return cv2.cvtColor(cv2.imread(str(preview)), cv2.COLOR_BGR2RGB), pushed
+
+        shot, pushed = pair()
+        mirrored, straight = correlation(shot, np.fliplr(pushed)), correlation(shot, pushed)
+        assert mirrored > 0.7 and straight < mirrored - 0.5, (mirrored, straight)  # the moving parts differ a little
+        eng.request("set", node="preview_fx", options={"mirror": False})
+        shot, pushed = pair()
+        mirrored, straight = correlation(shot, np.fliplr(pushed)), correlation(shot, pushed)
+        assert straight > 0.7 and mirrored < straight - 0.5, (mirrored, straight)
+    finally:
+        eng.request("stop")
+        pull.close()
+    assert eng.wait(30) == 0, eng.log

@@ -33,6 +33,8 @@ restarts (it comes back with the topology's marks).
 from __future__ import annotations
 
 import bisect
+import functools
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,8 +144,14 @@ def frame_at(durations_ms: tuple[int, ...], loop_s: float, t_ns: int) -> int:
     if loop_s > 0:
         loop_ms = max(1, round(loop_s * 1000))
         return min(n - 1, (t_ms % loop_ms) * n // loop_ms)
-    ends = list(np.cumsum(durations_ms))
-    return min(n - 1, bisect.bisect_right(ends, t_ms % int(ends[-1])))
+    ends = _ends(durations_ms)
+    return min(n - 1, bisect.bisect_right(ends, t_ms % ends[-1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _ends(durations_ms: tuple[int, ...]) -> tuple[int, ...]:
+    """When each frame ends, from the start of the loop (computed once per animation)."""
+    return tuple(itertools.accumulate(durations_ms))
 
 
 # ---- marks ------------------------------------------------------------------------------------------

@@ -87,3 +87,12 @@ def test_option_rules_are_checked_at_load() -> None:
         ActorHarness(Transform, {"pad_color": "purple-ish"}, input_formats=fmt)
     with pytest.raises(OptionError):
         ActorHarness(Transform, {"rotate": 45}, input_formats=fmt)
+
+
+def test_a_new_input_size_is_followed_when_the_output_size_is_not_set() -> None:
+    h = ActorHarness(Transform, {"rotate": 90}, input_formats={"in": VideoFormat(64, 36, 30.0)})
+    h.format_changed("in", VideoFormat(128, 72, 30.0))
+    assert h.output_formats["out"] == VideoFormat(72, 128, 30.0)
+    big = np.random.default_rng(2).integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    h.frame("in", Frame(big, pts_ns=0))
+    assert (h.emitted("out")[-1].data == np.rot90(big, -1)).all()

@@ -260,3 +260,15 @@ def test_bad_topology_marks_fail_at_load(tmp_path: Path) -> None:
         harness(tmp_path, [{"id": "a", "path": str(tmp_path / "a.png"), "x": 0, "y": 0, "width": 0.1, "w": 1}])
     with pytest.raises(FileError, match="not found"):
         harness(tmp_path, [{"id": "a", "path": str(tmp_path / "no.png"), "x": 0, "y": 0, "width": 0.1}])
+
+
+def test_a_new_frame_size_rescales_the_marks_once(tmp_path: Path) -> None:
+    save(tmp_path / "logo.png", [solid((255, 0, 0), 40, 20)])
+    h = harness(tmp_path, [{"id": "logo", "path": str(tmp_path / "logo.png"), "x": 0.5, "y": 0.5, "width": 0.25}])
+    big = VideoFormat(640, 360, 30.0)
+    h.format_changed("in", big)
+    h.frame("in", Frame(np.zeros((360, 640, 3), np.uint8), pts_ns=0))
+    out = h.emitted("out")[-1].data
+    assert out.shape == (360, 640, 3)
+    red = np.argwhere((out == (255, 0, 0)).all(axis=2))
+    assert red.min(axis=0).tolist() == [180, 320] and red.max(axis=0).tolist() == [259, 479]  # 160x80 at (320, 180)

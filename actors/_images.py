@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 __all__ = ["MAX_DECODED_BYTES", "MAX_FILE_BYTES", "MAX_FRAMES", "MAX_SIDE", "ConfinedReader", "MarkImage",
-           "decode_folder", "decode_image", "read_trusted"]
+           "decode_folder", "decode_image", "load", "probe", "read_trusted"]
 
 #: the largest picture (each side) an overlay accepts; 16k x 16k is refused before decoding
 MAX_SIDE = 4096
@@ -265,6 +265,28 @@ class ConfinedReader:
             return [(rel.name, _read_fd(fd, shown))], False
         finally:
             os.close(fd)
+
+
+def probe(files: Files, folder: bool, name: str) -> tuple[int, int, int]:
+    """(width, height, frames) from the headers alone (no pixel is decoded), with the size limits
+    checked: what a command can be answered with at once, before the decoding that may take a while."""
+    if folder:
+        if not files:
+            raise ImageDecodeError(f"folder {name!r} holds no image ({', '.join(SUFFIXES)})")
+        if len(files) > MAX_FRAMES:
+            raise ImageTooLargeError(f"folder {name!r} holds {len(files)} frames; at most {MAX_FRAMES}")
+        w, h = _open(files[0][1], f"{name}/{files[0][0]}").size
+        _check_size(w, h, len(files), name)
+        return w, h, len(files)
+    im = _open(files[0][1], name)
+    w, h = im.size
+    _check_size(w, h, 1, name)
+    try:
+        n = int(getattr(im, "n_frames", 1) or 1)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageDecodeError(f"cannot read the frames of {name!r}: {type(e).__name__}: {e}") from e
+    _check_size(w, h, n, name)
+    return w, h, n
 
 
 def load(files: Files, folder: bool, name: str, fps: float = 0.0) -> MarkImage:

@@ -198,7 +198,9 @@ def test_watermarks_and_transforms_on_the_relayed_stream(engine_runner: Callable
             with pytest.raises(exc) as refused:
                 command("add", **args)
             assert isinstance(refused.value, EngineError) and refused.value.code == exc.code
-        assert [m["id"] for m in command("list")["marks"]] == ["logo", "badge", "sticker", "anim"]  # type: ignore[index]
+        wait_for(lambda: [(m["id"], m["state"]) for m in command("list")["marks"]]  # type: ignore[index]
+                 == [("logo", "shown"), ("badge", "shown"), ("sticker", "shown"), ("anim", "shown")], 10,
+                 "the four marks shown")
 
         # static marks at their place with alpha honoured, against the float reference
         ref = reference_blend(src)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mediaengine.actors import _images
+from mediaengine.actors import _images, watermark
 from mediaengine.actors.watermark import Placement, Watermark, blend_into, frame_at, mark_rect, prepare
 from mediaengine.sdk.errors import (
     FileError,
@@ -199,7 +201,7 @@ def test_topology_marks_are_drawn_into_the_lent_slot(tmp_path: Path) -> None:
     # 80x40 at (160, 90): 100 * (1 - 128/255) + 255 * 128/255 = 177.8
     assert tuple(out.data[110, 200]) == (178, 50, 50) and tuple(out.data[0, 0]) == (100, 100, 100)
     assert h.control("list")["marks"][0] | {"path": ""} == {
-        "id": "logo", "path": "", "kind": "static", "x": 0.5, "y": 0.5, "width": 0.25, "opacity": 1.0,
+        "id": "logo", "path": "", "kind": "static", "state": "shown", "x": 0.5, "y": 0.5, "width": 0.25, "opacity": 1.0,
         "frames": 1, "loop_s": 0.1, "size": [40, 20]}
 
 
@@ -235,7 +237,7 @@ def test_add_move_remove_live_and_refusals_leave_the_stream_unchanged(tmp_path: 
     assert h.control("remove", id="b") == {"removed": "b"}
     assert h.control("add", id="d", path="d.png", x=0.8, y=0.8, width=0.05)["id"] == "d"
     assert [m["id"] for m in h.control("list")["marks"]] == ["a", "c", *(f"anim{i}" for i in range(5)), "d"]
-    assert h.metrics() == {"frames": 2, "marks": 8, "static": 3, "animated": 5}
+    assert h.metrics() == {"frames": 2, "marks": 8, "static": 3, "animated": 5, "loading": 0}
     assert [e.name for e in h.events()][-3:] == ["mark_moved", "mark_removed", "mark_added"]
 
 
@@ -272,3 +274,44 @@ def test_a_new_frame_size_rescales_the_marks_once(tmp_path: Path) -> None:
     assert out.shape == (360, 640, 3)
     red = np.argwhere((out == (255, 0, 0)).all(axis=2))
     assert red.min(axis=0).tolist() == [180, 320] and red.max(axis=0).tolist() == [259, 479]  # 160x80 at (320, 180)
+
+
+def test_a_slow_decode_answers_loading_then_shows_or_drops_the_mark(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's loop never waits long for a client's picture: past ADD_WAIT_S the reply says `loading`,
+    frames go on, and the mark appears (`mark_added`) or is dropped with its code (`mark_failed`)."""
+    save(tmp_path / "anim.gif", [solid((255, 0, 0)), solid((0, 255, 0))], [100, 100])
+    gate = threading.Event()
+    real = _images.load
+
+    def slow(*args: object, **kw: object) -> _images.MarkImage:
+        assert gate.wait(10)
+        if args[2] == "bad.gif":
+            raise ImageDecodeError("cannot decode image 'bad.gif': truncated")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_images, "load", slow)
+    monkeypatch.setattr(watermark, "ADD_WAIT_S", 0.25)
+    (tmp_path / "bad.gif").write_bytes((tmp_path / "anim.gif").read_bytes())
+    h = harness(tmp_path)
+    t0 = time.monotonic()
+    assert h.control("add", id="a", path="anim.gif", x=0.0, y=0.0, width=0.2)["state"] == "loading"
+    assert h.control("add", id="b", path="bad.gif", x=0.5, y=0.0, width=0.2)["state"] == "loading"
+    assert time.monotonic() - t0 < 2.0  # two waits of ADD_WAIT_S, not the decoding
+    h.frame("in", grey_frame(0))
+    assert tuple(h.emitted("out")[-1].data[5, 5]) == (100, 100, 100)  # not shown yet; the frames go on
+    assert h.metrics()["loading"] == 2
+    gate.set()
+
+    def done() -> bool:
+        h.frame("in", grey_frame(1))
+        return {e.name for e in h.events()} >= {"mark_added", "mark_failed"}
+
+    deadline = time.monotonic() + 10
+    while not done():
+        assert time.monotonic() < deadline, [e.name for e in h.events()]
+    (failed,) = h.events("mark_failed")
+    assert failed.data["id"] == "b" and failed.data["code"] == 1330
+    h.frame("in", grey_frame(2))
+    assert tuple(h.emitted("out")[-1].data[5, 5]) == (255, 0, 0)
+    assert [(m["id"], m["state"]) for m in h.control("list")["marks"]] == [("a", "shown")]

@@ -206,7 +206,7 @@ class _Mark:
         return self.cache, self.rect
 
     def describe(self) -> dict[str, Any]:
-        loop_s = self.loop_s or (round(sum(self.image.durations_ms) / 1000, 3) if self.image else 0.0)
+        loop_s = self.loop_s or (round(sum(self.image.durations_ms) / 1000, 3) if self.image and self.animated else 0.0)
         return {"id": self.id, "path": self.path, "kind": "animated" if self.animated else "static",
                 "state": "shown" if self.image is not None else "loading",
                 "x": self.place.x, "y": self.place.y, "width": self.place.width, "opacity": self.place.opacity,

@@ -202,7 +202,7 @@ def test_topology_marks_are_drawn_into_the_lent_slot(tmp_path: Path) -> None:
     assert tuple(out.data[110, 200]) == (178, 50, 50) and tuple(out.data[0, 0]) == (100, 100, 100)
     assert h.control("list")["marks"][0] | {"path": ""} == {
         "id": "logo", "path": "", "kind": "static", "state": "shown", "x": 0.5, "y": 0.5, "width": 0.25, "opacity": 1.0,
-        "frames": 1, "loop_s": 0.1, "size": [40, 20]}
+        "frames": 1, "loop_s": 0.0, "size": [40, 20]}
 
 
 def test_add_move_remove_live_and_refusals_leave_the_stream_unchanged(tmp_path: Path) -> None:

@@ -194,7 +194,8 @@ def run(settings: Settings) -> Result:
     res = Result(NAME)
     cv2.setNumThreads(1)
     cases, goals = all_cases()
-    reps, count = settings.n(5, 2), settings.n(200, 40)
+    reps = settings.n(5, 2)
+    count = 20 if settings.quick else 200  # frames per repetition (not `settings.n`: --reps sets repetitions)
     assets = Path(settings.workdir) / "effects-assets"
     figures: dict[str, dict[str, list[float]]] = {}
     for size, (w, h) in SIZES.items():

@@ -42,6 +42,8 @@ MAX_DECODED_BYTES = 256 * 1024 * 1024
 MAX_FRAMES = 600
 #: bytes of one file read from disk
 MAX_FILE_BYTES = 64 * 1024 * 1024
+#: bytes read for one mark in all (a folder of frames): a command's read stays short
+MAX_READ_BYTES = 128 * 1024 * 1024
 #: the file types read (a folder of numbered frames holds files of these types)
 SUFFIXES = (".png", ".apng", ".jpg", ".jpeg", ".webp", ".gif")
 #: frame rate of a folder of numbered frames when the mark gives neither `fps` nor `loop_s`
@@ -138,13 +140,25 @@ def decode_folder(files: Files, name: str, fps: float = FOLDER_FPS) -> MarkImage
     return MarkImage(tuple(frames), tuple(step for _ in frames))
 
 
-def frame_order(names: list[str]) -> list[str]:
-    """The image files of a folder in frame order: by the last number in the name, then by name."""
+def frame_order(names: list[str], folder: str = "") -> list[str]:
+    """The image files of a folder in frame order: by the last number in the name, then by name.
+    ImageTooLargeError for more than MAX_FRAMES of them (before any is read)."""
     def key(n: str) -> tuple[int, str]:
         nums = _NUMBER.findall(n)
         return (int(nums[-1]) if nums else -1, n)
 
-    return sorted((n for n in names if n.lower().endswith(SUFFIXES) and not n.startswith(".")), key=key)
+    frames = sorted((n for n in names if n.lower().endswith(SUFFIXES) and not n.startswith(".")), key=key)
+    if len(frames) > MAX_FRAMES:
+        raise ImageTooLargeError(f"folder {folder!r} holds {len(frames)} frames; at most {MAX_FRAMES}")
+    return frames
+
+
+def _add_read(total: int, data: bytes, name: str) -> int:
+    total += len(data)
+    if total > MAX_READ_BYTES:
+        raise ImageTooLargeError(f"the frames of {name!r} are over {MAX_READ_BYTES // 2**20} MiB of files; "
+                                 "use fewer or smaller frames")
+    return total
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -164,14 +178,16 @@ def read_trusted(path: str) -> tuple[Files, bool]:
     """A topology's path, read as given: (files, is_folder).  FileError if it is missing."""
     try:
         if os.path.isdir(path):
-            names = frame_order(os.listdir(path))
-            files = []
+            names = frame_order(os.listdir(path), path)
+            files: Files = []
+            total = 0
             for n in names:
                 fd = os.open(os.path.join(path, n), os.O_RDONLY)
                 try:
                     files.append((n, _read_fd(fd, os.path.join(path, n))))
                 finally:
                     os.close(fd)
+                total = _add_read(total, files[-1][1], path)
             return files, True
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as e:
@@ -244,7 +260,8 @@ class ConfinedReader:
             mode = os.fstat(fd).st_mode
             if stat.S_ISDIR(mode):
                 files = []
-                for n in frame_order(os.listdir(fd)):
+                total = 0
+                for n in frame_order(os.listdir(fd), requested):
                     try:
                         ffd = os.open(n, nofollow, dir_fd=fd)
                     except OSError as e:
@@ -256,6 +273,7 @@ class ConfinedReader:
                         files.append((n, _read_fd(ffd, f"{shown}/{n}")))
                     finally:
                         os.close(ffd)
+                    total = _add_read(total, files[-1][1], requested)
                 return files, True
             if not stat.S_ISREG(mode):
                 raise InputPathError("is not a regular file", where=f"path {requested!r}")

@@ -315,3 +315,14 @@ def test_a_slow_decode_answers_loading_then_shows_or_drops_the_mark(tmp_path: Pa
     h.frame("in", grey_frame(2))
     assert tuple(h.emitted("out")[-1].data[5, 5]) == (255, 0, 0)
     assert [(m["id"], m["state"]) for m in h.control("list")["marks"]] == [("a", "shown")]
+
+
+def test_a_folder_with_too_many_frames_is_refused_before_reading_them(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(_images.MAX_FRAMES + 1):
+        (folder / f"f{i}.png").write_bytes(b"")  # never read: the names alone are too many
+    with pytest.raises(ImageTooLargeError, match=f"{_images.MAX_FRAMES + 1} frames; at most {_images.MAX_FRAMES}"):
+        _images.read_trusted(str(folder))
+    with pytest.raises(ImageTooLargeError, match="frames; at most"):
+        _images.ConfinedReader.of(str(tmp_path)).read("many")

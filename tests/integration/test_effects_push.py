@@ -144,10 +144,9 @@ class Puller:
 
         try:
             return np.array(wait_for(found, timeout, what)[0])  # a copy: the caller may paint on it
-        except AssertionError:
-            if seen:
-                Image.fromarray(seen[-1]).save(Path(f"/tmp/effects-last-{what.split()[0]}.png"))
-            raise
+        except AssertionError as exc:
+            last = f"the last picture decoded: {seen[-1].shape}" if seen else "no picture decoded"
+            raise AssertionError(f"{exc} ({self.count() - start} frames since the wait began; {last})") from None
 
     def close(self) -> None:
         self.stopping = True

@@ -41,7 +41,12 @@
     │   ├── ControlUnsupportedError  1325  the capture device has no such control (focus on a lavfi camera)
     │   │   └── NoTorchError             1326  the capture device has no light (torch/flash) control
     │   ├── ControlFailedError       1327  the capture device refused a control value
-    │   └── CameraSwitchError        1328  `switch` names no device of the camera's `devices` list
+    │   ├── CameraSwitchError        1328  `switch` names no device of the camera's `devices` list
+    │   ├── ImageDecodeError         1330  an image (watermark) is corrupt or not a format it reads
+    │   ├── ImageTooLargeError       1331  an image (watermark) is larger than the engine accepts
+    │   ├── MarkLimitError           1332  no room for another watermark (3 static, 5 animated)
+    │   ├── MarkError                1333  a watermark outside the frame, of zero size, or no such id
+    │   └── InputPathError           1334  a command names an image outside the assets folder
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -349,6 +354,43 @@ class CameraSwitchError(ResourceError):
 
     code = 1328
     restartable = False
+
+
+class ImageDecodeError(ResourceError):
+    """An image a filter overlays (a watermark, a frame of an animated one) is corrupt, truncated or not a
+    format it reads (PNG, JPEG, WebP, GIF, APNG, a folder of numbered frames)."""
+
+    code = 1330
+    restartable = False
+
+
+class ImageTooLargeError(ResourceError):
+    """An image a filter overlays is larger than it accepts (checked from the file's header, before
+    decoding), or an animation's decoded frames would take too much memory."""
+
+    code = 1331
+    restartable = False
+
+
+class MarkLimitError(ResourceError):
+    """No room for another watermark: at most 3 static and 5 animated marks at once."""
+
+    code = 1332
+
+
+class MarkError(ResourceError):
+    """A watermark that cannot be placed (outside the frame, zero size, opacity outside 0..1), an id
+    that is taken, or a command that names no such mark."""
+
+    code = 1333
+
+
+class InputPathError(ResourceError, PermissionError):
+    """A command names an image outside the folder commands may read from (the filter's `assets_dir`):
+    `..`, an absolute path elsewhere, a hidden name, a symbolic link on the way, or a file type it does
+    not read (docs/security.md, "Files the engine reads")."""
+
+    code = 1334
 
 
 class ProtocolError(EngineError):

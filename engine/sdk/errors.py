@@ -32,7 +32,8 @@
     │   ├── DeviceBusyError          1321  a capture device is in use by another program
     │   ├── DeviceLostError          1322  a capture device stopped delivering frames (unplugged, ended)
     │   ├── DeviceAccessError        1323  no permission to open a capture device
-    │   └── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   └── PreviewError             1337  the preview cannot open its window or HTTP endpoint
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -48,7 +49,9 @@
     │   ├── ActorAuthError           1412  an actor connection failed authentication
     │   ├── BusyError                1413  the node has too many requests waiting
     │   ├── OutputPathError          1415  a command names a file outside the output directory
-    │   └── (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
+    │   ├── (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
+    │   ├── (CommandFailedError) UnknownLayerError 1335  a command names no layer / input of the node
+    │   └── (CommandFailedError) LayerGeometryError 1336  a layer's place, size or style is invalid
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
         ├── ActorFailedError         1502  an actor failed and its policy says stop
@@ -281,6 +284,13 @@ class DisplayError(ResourceError):
     code = 1324
 
 
+class PreviewError(ResourceError):
+    """The preview cannot show the picture: its HTTP port is taken, or `mode: window` without a display
+    or without an OpenCV build that has a GUI."""
+
+    code = 1337
+
+
 class ProtocolError(EngineError):
     """The control plane got a bad message."""
 
@@ -327,6 +337,20 @@ class QueueFullError(CommandFailedError):
     """A node's bounded queue of pending commands is full (snapshot, send_message): retry later."""
 
     code = 1420
+
+
+class UnknownLayerError(CommandFailedError, LookupError):
+    """A compositor or switcher command names a layer or input the node does not have (`layer cam`
+    with no input `cam`, `select pause` with no input `pause`); the node keeps running unchanged."""
+
+    code = 1335
+
+
+class LayerGeometryError(CommandFailedError, ValueError):
+    """A compositor layer's place, size or style is invalid (zero or negative width/height, a
+    fraction outside 0..1, an unknown `fit`, a bad colour); the node keeps its previous layer."""
+
+    code = 1336
 
 
 class NotAllowedError(ProtocolError, PermissionError):

@@ -364,7 +364,8 @@ class Compositor(Actor[CompositorOptions]):
                 raise UnknownLayerError(f"no layer {name!r}; layers: {self._names()}",
                                         where=self._ctx.node_id)
             self._layers[name] = parse_layer(fields, self._layers[name], where=f"{self._ctx.node_id}.{name}")
-            return [Reply({name: self._layers[name].as_dict()})]
+            # the frame that shows it first: the next one the clock makes
+            return [Reply({name: self._layers[name].as_dict(), "applies_from": self._next or 0})]
         if command == "layers":
             return [Reply({pad: {**layer.as_dict(), "has_picture": self._inputs[pad].picture is not None,
                                  "ended": self._inputs[pad].ended} for pad, layer in self._layers.items()})]

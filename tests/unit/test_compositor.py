@@ -78,8 +78,8 @@ def test_pip_layer_sits_at_its_rectangle_and_moves_live() -> None:
     pic = h.emitted("out")[-1].data
     assert pic.shape == (180, 320, 3) and h.zero_copy("out") == 1
     assert tuple(pic[150, 250]) == (220, 40, 40) and tuple(pic[20, 20]) == (0, 0, 200)
-    assert h.control("layer", args=["cam"], x=0.05, y=0.05) == {"cam": {**Layer(
-        0.05, 0.05, 0.25, 0.25, "stretch", 1).as_dict()}}
+    assert h.control("layer", args=["cam"], x=0.05, y=0.05) == {
+        "cam": Layer(0.05, 0.05, 0.25, 0.25, "stretch", 1).as_dict(), "applies_from": 2}
     h.tick(2 * IV)  # the very next frame shows the layer at its new place
     pic = h.emitted("out")[-1].data
     assert tuple(pic[20, 20]) == (220, 40, 40) and tuple(pic[150, 250]) == (0, 0, 200)

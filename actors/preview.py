@@ -8,7 +8,7 @@ slow preview never holds the producer back, and it converts at most `max_fps` pi
   (`/snapshot.jpg`) and a page that shows the stream in any browser (`/`); `mode: auto` (the default)
   opens a window when a display exists and serves HTTP otherwise.
 - `port: 0` picks a free port: the URL is in the event `preview_ready` {url}, in the node's metrics
-  (`url`) and in the reply of `mediaengine ctl prev url`.
+  (`url`, `port`) and in the reply of `mediaengine ctl prev url`.
 
     nodes:
       - {id: prev, kind: preview, inputs: {in: mix}, options: {mode: http, port: 8089, max_fps: 10}}
@@ -105,7 +105,7 @@ class Preview(Actor[PreviewOptions]):
         except OSError as exc:
             raise PreviewError(f"cannot serve the preview on 127.0.0.1:{o.port}: {exc.strerror or exc}; "
                                "pick another port, or port: 0 for a free one", where=ctx.node_id) from exc
-        return [Event("preview_ready", {"url": self._server.url})]
+        return [Event("preview_ready", {"url": self._server.url, "port": self._server.port})]
 
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
         if not isinstance(media, Frame) or media.data.ndim != 3:
@@ -131,7 +131,9 @@ class Preview(Actor[PreviewOptions]):
 
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "url":
+            # the port too: the engine redacts URLs in what it passes on (their paths may hold stream keys)
             return [Reply({"url": self._server.url if self._server else None,
+                           "port": self._server.port if self._server else None,
                            "window": self._window.backend if self._window else None})]
         return super().on_control(command, args)
 
@@ -147,5 +149,6 @@ class Preview(Actor[PreviewOptions]):
     def metrics(self) -> dict[str, Any]:
         return {"shown": self._shown, "skipped": self._skipped,
                 "url": self._server.url if self._server else None,
+                "port": self._server.port if self._server else None,
                 "clients": self._server.clients if self._server else 0,
                 "window": self._window.backend if self._window else None}

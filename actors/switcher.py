@@ -1,10 +1,13 @@
 """Switcher (input selector): a `main` video input and any number of named alternates, one goes out.
 
 The alternates are input pads named as the user likes (`pause`, `poor_network`, `brb`, ...);
-`mediaengine ctl sel select pause` switches to one at the next output frame, `ctl sel select main`
-back.  The switcher runs on its own clock at the output frame rate and sends the newest picture of
-the selected input on every tick, so a switch never leaves a gap, whatever the inputs' rates.  An
-alternate of another size is scaled to the output size (the main input's).
+`mediaengine ctl sel select pause` switches to one at once (its picture is the next frame out),
+`ctl sel select main` back.  The frames of a live selected input pass through as they come (one copy,
+no added latency); when it is slower than the output frame rate (a still at 5 fps), frozen, late or
+without a picture yet, the switcher sends the shown picture on its own clock, so a switch never
+leaves a gap.
+An alternate of another size is scaled to the output size (the main input's).  After a restart the
+switcher comes back with `initial` selected (it keeps no state across restarts).
 
 Pause pictures: with `pause_mode: image` (the default) `select pause` shows the `pause` input (e.g.
 an `image_source` with a still); with `pause_mode: freeze`, or when no `pause` input is linked, it
@@ -33,7 +36,6 @@ from mediaengine.actors._pictures import LatestPicture
 from mediaengine.sdk.actor import Action, Actions, Actor, Context, Emit, Event, InPort, OutPort, Reply, option
 from mediaengine.sdk.errors import FormatError, FormatMismatchError, OptionError, UnknownLayerError
 from mediaengine.sdk.formats import NS, Format, Frame, Packet, VideoFormat
-from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
 
 __all__ = ["Switcher", "SwitcherOptions", "fit_to"]
@@ -65,7 +67,7 @@ def fit_to(src: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]
 # ---- the actor ------------------------------------------------------------------------------------
 
 class Switcher(Actor[SwitcherOptions]):
-    """Sends the selected input's newest picture on every tick of its own clock."""
+    """Passes the selected input's frames through, and fills the gaps of a slow or frozen one."""
 
     inputs = {
         "main": InPort("video", policy="drop_oldest"),
@@ -95,7 +97,6 @@ class Switcher(Actor[SwitcherOptions]):
         assert isinstance(fmt, VideoFormat)
         self._fmt = fmt
         self.tick_interval_ns = round(NS / fmt.fps)
-        self._next: int | None = None
         self._inputs = {pad: LatestPicture() for pad in ctx.input_formats}
         self._selected = self.options.initial
         self._frozen: NDArray[np.uint8] | None = None
@@ -104,6 +105,8 @@ class Switcher(Actor[SwitcherOptions]):
         self._last: NDArray[np.uint8] | None = None  # what went out last (shown while a picture is missing)
         self._frames = 0
         self._switches = 0
+        self._last_pts: int | None = None
+        self._last_emit_ns: int | None = None
         return None
 
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
@@ -112,8 +115,11 @@ class Switcher(Actor[SwitcherOptions]):
         latest = self._inputs.get(pad)
         if latest is None:
             raise FormatError(f"switcher got a frame on {pad!r}, which is not one of its inputs")
-        latest.keep(media.data, self._ctx.clock())
-        return None
+        now = self._ctx.clock()
+        latest.keep(media.data, now)
+        if pad != self._showing() or self._clocked():
+            return None
+        return self._emit(now, media.pts_ns)  # the selected input passes through as it comes: no added latency
 
     def on_eos(self, pad: str) -> Actions:
         if pad in self._inputs:
@@ -128,6 +134,16 @@ class Switcher(Actor[SwitcherOptions]):
         if self._selected == "pause" and (self.options.pause_mode == FREEZE or "pause" not in self._inputs):
             return FREEZE
         return self._selected
+
+    def _clocked(self) -> bool:
+        """True when the output follows the switcher's clock (every tick sends the shown picture): a frozen
+        picture, or an input slower than the output (a still at 5 fps).  Otherwise the input's own frames go
+        out as they come and the clock only bridges a stall."""
+        showing = self._showing()
+        if showing == FREEZE:
+            return True
+        fmt = self._ctx.input_formats.get(showing)
+        return isinstance(fmt, VideoFormat) and fmt.fps < 0.9 * self._fmt.fps
 
     def _picture(self) -> NDArray[np.uint8] | None:
         showing = self._showing()
@@ -146,11 +162,17 @@ class Switcher(Actor[SwitcherOptions]):
             self._scaled = (showing, latest.version, picture)
         return picture
 
-    def on_tick(self, now_ns: int) -> list[Action]:
+    def on_tick(self, now_ns: int) -> Actions:
+        """Keep the output going at its frame rate: every tick when the shown picture is frozen or comes
+        slower than that (a still at 5 fps), else only when the live input is late by half a frame."""
         interval = self.tick_interval_ns
         assert interval is not None, "setup() not called"
-        k = video_indices_due(self._next, now_ns, interval)[-1]
-        self._next = k + 1
+        if not self._clocked() and self._last_emit_ns is not None and now_ns - self._last_emit_ns < interval * 3 // 2:
+            return None  # a live input that is on time
+        pts = now_ns if self._last_pts is None else self._last_pts + interval
+        return self._emit(now_ns, min(pts, now_ns))
+
+    def _emit(self, now_ns: int, pts_ns: int) -> list[Action]:
         picture = self._picture()
         if picture is None:
             picture = self._last  # the selected input has no picture yet: keep showing the last one
@@ -164,8 +186,11 @@ class Switcher(Actor[SwitcherOptions]):
             target = self._own
         np.copyto(target, picture)
         self._last = target if target is self._own else picture
+        if self._last_pts is not None and pts_ns <= self._last_pts:
+            pts_ns = self._last_pts + 1_000_000  # strictly increasing across inputs with their own timelines
+        self._last_pts, self._last_emit_ns = pts_ns, now_ns
         self._frames += 1
-        return [Emit("out", Frame(target, pts_ns=k * interval, seq=k))]
+        return [Emit("out", Frame(target, pts_ns=pts_ns, seq=self._frames))]
 
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "select":
@@ -178,8 +203,12 @@ class Switcher(Actor[SwitcherOptions]):
             self._selected = name
             self._frozen = None  # a new freeze takes the main picture of now
             self._switches += before != name
+            # the new picture goes out at once (a still that comes 5 times a second would be late otherwise)
+            now = self._ctx.clock()
+            pts = now if self._last_pts is None else min(now, self._last_pts + (self.tick_interval_ns or 0))
             return [Reply({"selected": name, "showing": self._showing()}),
-                    Event("selected", {"from": before, "to": name, "showing": self._showing()})]
+                    Event("selected", {"from": before, "to": name, "showing": self._showing()}),
+                    *(self._emit(now, pts) if before != name else [])]
         if command == "selected":
             return [Reply({"selected": self._selected, "showing": self._showing(), "inputs": list(self._inputs)})]
         return super().on_control(command, args)

@@ -31,43 +31,45 @@ def test_fit_to_keeps_a_picture_of_the_right_size_and_scales_others() -> None:
     assert fit_to(src, 160, 90) is src and fit_to(solid(320, 180, 9), 160, 90).shape == (90, 160, 3)
 
 
-def test_select_image_then_main_switches_at_the_next_frame_without_a_gap() -> None:
+def at(h: ActorHarness, t: float) -> ActorHarness:
+    h.clock.now_ns = round(t * IV)
+    return h
+
+
+def test_select_image_then_main_switches_at_once_and_fills_the_slow_still() -> None:
     h = harness()
-    h.frame("main", Frame(solid(160, 90, 10), pts_ns=0))
-    h.frame("pause", Frame(solid(320, 180, 200), pts_ns=0))
-    h.tick(IV)
-    assert h.control("select", args=["pause"]) == {"selected": "pause", "showing": "pause"}
-    h.tick(2 * IV)
-    h.frame("main", Frame(solid(160, 90, 20), pts_ns=2 * IV))  # main goes on underneath
-    h.tick(3 * IV)
-    h.control("select", input="main")
-    h.tick(4 * IV)
-    assert values(h) == [10, 200, 200, 20]
-    assert [f.pts_ns for f in h.emitted("out")] == [IV, 2 * IV, 3 * IV, 4 * IV]  # one frame per tick
+    at(h, 0).frame("main", Frame(solid(160, 90, 10), pts_ns=0))  # the selected input passes through
+    h.frame("pause", Frame(solid(320, 180, 200), pts_ns=0))  # not selected: kept, not sent
+    assert at(h, 1).control("select", args=["pause"]) == {"selected": "pause", "showing": "pause"}  # sent at once
+    h.tick(2 * IV)  # the still comes 5 times a second: the switcher sends it on its own clock,
+    h.tick(3 * IV)  # every tick
+    at(h, 3.2).frame("main", Frame(solid(160, 90, 20), pts_ns=3 * IV))  # main goes on underneath
+    at(h, 3.5).control("select", input="main")
+    at(h, 4).frame("main", Frame(solid(160, 90, 30), pts_ns=4 * IV))
+    h.tick(5 * IV)  # main is live again: the clock only bridges a late frame (none here)
+    assert values(h) == [10, 200, 200, 200, 20, 30]
+    pts = [f.pts_ns for f in h.emitted("out")]
+    assert pts == sorted(set(pts)) and pts[-1] == 4 * IV, pts  # strictly increasing; live frames keep theirs
     assert [e.data["to"] for e in h.events("selected")] == ["pause", "main"]
     assert h.emitted("out")[1].data.shape == (90, 160, 3)  # the 320x180 still scaled to the output
 
 
 def test_freeze_shows_the_last_main_picture_while_main_goes_on() -> None:
     h = harness(pause_mode="freeze")
-    h.frame("main", Frame(solid(160, 90, 10), pts_ns=0))
-    h.tick(IV)
-    assert h.control("select", args=["pause"])["showing"] == "freeze"
-    h.tick(2 * IV)
-    h.frame("main", Frame(solid(160, 90, 30), pts_ns=2 * IV))
+    at(h, 0).frame("main", Frame(solid(160, 90, 10), pts_ns=0))
+    assert at(h, 1).control("select", args=["pause"])["showing"] == "freeze"
+    at(h, 1.5).frame("main", Frame(solid(160, 90, 30), pts_ns=IV))
     h.tick(3 * IV)
-    h.control("select", args=["main"])
-    h.tick(4 * IV)
+    at(h, 3.2).control("select", args=["main"])
     assert values(h) == [10, 10, 10, 30]
 
 
 def test_an_unknown_name_is_refused_and_the_selection_stays() -> None:
     h = harness()
-    h.frame("main", Frame(solid(160, 90, 10), pts_ns=0))
+    at(h, 0).frame("main", Frame(solid(160, 90, 10), pts_ns=0))
     with pytest.raises(UnknownLayerError, match="cannot select 'paus'; inputs: main, pause") as e:
         h.control("select", args=["paus"])
     assert e.value.code == 1335
-    h.tick(IV)
     assert values(h) == [10] and h.control("selected")["selected"] == "main"
     with pytest.raises(OptionError, match="initial='brb' names no input"):
         harness(initial="brb")
@@ -76,10 +78,8 @@ def test_an_unknown_name_is_refused_and_the_selection_stays() -> None:
 def test_an_alternate_without_a_picture_yet_keeps_the_last_frame_going_out() -> None:
     h = ActorHarness(Switcher, {}, input_formats={"main": VideoFormat(160, 90, 10.0),
                                                   "poor_network": VideoFormat(160, 90, 1.0)})
-    h.frame("main", Frame(solid(160, 90, 10), pts_ns=0))
-    h.tick(IV)
-    h.control("select", args=["poor_network"])
+    at(h, 0).frame("main", Frame(solid(160, 90, 10), pts_ns=0))
+    at(h, 1).control("select", args=["poor_network"])
+    at(h, 2).frame("poor_network", Frame(solid(160, 90, 99), pts_ns=2 * IV))  # 1 fps: sent on the clock
     h.tick(2 * IV)
-    h.frame("poor_network", Frame(solid(160, 90, 99), pts_ns=2 * IV))
-    h.tick(3 * IV)
     assert values(h) == [10, 10, 99]

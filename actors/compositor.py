@@ -172,19 +172,24 @@ def place(layer: Layer, src_w: int, src_h: int, out_w: int, out_h: int) -> Place
 
 
 def render_layer(src: NDArray[np.uint8], placement: Placement) -> NDArray[np.uint8]:
-    """The crop of `src` resized to the placement's size (INTER_AREA when shrinking; the source itself
-    when nothing changes)."""
+    """The crop of `src` resized to the placement's size (the source itself when nothing changes).
+
+    Shrinking by 2x or more first halves with INTER_AREA (OpenCV's fast 2x path: box averaging, no
+    aliasing) while 2x or more is left, then INTER_LINEAR does the rest (< 2x).  A direct INTER_AREA of
+    another ratio costs 10-20x more (1280x720 -> 538x302: 14 ms against 0.75 + 0.6 ms measured here).
+    """
     cx0, cy0, cx1, cy1 = placement.crop
     crop = src[cy0:cy1, cx0:cx1]
     w, h = placement.size
-    if (w, h) == (cx1 - cx0, cy1 - cy0):
+    ch, cw = crop.shape[:2]
+    if (w, h) == (cw, ch):
         return crop
-    shrinking = w * h < crop.shape[0] * crop.shape[1]
-    if shrinking and (crop.shape[1] >= 4 * w or crop.shape[0] >= 4 * h):
-        # two steps: a cheap halving first, then INTER_AREA (as good, much faster on big ratios)
-        crop = cv2.resize(crop, (crop.shape[1] // 2, crop.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
-    out = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.asarray(out, dtype=np.uint8)
+    while cw >= 2 * w and ch >= 2 * h:  # halve with INTER_AREA while 2x or more is left
+        cw, ch = cw // 2, ch // 2
+        crop = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_AREA)
+    if (w, h) == (cw, ch):
+        return np.asarray(crop, dtype=np.uint8)
+    return np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
 
 
 def _clip(dst: Rect, out_w: int, out_h: int) -> tuple[Rect, Rect] | None:

@@ -94,7 +94,7 @@ def test_pip_shows_camera_in_its_rectangle_and_moves_live(engine_runner: Callabl
     wait_for(lambda: eng.node("push")["metrics"].get("actor", {}).get("state") == "connected", 20, "the push")
     recorder = start_recorder(url, flv)
     try:
-        wait_for(lambda: flv.exists() and flv.stat().st_size > 200_000, 20, "the copy to receive the stream")
+        wait_for(lambda: flv.exists() and flv.stat().st_size > 64_000, 20, "the copy to receive the stream")
         start = mix_frames(eng)
         wait_for(lambda: mix_frames(eng) >= start + 30, 20, "1 s more of composed frames")
         reply = eng.request("command", node="mix", command="layer",
@@ -117,6 +117,9 @@ def test_pip_shows_camera_in_its_rectangle_and_moves_live(engine_runner: Callabl
     old, new = place(CAM, 320, 240, W, H), place(MOVED, 320, 240, W, H)
     ref_layer = render_layer(bars, old)  # same size at both places
     background = make_background("gradient", W, H)
+    outside = np.ones((H, W), bool)  # away from both places of the camera layer (and their edges)
+    for x0, y0, x1, y1 in (old.dst, new.dst):
+        outside[max(0, y0 - 8):y1 + 8, max(0, x0 - 8):x1 + 8] = False
     where: list[tuple[int, str]] = []  # (screen frame counter, where the camera layer is)
     screen_errors = []
     pictures = relayed_pictures(flv)
@@ -131,14 +134,10 @@ def test_pip_shows_camera_in_its_rectangle_and_moves_live(engine_runner: Callabl
         at_new = mae(pic[interior(new.dst)], ref_layer[interior((0, 0, *new.size))]) < 12
         assert at_old != at_new, f"frame {stamp.counter}: camera layer at old {at_old}, at new {at_new}"
         where.append((stamp.counter, "old" if at_old else "new"))
-        # the screen everywhere else: the test pattern's own rendering of that frame
-        ref = render_frame(np.empty((H, W, 3), np.uint8), background, stamp.counter, FPS, stamp.wall_ms,
-                           pattern="gradient")
-        mask = np.ones((H, W), bool)
-        for rect in (old.dst, new.dst):
-            x0, y0, x1, y1 = rect
-            mask[max(0, y0 - 8):y1 + 8, max(0, x0 - 8):x1 + 8] = False
-        screen_errors.append(mae(pic[mask], ref[mask]))
+        if len(where) % 8 == 1:  # every 8th frame: the screen everywhere else is the test pattern's own rendering
+            ref = render_frame(np.empty((H, W, 3), np.uint8), background, stamp.counter, FPS, stamp.wall_ms,
+                               pattern="gradient")
+            screen_errors.append(float(np.abs(pic.astype(np.int16) - ref)[outside].mean()))
     assert len(where) >= 90, f"only {len(where)} frames relayed"
     states = [s for _, s in where]
     first_new = states.index("new")

@@ -6,7 +6,8 @@ slow preview never holds the producer back, and it converts at most `max_fps` pi
 - `mode: window` opens a window on the display (OpenCV's highgui when the installed OpenCV has a GUI,
   else Tk); `mode: http` serves on 127.0.0.1 an MJPEG stream (`/stream.mjpg`), the newest picture
   (`/snapshot.jpg`) and a page that shows the stream in any browser (`/`); `mode: auto` (the default)
-  opens a window when a display exists and serves HTTP otherwise.
+  opens a window when a display exists and serves HTTP otherwise (also when no window can open: the
+  event `preview_ready` then says why in `no_window`).
 - `port: 0` picks a free port: the URL is in the event `preview_ready` {url}, in the node's metrics
   (`url`, `port`) and in the reply of `mediaengine ctl prev url`.
 
@@ -91,21 +92,28 @@ class Preview(Actor[PreviewOptions]):
         self._skipped = 0
         self._server: MjpegServer | None = None
         self._window: Window | None = None
-        use_window = o.mode == "window" or (o.mode == "auto" and display_available())
-        if use_window:
+        if o.mode == "window" or (o.mode == "auto" and display_available()):
             try:
                 self._window = open_window(o.title)
             except Exception as exc:  # RuntimeError, or the toolkit's own (tkinter.TclError, cv2.error)
-                raise PreviewError(f"cannot open a preview window: {exc}; use mode: http on a headless "
-                                   "machine", where=ctx.node_id) from exc
-            self.tick_interval_ns = NS // 20  # window events (expose, move) between frames
-            return [Event("preview_ready", {"window": self._window.backend})]
+                if o.mode == "window":
+                    raise PreviewError(f"cannot open a preview window: {exc}; use mode: http on a headless "
+                                       "machine", where=ctx.node_id) from exc
+                reason = str(exc)  # auto: no window after all, serve HTTP instead and say why
+            else:
+                self.tick_interval_ns = NS // 20  # window events (expose, move) between frames
+                return [Event("preview_ready", {"window": self._window.backend})]
+        else:
+            reason = ""
         try:
             self._server = MjpegServer(o.port, title=o.title)
         except OSError as exc:
             raise PreviewError(f"cannot serve the preview on 127.0.0.1:{o.port}: {exc.strerror or exc}; "
                                "pick another port, or port: 0 for a free one", where=ctx.node_id) from exc
-        return [Event("preview_ready", {"url": self._server.url, "port": self._server.port})]
+        data: dict[str, Any] = {"url": self._server.url, "port": self._server.port}
+        if reason:
+            data["no_window"] = reason
+        return [Event("preview_ready", data)]
 
     def on_frame(self, pad: str, media: Frame | Packet) -> Actions:
         if not isinstance(media, Frame) or media.data.ndim != 3:

@@ -87,3 +87,13 @@ def test_window_without_a_display_is_a_preview_error(monkeypatch: pytest.MonkeyP
         assert h.control("url")["url"].startswith("http://127.0.0.1:")
     finally:
         h.actor.stop()
+
+
+def test_auto_serves_http_when_the_window_cannot_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPLAY", ":4093")  # no X server there
+    h = ActorHarness(Preview, {"mode": "auto"}, input_formats=FMT)
+    try:
+        (ready,) = h.events("preview_ready")
+        assert ready.data["port"] == h.control("url")["port"] and ready.data["no_window"]
+    finally:
+        h.actor.stop()

@@ -8,7 +8,10 @@ clock the compositor's frames are numbered on) and the camera is the camera acto
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from mediaengine.actors.test_pattern import make_background, render_frame
 from mediaengine.sdk.errors import LayerGeometryError, UnknownLayerError
 from mediaengine.sdk.stamp import read
 
-from tests.enginekit import Engine, wait_for
+from tests.enginekit import ROOT, Engine, wait_for
 from tests.helpers import start_recorder
 from tools.rtmp_server import RtmpServer
 
@@ -97,8 +100,12 @@ def test_pip_shows_camera_in_its_rectangle_and_moves_live(engine_runner: Callabl
         wait_for(lambda: flv.exists() and flv.stat().st_size > 64_000, 20, "the copy to receive the stream")
         start = mix_frames(eng)
         wait_for(lambda: mix_frames(eng) >= start + 30, 20, "1 s more of composed frames")
-        reply = eng.request("command", node="mix", command="layer",
-                            args={"args": ["cam"], "x": MOVED.x, "y": MOVED.y})
+        # the move as a user types it: `mediaengine ctl mix layer cam x=.. y=..`
+        ctl = subprocess.run([sys.executable, "-m", "mediaengine.cli", "ctl", "--json", "mix", "layer", "cam",
+                              f"x={MOVED.x}", f"y={MOVED.y}"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)})
+        assert ctl.returncode == 0, ctl.stderr
+        reply = json.loads(ctl.stdout)["result"]
         assert reply["cam"]["x"] == MOVED.x and reply["applies_from"] > 0, reply
         with pytest.raises(UnknownLayerError, match="no layer 'webcam'"):  # bad input: refused, the stream goes on
             eng.request("command", node="mix", command="layer", args={"args": ["webcam"], "x": 0.1})

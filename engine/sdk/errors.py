@@ -33,6 +33,8 @@
     │   ├── DeviceLostError          1322  a capture device stopped delivering frames (unplugged, ended)
     │   ├── DeviceAccessError        1323  no permission to open a capture device
     │   ├── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── UnknownLayerError        1335  a command names no layer / input of a compositor or switcher
+    │   ├── LayerGeometryError       1336  a compositor layer's place, size or style is invalid
     │   └── PreviewError             1337  the preview cannot open its window or HTTP endpoint
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
@@ -49,9 +51,7 @@
     │   ├── ActorAuthError           1412  an actor connection failed authentication
     │   ├── BusyError                1413  the node has too many requests waiting
     │   ├── OutputPathError          1415  a command names a file outside the output directory
-    │   ├── (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
-    │   ├── (CommandFailedError) UnknownLayerError 1335  a command names no layer / input of the node
-    │   └── (CommandFailedError) LayerGeometryError 1336  a layer's place, size or style is invalid
+    │   └── (CommandFailedError) QueueFullError 1420  a node's bounded command queue is full
     └── SupervisorError              1500  the supervisor gave up
         ├── IntensityExceededError   1501  too many restarts within the period
         ├── ActorFailedError         1502  an actor failed and its policy says stop
@@ -284,6 +284,20 @@ class DisplayError(ResourceError):
     code = 1324
 
 
+class UnknownLayerError(ResourceError, LookupError):
+    """A compositor or switcher command names a layer or input the node does not have (`layer cam`
+    with no input `cam`, `select pause` with no input `pause`); the node keeps running unchanged."""
+
+    code = 1335
+
+
+class LayerGeometryError(ResourceError, ValueError):
+    """A compositor layer's place, size or style is invalid (zero or negative width/height, a
+    fraction outside 0..1, an unknown `fit`, a bad colour); the node keeps its previous layer."""
+
+    code = 1336
+
+
 class PreviewError(ResourceError):
     """The preview cannot show the picture: its HTTP port is taken, or `mode: window` without a display
     or without an OpenCV build that has a GUI."""
@@ -337,20 +351,6 @@ class QueueFullError(CommandFailedError):
     """A node's bounded queue of pending commands is full (snapshot, send_message): retry later."""
 
     code = 1420
-
-
-class UnknownLayerError(CommandFailedError, LookupError):
-    """A compositor or switcher command names a layer or input the node does not have (`layer cam`
-    with no input `cam`, `select pause` with no input `pause`); the node keeps running unchanged."""
-
-    code = 1335
-
-
-class LayerGeometryError(CommandFailedError, ValueError):
-    """A compositor layer's place, size or style is invalid (zero or negative width/height, a
-    fraction outside 0..1, an unknown `fit`, a bad colour); the node keeps its previous layer."""
-
-    code = 1336
 
 
 class NotAllowedError(ProtocolError, PermissionError):

@@ -7,7 +7,7 @@
     mediaengine graph FILE -o out.svg|out.png|out.dot
     mediaengine ps [--json]
     mediaengine kinds [--json]
-    mediaengine ctl [--engine ID] NODE COMMAND [key=value ...] [--json]
+    mediaengine ctl [--engine ID] NODE COMMAND [word ...] [key=value ...] [--json]
     mediaengine schema [-o FILE]
     mediaengine play URL [--duration S] [--json] [--snapshot out.png]
     mediaengine monitor [ENDPOINT] [--engine ID] [--json] [--once] [--interval S]

@@ -152,5 +152,7 @@ def test_pip_shows_camera_in_its_rectangle_and_moves_live(engine_runner: Callabl
     moved_at = where[first_new][0]
     # the frame that answered the command is frame `applies_from`; the screen picture in a composed frame
     # is at most one frame older than the compositor's own frame number
+    print(f"\nPIP moved: applies_from={reply['applies_from']} first frame at the new place={moved_at} "
+          f"frames={len(where)} screen mean abs error max={max(screen_errors):.2f}")
     assert moved_at - reply["applies_from"] <= 2, (moved_at, reply)
     assert max(screen_errors) < 6, f"the screen differs from the test pattern: mean abs error {max(screen_errors)}"

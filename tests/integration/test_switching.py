@@ -94,6 +94,8 @@ def test_pause_image_then_main_without_a_stall_or_an_audio_gap(engine_runner: Ca
         else:
             raise AssertionError(f"frame {len(states)} is neither the still nor the live picture")
     runs = [(state, len(list(group))) for state, group in itertools.groupby(states)]
+    print(f"\nSWITCH runs={runs} video max gap={max_gap(video_pts(flv)):.3f}s "
+          f"audio max gap={max_gap(audio_pts(flv)):.4f}s")
     assert [state for state, _ in runs] == ["live", "image", "live"], runs
     assert 4.5 * 30 <= runs[1][1] <= 5.8 * 30, f"the still was shown for {runs[1][1]} frames, not ~5 s"
     assert runs[2][1] >= 15, runs  # the live picture came back

@@ -48,11 +48,15 @@ class LatestPicture:
         self.arrived_ns = 0
         self.ended = False
 
-    def keep(self, data: NDArray[np.uint8], now_ns: int) -> None:
-        """Copy `data` (HxWx3 uint8) into the preallocated buffer (a new one only on a size change)."""
-        if self.picture is None or self.picture.shape != data.shape:
-            self.picture = np.empty(data.shape, dtype=np.uint8)
-        np.copyto(self.picture, data)
+    def keep(self, data: NDArray[np.uint8], now_ns: int, *, owned: bool = False) -> None:
+        """Copy `data` (HxWx3 uint8) into the preallocated buffer (a new one only on a size change);
+        `owned`: `data` is a fresh array of the caller's (e.g. a resize's result), kept without a copy."""
+        if owned:
+            self.picture = data
+        else:
+            if self.picture is None or self.picture.shape != data.shape:
+                self.picture = np.empty(data.shape, dtype=np.uint8)
+            np.copyto(self.picture, data)
         self.version += 1
         self.arrived_ns = now_ns
         self.ended = False

@@ -29,8 +29,11 @@ others keep their values), `ctl mix layers` lists them.  An unknown layer is ref
 `UnknownLayerError` (1335), a zero-size box or a bad value with `LayerGeometryError` (1336); the
 stream goes on unchanged.
 
-Cost: the background fill plus, per visible layer, one resize of its newest picture (cached until a
-newer frame or a new geometry) and one copy (a blend when `opacity` < 1) of its box.
+Cost: per input frame, one copy out of the ring slot, or, for a picture shown at half its size or less,
+INTER_AREA halvings straight from the slot instead (the smaller picture is what is kept: a layer made
+bigger later, while its input is stalled, is scaled up from it until the next frame); per output frame,
+the background fill (skipped under an opaque full-frame layer), one INTER_LINEAR resize per layer whose
+picture or geometry changed (cached otherwise) and one copy (a blend when `opacity` < 1) of its box.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ from mediaengine.sdk.formats import NS, Format, Frame, Packet, VideoFormat
 from mediaengine.sdk.pacing import video_indices_due
 from numpy.typing import NDArray
 
-__all__ = ["Compositor", "CompositorOptions", "Layer", "Placement", "compose", "parse_layer", "place",
-           "render_layer"]
+__all__ = ["Compositor", "CompositorOptions", "Layer", "Placement", "compose", "halve_towards", "parse_layer",
+           "place", "render_layer"]
 
 Fit = Literal["contain", "cover", "stretch"]
 FITS: tuple[str, ...] = ("contain", "cover", "stretch")
@@ -171,24 +174,39 @@ def place(layer: Layer, src_w: int, src_h: int, out_w: int, out_h: int) -> Place
     return Placement((cx0, cy0, cx0 + cw, cy0 + ch), (bx0, by0, bx0 + bw, by0 + bh))
 
 
+def halve_towards(src: NDArray[np.uint8], placement: Placement) -> NDArray[np.uint8]:
+    """`src` halved with INTER_AREA (OpenCV's fast 2x path: box averaging, no aliasing) while its crop
+    is still 2x or more the placement's size in both directions; `src` itself when no halving applies.
+
+    The compositor does this as a frame arrives, straight from the ring slot, and keeps the result
+    instead of a full-size copy; `place` on the halved picture gives the same box (halving keeps the
+    aspect ratio, to a pixel).
+    """
+    w, h = placement.size
+    cx0, cy0, cx1, cy1 = placement.crop
+    cw, ch = cx1 - cx0, cy1 - cy0
+    out = src
+    while cw >= 2 * w and ch >= 2 * h and out.shape[1] >= 2 and out.shape[0] >= 2:
+        out = cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        cw, ch = cw // 2, ch // 2
+    return np.asarray(out, dtype=np.uint8)
+
+
 def render_layer(src: NDArray[np.uint8], placement: Placement) -> NDArray[np.uint8]:
     """The crop of `src` resized to the placement's size (the source itself when nothing changes).
 
-    Shrinking by 2x or more first halves with INTER_AREA (OpenCV's fast 2x path: box averaging, no
-    aliasing) while 2x or more is left, then INTER_LINEAR does the rest (< 2x).  A direct INTER_AREA of
-    another ratio costs 10-20x more (1280x720 -> 538x302: 14 ms against 0.75 + 0.6 ms measured here).
+    Shrinking by 2x or more first halves with INTER_AREA (`halve_towards`), then INTER_LINEAR does the
+    rest (< 2x).  A direct INTER_AREA of another ratio costs 10-20x more (1280x720 -> 538x302: 14 ms
+    against 0.75 + 0.6 ms measured here).
     """
     cx0, cy0, cx1, cy1 = placement.crop
     crop = src[cy0:cy1, cx0:cx1]
     w, h = placement.size
-    ch, cw = crop.shape[:2]
-    if (w, h) == (cw, ch):
+    if (w, h) == (cx1 - cx0, cy1 - cy0):
         return crop
-    while cw >= 2 * w and ch >= 2 * h:  # halve with INTER_AREA while 2x or more is left
-        cw, ch = cw // 2, ch // 2
-        crop = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_AREA)
-    if (w, h) == (cw, ch):
-        return np.asarray(crop, dtype=np.uint8)
+    crop = halve_towards(crop, Placement((0, 0, crop.shape[1], crop.shape[0]), placement.dst))
+    if crop.shape[1] == w and crop.shape[0] == h:
+        return crop
     return np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
 
 
@@ -299,7 +317,11 @@ class Compositor(Actor[CompositorOptions]):
         latest = self._inputs.get(pad)
         if latest is None:  # a pad linked after setup cannot happen; refuse loudly rather than guess
             raise FormatError(f"compositor got a frame on {pad!r}, which is not one of its inputs")
-        latest.keep(media.data, self._ctx.clock())
+        o = self.options
+        src = media.data
+        placement = place(self._layers[pad], src.shape[1], src.shape[0], o.width, o.height)
+        shrunk = halve_towards(src, placement)  # a picture shown much smaller is kept smaller: no full copy
+        latest.keep(shrunk, self._ctx.clock(), owned=shrunk is not src)
         return None
 
     def on_eos(self, pad: str) -> Actions:

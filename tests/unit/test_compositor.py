@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mediaengine.actors.compositor import Compositor, Layer, compose, parse_layer, place, render_layer
+from mediaengine.actors.compositor import (
+    Compositor,
+    Layer,
+    compose,
+    halve_towards,
+    parse_layer,
+    place,
+    render_layer,
+)
 from mediaengine.sdk.errors import LayerGeometryError, OptionError, UnknownLayerError
 from mediaengine.sdk.formats import Frame, VideoFormat
 from mediaengine.testing import ActorHarness
@@ -63,6 +71,15 @@ def test_render_layer_resizes_only_what_is_needed() -> None:
     assert same.base is src or same is src  # a full-frame layer of the same size is not copied
     small = render_layer(src, place(Layer(w=0.25, h=0.25), 1280, 720, 1280, 720))
     assert small.shape == (180, 320, 3) and small[:, :150].max() < 10 and small[:, 170:].min() > 190
+
+
+def test_halve_towards_keeps_a_picture_shown_small_small() -> None:
+    src = np.zeros((720, 1280, 3), np.uint8)
+    src[:, 640:] = 200
+    quarter = halve_towards(src, place(Layer(w=0.25, h=0.25), 1280, 720, 1280, 720))  # a 320x180 box
+    assert quarter.shape == (180, 320, 3) and quarter[:, :150].max() == 0 and quarter[:, 170:].min() == 200
+    assert halve_towards(src, place(Layer(w=0.3, h=0.3), 1280, 720, 1280, 720)).shape == (360, 640, 3)
+    assert halve_towards(src, place(Layer(w=0.6), 1280, 720, 1280, 720)) is src  # less than 2x: untouched
 
 
 def harness(layers: dict | None = None, **opts: object) -> ActorHarness:

@@ -7,7 +7,7 @@
     mediaengine graph FILE -o out.svg|out.png|out.dot
     mediaengine ps [--json]
     mediaengine kinds [--json]
-    mediaengine ctl [--engine ID] NODE COMMAND [key=value ...] [--json]
+    mediaengine ctl [--engine ID] NODE COMMAND [word ...] [key=value ...] [--json]
     mediaengine schema [-o FILE]
     mediaengine play URL [--duration S] [--json] [--snapshot out.png]
     mediaengine monitor [ENDPOINT] [--engine ID] [--json] [--once] [--interval S]
@@ -161,14 +161,20 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
     info = find_engine(args.engine)
     kv: dict[str, Any] = {}
+    positional: list[str] = []
     for item in args.args:
         if "=" not in item:
-            raise EngineError(f"argument {item!r} must be key=value", where="ctl")
+            if args.command == "set":
+                raise EngineError(f"argument {item!r} must be key=value", where="ctl")
+            positional.append(item)  # `ctl mix layer cam x=0.7`: bare words reach the command as `args`
+            continue
         key, _, value = item.partition("=")
         try:
             kv[key] = parse_cli_value(value)
         except ValueError as exc:
             raise EngineError(str(exc), where=f"ctl {key}") from None
+    if positional:
+        kv["args"] = positional
     with ControlClient(str(info["control"]), curve_keys=info.get("curve_keys")) as c:
         if args.command == "set":
             result = c.request("set", node=args.node, options=kv)
@@ -277,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("node")
     c.add_argument("command", help="a command of the node, or `set` to change live options")
-    c.add_argument("args", nargs="*", metavar="KEY=VALUE")
+    c.add_argument("args", nargs="*", metavar="KEY=VALUE",
+                   help="command arguments; bare words are passed in order as the list `args`")
     c.set_defaults(func=cmd_ctl)
 
     m = sub.add_parser("monitor", help="live view of a running engine (terminal or JSON lines)")

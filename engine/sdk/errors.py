@@ -46,7 +46,10 @@
     │   ├── ImageTooLargeError       1331  an image (watermark) is larger than the engine accepts
     │   ├── MarkLimitError           1332  no room for another watermark (3 static, 5 animated)
     │   ├── MarkError                1333  a watermark outside the frame, of zero size, or no such id
-    │   └── InputPathError           1334  a command names an image outside the assets folder
+    │   ├── InputPathError           1334  a command names an image outside the assets folder
+    │   ├── UnknownLayerError        1335  a command names no layer / input of a compositor or switcher
+    │   ├── LayerGeometryError       1336  a compositor layer's place, size or style is invalid
+    │   └── PreviewError             1337  the preview cannot open its window or HTTP endpoint
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -391,6 +394,25 @@ class InputPathError(ResourceError, PermissionError):
     not read (docs/security.md, "Files the engine reads")."""
 
     code = 1334
+class UnknownLayerError(ResourceError, LookupError):
+    """A compositor or switcher command names a layer or input the node does not have (`layer cam`
+    with no input `cam`, `select pause` with no input `pause`); the node keeps running unchanged."""
+
+    code = 1335
+
+
+class LayerGeometryError(ResourceError, ValueError):
+    """A compositor layer's place, size or style is invalid (zero or negative width/height, a
+    fraction outside 0..1, an unknown `fit`, a bad colour); the node keeps its previous layer."""
+
+    code = 1336
+
+
+class PreviewError(ResourceError):
+    """The preview cannot show the picture: its HTTP port is taken, or `mode: window` without a display
+    or without an OpenCV build that has a GUI."""
+
+    code = 1337
 
 
 class ProtocolError(EngineError):

@@ -138,10 +138,12 @@ class Timeline:
         self.tolerance = tolerance
         self.chunks: deque[tuple[int, F32]] = deque(maxlen=max_chunks)
         self.end: int | None = None  # where the last chunk ended
+        self.read_pos: int | None = None  # where the next window starts (None before the first read)
         self.resyncs = 0
         self.late_samples = 0  # samples that arrived after their window was read
 
-    def push(self, start: int, samples: F32) -> None:
+    def push(self, start: int, samples: F32) -> int:
+        """Place a chunk; returns how many of its samples came too late (their window was already read)."""
         if self.end is not None:
             if abs(start - self.end) <= self.tolerance:
                 start = self.end
@@ -149,6 +151,9 @@ class Timeline:
                 self.resyncs += 1
         self.chunks.append((start, samples))
         self.end = start + samples.shape[0]
+        if self.read_pos is None:
+            return 0
+        return max(0, min(self.read_pos, self.end) - start)
 
     def take(self, start: int, n: int) -> tuple[F32, int]:
         """The window [start, start + n): audio where it arrived, silence elsewhere; also how many of its
@@ -164,21 +169,22 @@ class Timeline:
                 filled[lo - start:hi - start] = True
         while self.chunks and self.chunks[0][0] + self.chunks[0][1].shape[0] <= stop:
             self.chunks.popleft()
+        self.read_pos = stop
         return out, int(filled.sum())
 
     def drop_before(self, start: int) -> None:
-        """Forget audio before `start` (counted as late)."""
+        """Forget audio before `start`; what had not been read yet (skipped) counts in `late_samples`."""
+        unread_from = self.read_pos if self.read_pos is not None else start
         while self.chunks:
             c_start, chunk = self.chunks[0]
             c_end = c_start + chunk.shape[0]
-            if c_end <= start:
-                self.late_samples += chunk.shape[0]
-                self.chunks.popleft()
-            elif c_start < start:
-                self.late_samples += start - c_start
-                self.chunks[0] = (start, chunk[start - c_start:])
+            if c_start >= start:
                 break
+            self.late_samples += max(0, min(c_end, start) - max(c_start, unread_from))
+            if c_end <= start:
+                self.chunks.popleft()
             else:
+                self.chunks[0] = (start, chunk[start - c_start:])
                 break
 
 

@@ -11,7 +11,9 @@
 - The mixer runs on its own clock: every `frame_ms` it emits frame k (samples `[k*spf, (k+1)*spf)`,
   `pts_ns = k*spf*1e9/rate`) once that window is `latency_ms` in the past, so inputs have that long to
   arrive.  An input that has nothing for a window (stalled, restarting, never started) contributes
-  silence there: the output timeline never stops and has no gap.
+  silence there: the output timeline never stops and has no gap.  A running input whose audio comes
+  after its window was mixed (a loaded machine) raises the latency by that much (event
+  `latency_raised`, up to `max_latency_ms`): later frames leave later, the timeline stays contiguous.
 - Per input: `volume` 0..100 (linear share), `gain_db`, `mute`, `pan` (-1 left .. 1 right), set in the
   `pads` option (live, with `set`) or one pad at a time with the command `input pad=in_mic volume=50`.
   Master: `volume`, `mute` (digital silence, the stream goes on), both live.  Every gain change ramps
@@ -51,6 +53,8 @@ __all__ = ["Mixer", "MixerOptions", "PadSettings", "mix", "mix_frames_due", "pad
 PAD_DEFAULTS: dict[str, Any] = {"volume": 100.0, "gain_db": 0.0, "mute": False, "pan": 0.0}
 #: an input whose next chunk starts within this of where the last ended counts as contiguous
 TOLERANCE_MS = 20.0
+#: a mixer held up by less than this mixes every window it missed; beyond it (it was stopped), it jumps
+MAX_CATCHUP_NS = 5 * NS
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,10 @@ class MixerOptions:
     rate: int = option(48000, choices=(16000, 32000, 44100, 48000), doc="output sample rate (Hz)")
     channels: int = option(2, choices=(1, 2), doc="output channels: 1 (mono) or 2 (stereo)")
     frame_ms: int = option(10, choices=(10, 20), doc="output frame length: the mixer's clock tick (ms)")
-    latency_ms: float = option(40.0, range=(0.0, 500.0), doc="how long inputs have to arrive before a window "
-                                                              "is mixed without them (ms)")
+    latency_ms: float = option(40.0, range=(0.0, 1000.0), doc="how long inputs have to arrive before a window "
+                                                               "is mixed without them (ms)")
+    max_latency_ms: float = option(300.0, range=(0.0, 1000.0), doc="an input arriving late raises the latency, "
+                                                                   "up to this (ms)")
     volume: float = option(100.0, range=(0.0, 100.0), live=True, doc="master volume 0..100 (live)")
     mute: bool = option(False, live=True, doc="master mute: digital silence, the stream goes on (live)")
     pads: dict = option(factory=dict, live=True,
@@ -123,11 +129,12 @@ def mix(windows: list[NDArray[np.float32]], gains_from: list[NDArray[np.float32]
 
 def mix_frames_due(next_frame: int | None, now_ns: int, latency_ns: int, rate: int, spf: int) -> list[int]:
     """Output frames to mix at engine time `now_ns`: frame k once its whole window ended `latency_ns` ago
-    (none before the engine's first frame could complete)."""
+    (none before the engine's first frame could complete).  A mixer held up (a loaded machine) mixes every
+    window it missed, up to `MAX_CATCHUP_NS`: the output timeline has no gap."""
     t = now_ns - latency_ns - spf * NS // rate
     if t < 0:
         return []
-    return audio_frames_due(next_frame, t, rate, spf)
+    return audio_frames_due(next_frame, t, rate, spf, max_catchup_ns=MAX_CATCHUP_NS)
 
 
 # ---- the actor ------------------------------------------------------------------------------------
@@ -212,8 +219,22 @@ class Mixer(Actor[MixerOptions]):
         if out.shape[0]:
             rate = self.options.rate
             start = (media.pts_ns * rate * 2 + NS) // (2 * NS)  # nearest sample
-            inp.timeline.push(start, s16_to_float(out))
+            late = inp.timeline.push(start, s16_to_float(out))
+            if late and inp.started:
+                return self._raise_latency(pad, late)
         return None
+
+    def _raise_latency(self, pad: str, late: int) -> Actions:
+        """An input that was running delivered audio after its window was mixed (a loaded machine, a slow
+        device): wait that much longer for every window from now on (the output's pts stay contiguous;
+        frames leave later), up to `max_latency_ms`."""
+        late_ns = late * NS // self.options.rate
+        new = min(round(self.options.max_latency_ms * 1e6), self.latency_ns + late_ns + self.frame_ns)
+        if new <= self.latency_ns:
+            return None
+        self.latency_ns = new
+        return [Event("latency_raised", {"pad": pad, "late_ms": round(late_ns / 1e6, 1),
+                                         "latency_ms": round(new / 1e6, 1)})]
 
     def on_format_changed(self, pad: str, fmt: Format) -> Actions:
         old = self.pads.get(pad)
@@ -301,6 +322,7 @@ class Mixer(Actor[MixerOptions]):
     def metrics(self) -> dict[str, Any]:
         return {
             "frames_out": self.frames_out, "clipped_samples": self.clipped,
+            "latency_ms": round(self.latency_ns / 1e6, 1),
             "limiter_min_gain": round(self.min_limiter_gain, 4),
             "inputs": {pad: {"frames_in": inp.frames_in, "silent_frames": inp.silent_frames,
                              "resyncs": inp.timeline.resyncs, "late_samples": inp.timeline.late_samples,

@@ -91,11 +91,12 @@ class PulseServer:
 
     def play(self, pcm: np.ndarray, sink: str = "mic", rate: int | None = None) -> subprocess.Popen[bytes]:
         """Start playing int16 PCM (samples, channels) into `sink` in real time; the caller waits for it
-        (`finish_play`).  paplay paces itself by the sink's clock."""
+        (`finish_play`).  paplay paces itself by the sink's clock; its 500 ms buffer in the server keeps a
+        loaded machine (paplay not scheduled in time) from inserting silence into what is played."""
         channels = 1 if pcm.ndim == 1 else pcm.shape[1]
         proc = subprocess.Popen(
             ["paplay", f"--device={sink}", "--raw", f"--rate={rate or self.rate}", f"--channels={channels}",
-             "--format=s16le", "--latency-msec=20"],
+             "--format=s16le", "--latency-msec=500"],
             env={**os.environ, **self.env()}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
         assert proc.stdin is not None

@@ -32,7 +32,8 @@
     │   ├── DeviceBusyError          1321  a capture device is in use by another program
     │   ├── DeviceLostError          1322  a capture device stopped delivering frames (unplugged, ended)
     │   ├── DeviceAccessError        1323  no permission to open a capture device
-    │   └── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   └── AudioBackendError        1340  the sound-device or noise-reduction library is missing or broken
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -279,6 +280,14 @@ class DisplayError(ResourceError):
     session, or the capture region does not fit the screen."""
 
     code = 1324
+
+
+class AudioBackendError(ResourceError):
+    """The library behind sound devices (PortAudio through `sounddevice`) or noise reduction (RNNoise through
+    `pyrnnoise`) is not installed or does not load; a restart cannot cure it."""
+
+    code = 1340
+    restartable = False
 
 
 class ProtocolError(EngineError):

@@ -91,7 +91,7 @@ def test_timeline_places_samples_by_position_and_reads_silence_where_nothing_cam
     assert t.resyncs == 1
     w, filled = t.take(210, 190)
     assert filled == 0 and not w.any()
-    t.drop_before(405)
+    t.drop_before(405)  # the mixer skipped ahead: the 5 unread samples are lost
     assert t.late_samples == 5
     w, filled = t.take(405, 10)
     assert filled == 5

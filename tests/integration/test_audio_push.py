@@ -1,0 +1,114 @@
+"""The audio path against a real sound server and a real RTMP server.
+
+A private PulseAudio (tests/pulse.py) gives the engine a microphone: the test plays a known tone into the
+null sink `mic`, the `microphone` actor captures `mic.monitor`, the `mixer` mixes it with a `tone` node,
+and the AAC stream is pushed to nginx-rtmp without any video track.  Debian's ffmpeg copies what the server
+relays, and the decoded audio is measured: one audio stream and no video, the microphone tone's frequency
+(within 1 Hz) and level (within 1 dB), the tone node at the level the mixer set, no dropout while the
+microphone tone plays, and after a master mute digital silence while the stream goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audiocheck import db, decode_audio, tone_frequency
+from tests.enginekit import Engine, wait_for
+from tests.helpers import ffprobe_json, start_recorder
+from tests.pulse import PulseServer, finish_play, pulse_server, stop_process
+from tools.rtmp_server import RtmpServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.rtmp, pytest.mark.timeout(120)]
+__all__ = ["pulse_server"]  # the fixture, used by name
+
+RATE = 48000
+MIC_HZ, MIC_AMP = 1000.0, 0.25  # what is played into the microphone
+TONE_HZ, TONE_VOLUME, TONE_PAD_VOLUME = 440.0, 30.0, 50.0  # the tone node at 30 %, its mixer pad at 50 %
+BLOCK = 960  # 20 ms: a dropout of one 10 ms frame inside a block lowers its level by 6 dB
+
+TOPOLOGY = f"""\
+version: 1
+name: mic_push
+nodes:
+  - {{id: mic,  kind: microphone,    options: {{device: "pulse:mic.monitor", rate: 48000, channels: 1}}}}
+  - {{id: tone, kind: tone,          options: {{freq_hz: {TONE_HZ}, rate: 44100, channels: 2, volume: {TONE_VOLUME},
+                                              samples_per_frame: 1024}}}}
+  - {{id: mix,  kind: mixer,         inputs: {{in_mic: mic, in_tone: tone}},
+      options: {{rate: 48000, channels: 2, latency_ms: 150, pads: {{in_tone: {{volume: {TONE_PAD_VOLUME}}}}}}}}}
+  - {{id: aenc, kind: audio_encoder, inputs: {{in: mix}}, options: {{bitrate_kbps: 128}}}}
+  - {{id: push, kind: rtmp_sender,   inputs: {{audio: aenc}}, options: {{url: "${{PUSH_URL}}"}}}}
+"""
+
+
+def levels(x: np.ndarray, freqs: tuple[float, ...], block: int = BLOCK) -> np.ndarray:
+    """Amplitude of each frequency in each block of mono audio, fitted jointly (rows: blocks)."""
+    t = np.arange(block) / RATE
+    cols = [f(2 * np.pi * fr * t) for fr in freqs for f in (np.sin, np.cos)] + [np.ones(block)]
+    basis = np.stack(cols, axis=1)
+    n = len(x) // block
+    coef, *_ = np.linalg.lstsq(basis, x[:n * block].reshape(n, block).T.astype(np.float64), rcond=None)
+    return np.stack([np.hypot(coef[2 * i], coef[2 * i + 1]) for i in range(len(freqs))], axis=1)
+
+
+def test_microphone_and_tone_mixed_and_pushed_without_video(
+        engine_runner: Callable[..., Engine], rtmp_server: RtmpServer, pulse_server: PulseServer,
+        tmp_path: Path) -> None:
+    topo = tmp_path / "mic_push.yaml"
+    topo.write_text(TOPOLOGY)
+    url = rtmp_server.url(stream="mic")
+    eng = engine_runner(topo, "--duration", "14", env={"PUSH_URL": url, **pulse_server.env()})
+    eng.wait_running()
+    wait_for(lambda: eng.node("push")["metrics"].get("actor", {}).get("state") == "connected", 20,
+             "the push connected")
+    flv = tmp_path / "mic.flv"
+    recorder = start_recorder(url, flv)
+    try:
+        wait_for(lambda: any(not c.publishing for c in rtmp_server.clients("mic")), 15, "the recorder playing")
+        wait_for(lambda: eng.node("mic")["metrics"].get("actor", {}).get("frames", 0) > 50, 15,
+                 "the microphone delivering (PulseAudio starts a monitor source lazily)")
+        n = int(5.0 * RATE)
+        tone = (MIC_AMP * np.sin(2 * np.pi * MIC_HZ * np.arange(n) / RATE) * 32767).astype(np.int16)
+        finish_play(pulse_server.play(tone), 15)
+        mic = eng.node("mic")["metrics"]["actor"]
+        mix = eng.node("mix")["metrics"]["actor"]
+        eng.request("set", node="mix", options={"mute": True})
+        t_mute = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_mute > 1.5 and eng.node("mix")["metrics"]["actor"]["frames_out"],
+                 5, "1.5 s of muted mix")
+        eng.stop(20)
+        recorder.wait(30)
+    finally:
+        stop_process(recorder)
+    streams = ffprobe_json(flv, "-show_streams")["streams"]
+    assert [s["codec_type"] for s in streams] == ["audio"] and streams[0]["codec_name"] == "aac"
+    assert int(streams[0]["sample_rate"]) == RATE and streams[0]["channels"] == 2
+
+    x = decode_audio(flv, RATE, 2)[:, 0]
+    lv = levels(x, (MIC_HZ, TONE_HZ))
+    on = np.flatnonzero(lv[:, 0] > MIC_AMP / 2)
+    assert len(on) > 0, f"the microphone tone never reached the stream; mic metrics {mic}"
+    run = lv[on[0] + 5:on[-1] - 2]  # the tone's middle, away from its start and end
+    assert len(run) * BLOCK / RATE > 4.5, f"tone heard for {len(on) * BLOCK / RATE:.2f}s of 5"
+    mic_db = db(float(np.median(run[:, 0])) / MIC_AMP)
+    assert abs(mic_db) <= 1.0, f"microphone tone at {mic_db:+.2f} dB"
+    dips = [(i, round(db(v / MIC_AMP), 1)) for i, v in enumerate(run[:, 0]) if abs(db(v / MIC_AMP)) > 1.0]
+    assert not dips, f"dropouts (block, dB) in the microphone tone: {dips[:10]}; mic {mic}, mixer {mix}"
+    segment = x[(on[0] + 5) * BLOCK:(on[-1] - 2) * BLOCK]
+    assert tone_frequency(segment, RATE) == pytest.approx(MIC_HZ, abs=1.0)
+    tone_expected = TONE_VOLUME / 100 * TONE_PAD_VOLUME / 100
+    tone_db = db(float(np.median(run[:, 1])) / tone_expected)
+    assert abs(tone_db) <= 1.0, f"tone node at {tone_db:+.2f} dB of its mixer setting"
+    assert mic["frames"] > 400 and abs(mic["drift_ms"]) < 10, mic
+    # the master mute: digital silence at the end, and the stream went on through it (no gap in the packets)
+    silent = np.flatnonzero(np.abs(x) >= 1e-4)
+    assert (len(x) - 1 - silent[-1]) / RATE > 1.0, "no second of digital silence after the mute"
+    pts = sorted(float(p["pts_time"]) for p in ffprobe_json(flv, "-select_streams", "a:0", "-show_entries",
+                                                             "packet=pts_time")["packets"])
+    gaps = [(round(a, 3), round(b - a, 3)) for a, b in itertools.pairwise(pts) if b - a > 0.1]
+    assert not gaps and pts[-1] - pts[0] > 6, (gaps, pts[-1] - pts[0], mix)

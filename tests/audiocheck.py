@@ -62,3 +62,52 @@ def longest_silence_s(x: np.ndarray, rate: int, floor: float = 1e-3, block: int 
 def max_step(x: np.ndarray) -> float:
     """The largest jump between consecutive samples (a click shows as a step above the signal's slope)."""
     return float(np.abs(np.diff(x)).max()) if len(x) > 1 else 0.0
+
+
+# ---- numbered beeps ---------------------------------------------------------------------------------------
+BEEP_ON_S, BEEP_PERIOD_S = 0.2, 0.5
+
+
+def beep_freq(i: int) -> float:
+    """The frequency of beep number i (0-based): 600, 800, 1000, ... Hz."""
+    return 600.0 + 200.0 * i
+
+
+def write_beeps(path: Path, count: int, rate: int = 48000, amp: float = 0.5) -> float:
+    """A mono 16-bit WAV of `count` numbered beeps (beep i: `beep_freq(i)`, 0.2 s on, every 0.5 s); returns
+    its duration in seconds."""
+    import wave
+
+    n = round(count * BEEP_PERIOD_S * rate)
+    x = np.zeros(n, np.float32)
+    on = round(BEEP_ON_S * rate)
+    for i in range(count):
+        s = round(i * BEEP_PERIOD_S * rate)
+        t = np.arange(on) / rate
+        x[s:s + on] = amp * np.sin(2 * np.pi * beep_freq(i) * t)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return n / rate
+
+
+def beeps_heard(x: np.ndarray, rate: int, count: int, block_s: float = 0.02) -> list[tuple[float, int]]:
+    """(start time in s, beep number) of every beep in mono float audio, in order (a beep = a run of blocks
+    whose strongest frequency is one of the beeps' and which is loud)."""
+    block = round(block_s * rate)
+    n = len(x) // block
+    found: list[tuple[float, int]] = []
+    current = -1
+    for b in range(n):
+        seg = x[b * block:(b + 1) * block]
+        if np.abs(seg).max() < 0.05:
+            current = -1
+            continue
+        f = float(np.argmax(np.abs(np.fft.rfft(seg * np.hanning(block))))) * rate / block
+        i = round((f - 600.0) / 200.0)
+        if 0 <= i < count and abs(f - beep_freq(i)) < 80 and i != current:
+            found.append((b * block / rate, i))
+            current = i
+    return found

@@ -3,6 +3,7 @@ loop, completion and bad files, each checked against the events and against the 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_plays_in_order_pauses_silently_resumes_and_completes(beeps: Path) -> No
     assert p.names() == ["music_started", "music_paused", "music_resumed", "music_completed"]
     progress = [e.data for e in p.h.events("music_progress")]
     assert progress[0]["duration_s"] == 3.0 and len(progress) >= 3
-    assert all(b["position_s"] > a["position_s"] for a, b in zip(progress, progress[1:], strict=False))
+    assert all(b["position_s"] > a["position_s"] for a, b in itertools.pairwise(progress))
     assert p.h.control("status")["state"] == "idle"
 
 

@@ -14,11 +14,12 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.audiocheck import db, decode_audio, tone_frequency
+from tests.audiocheck import beeps_heard, db, decode_audio, tone_frequency, write_beeps
 from tests.enginekit import Engine, wait_for
 from tests.helpers import ffprobe_json, start_recorder
 from tests.pulse import PulseServer, finish_play, pulse_server, stop_process
@@ -112,3 +113,54 @@ def test_microphone_and_tone_mixed_and_pushed_without_video(
                                                              "packet=pts_time")["packets"])
     gaps = [(round(a, 3), round(b - a, 3)) for a, b in itertools.pairwise(pts) if b - a > 0.1]
     assert not gaps and pts[-1] - pts[0] > 6, (gaps, pts[-1] - pts[0], mix)
+
+
+def events_of(eng: Engine, node: str) -> list[dict[str, Any]]:
+    return [e for e in eng.request("snapshot").get("events_recent", []) if e.get("node") == node]
+
+
+def test_audio_only_topology_plays_music_live_pause_resume_to_completion(
+        engine_runner: Callable[..., Engine], rtmp_server: RtmpServer, pulse_server: PulseServer,
+        tmp_path: Path) -> None:
+    """topologies/audio_only.yaml as it ships (microphone + music -> mixer -> AAC -> RTMP, no video), driven
+    live: `start` a file of numbered beeps, `pause`, `resume`, to `music_completed`; what nginx relays has
+    one audio stream, the beeps in order and none twice, and the paused stretch silent."""
+    beeps = tmp_path / "beeps.wav"
+    write_beeps(beeps, 6)
+    url = rtmp_server.url(stream="audio_only")
+    eng = engine_runner("topologies/audio_only.yaml", "--set", "music.loop=false",
+                        env={"PUSH_URL": url, "MIC_DEVICE": "pulse:mic.monitor", **pulse_server.env()})
+    eng.wait_running()
+    wait_for(lambda: eng.node("push")["metrics"].get("actor", {}).get("state") == "connected", 20,
+             "the push connected")
+    flv = tmp_path / "audio_only.flv"
+    recorder = start_recorder(url, flv)
+    try:
+        wait_for(lambda: any(not c.publishing for c in rtmp_server.clients("audio_only")), 15, "the recorder playing")
+        assert eng.request("command", node="music", command="start", args={"path": str(beeps)})["state"] == "playing"
+        wait_for(lambda: eng.request("command", node="music", command="status", args={})["position_s"] >= 1.2, 10,
+                 "1.2 s of music")
+        eng.request("command", node="music", command="pause", args={})
+        t_pause = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_pause >= 1.0, 5, "a second of pause")
+        eng.request("command", node="music", command="resume", args={})
+        paused_s = time.monotonic() - t_pause
+        wait_for(lambda: any(e["name"] == "music_completed" for e in events_of(eng, "music")), 15,
+                 "music_completed")
+        wait_for(lambda: time.monotonic() - t_pause > paused_s + 3.0, 5, "the end in the stream")
+        names = [e["name"] for e in events_of(eng, "music")
+                 if e["name"].startswith("music_") and e["name"] != "music_progress"]
+        eng.stop(20)
+        recorder.wait(30)
+    finally:
+        stop_process(recorder)
+    assert names == ["music_started", "music_paused", "music_resumed", "music_completed"], names
+    streams = ffprobe_json(flv, "-show_streams")["streams"]
+    assert [s["codec_type"] for s in streams] == ["audio"], streams
+    x = decode_audio(flv, RATE, 2)[:, 0]
+    heard = beeps_heard(x, RATE, 6)
+    assert [i for _, i in heard] == [0, 1, 2, 3, 4, 5], heard  # in order, none twice
+    pause_gap = heard[3][0] - heard[2][0]
+    assert pause_gap == pytest.approx(0.5 + paused_s, abs=0.15), (pause_gap, paused_s)
+    a, b = round((heard[2][0] + 0.3) * RATE), round((heard[3][0] - 0.05) * RATE)
+    assert np.abs(x[a:b]).max() < 1e-3  # the pause (and the silent microphone): silence

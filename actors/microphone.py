@@ -42,6 +42,8 @@ __all__ = ["DriftCorrector", "Microphone", "MicrophoneOptions", "apply_volume"]
 
 #: no sample for this long = the device is gone
 LOST_AFTER_NS = NS
+#: ... except before its first samples: a PulseAudio monitor source was measured to start after 1.8 s
+FIRST_DATA_NS = 5 * NS
 #: an offset beyond this is corrected by a jump instead of sample by sample
 JUMP_MS = 100.0
 
@@ -189,7 +191,7 @@ class Microphone(Actor[MicrophoneOptions]):
         if overflowed:
             self.overflows += 1
         if data is None or not len(data):
-            if now - self.last_data_ns > LOST_AFTER_NS:
+            if now - self.last_data_ns > (LOST_AFTER_NS if self.frames else FIRST_DATA_NS):
                 raise DeviceLostError(f"sound device {self.name.describe()} delivered nothing for "
                                       f"{(now - self.last_data_ns) / 1e9:.1f}s (unplugged, or the sound server "
                                       "stopped)", where=self.ctx.node_id)

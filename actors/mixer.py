@@ -19,6 +19,9 @@
   Master: `volume`, `mute` (digital silence, the stream goes on), both live.  Every gain change ramps
   linearly over one frame: it takes effect within `frame_ms`, without a click.
 - A peak limiter (`limiter`, ceiling `limit_db` dBFS) keeps the sum from clipping.
+- A restarted mixer starts its output 1.5 s back in time (event `mixer_resumed`): silence covers its own
+  restart, and the AAC encoder after it cuts what overlaps the audio it already has, so the stream's
+  timeline has no gap (a restart longer than that leaves a gap, and the encoder resyncs).
 - Events: `input_stalled` / `input_resumed` per pad (once per episode).  Metrics per pad: frames in,
   silent (stalled) output frames, resyncs; the limiter's lowest gain and clipped samples.
 """
@@ -55,6 +58,8 @@ PAD_DEFAULTS: dict[str, Any] = {"volume": 100.0, "gain_db": 0.0, "mute": False, 
 TOLERANCE_MS = 20.0
 #: a mixer held up by less than this mixes every window it missed; beyond it (it was stopped), it jumps
 MAX_CATCHUP_NS = 5 * NS
+#: a restarted mixer starts this far back in time, to cover its own restart (see `Mixer._resume_at`)
+RESUME_BACK_NS = 1_500_000_000
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,7 @@ class Mixer(Actor[MixerOptions]):
         for pad, fmt in ctx.input_formats.items():
             self._add(pad, fmt)
         self._next: int | None = None
+        self.resuming = ctx.restart_count > 0  # restarted: start back in time (see `_resume_at`)
         self.master = 0.0 if o.mute else volume_gain(o.volume)
         self.limiter_gain = 1.0
         self.min_limiter_gain = 1.0
@@ -247,9 +253,22 @@ class Mixer(Actor[MixerOptions]):
         return None  # an ended input is silence; the mixer's clock goes on until the engine stops
 
     # ---- the clock ---------------------------------------------------------------------------
+    def _resume_at(self, now_ns: int) -> int:
+        """After a restart, the first frame to mix: `RESUME_BACK_NS` before what the clock says.  The previous
+        instance stopped when it died; starting this far back (silence where the inputs have nothing) covers
+        the restart, and the encoder after the mixer cuts what overlaps the audio it already has, so the
+        stream's timeline has no gap."""
+        o = self.options
+        t = max(0, now_ns - self.latency_ns - self.frame_ns - RESUME_BACK_NS)
+        return int(t * o.rate // NS // self.spf)
+
     def on_tick(self, now_ns: int) -> Actions:
         o = self.options
         actions: list[Action] = []
+        if self._next is None and self.resuming:
+            self.resuming = False
+            self._next = self._resume_at(now_ns)
+            actions.append(Event("mixer_resumed", {"at_ns": self._next * self.spf * NS // o.rate}))
         for k in mix_frames_due(self._next, now_ns, self.latency_ns, o.rate, self.spf):
             actions.extend(self._mix_frame(k))
             self._next = k + 1

@@ -73,16 +73,17 @@ def beep_freq(i: int) -> float:
     return 600.0 + 200.0 * i
 
 
-def write_beeps(path: Path, count: int, rate: int = 48000, amp: float = 0.5) -> float:
-    """A mono 16-bit WAV of `count` numbered beeps (beep i: `beep_freq(i)`, 0.2 s on, every 0.5 s); returns
-    its duration in seconds."""
+def write_beeps(path: Path, count: int, rate: int = 48000, amp: float = 0.5, lead_s: float = 0.0) -> float:
+    """A mono 16-bit WAV of `lead_s` of silence then `count` numbered beeps (beep i: `beep_freq(i)`, 0.2 s on,
+    every 0.5 s); returns its duration in seconds."""
     import wave
 
-    n = round(count * BEEP_PERIOD_S * rate)
+    lead = round(lead_s * rate)
+    n = lead + round(count * BEEP_PERIOD_S * rate)
     x = np.zeros(n, np.float32)
     on = round(BEEP_ON_S * rate)
     for i in range(count):
-        s = round(i * BEEP_PERIOD_S * rate)
+        s = lead + round(i * BEEP_PERIOD_S * rate)
         t = np.arange(on) / rate
         x[s:s + on] = amp * np.sin(2 * np.pi * beep_freq(i) * t)
     with wave.open(str(path), "wb") as w:

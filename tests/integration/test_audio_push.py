@@ -63,7 +63,7 @@ def test_microphone_and_tone_mixed_and_pushed_without_video(
     topo = tmp_path / "mic_push.yaml"
     topo.write_text(TOPOLOGY)
     url = rtmp_server.url(stream="mic")
-    eng = engine_runner(topo, "--duration", "14", env={"PUSH_URL": url, **pulse_server.env()})
+    eng = engine_runner(topo, "--duration", "12", env={"PUSH_URL": url, **pulse_server.env()})
     eng.wait_running()
     wait_for(lambda: eng.node("push")["metrics"].get("actor", {}).get("state") == "connected", 20,
              "the push connected")
@@ -73,15 +73,14 @@ def test_microphone_and_tone_mixed_and_pushed_without_video(
         wait_for(lambda: any(not c.publishing for c in rtmp_server.clients("mic")), 15, "the recorder playing")
         wait_for(lambda: eng.node("mic")["metrics"].get("actor", {}).get("frames", 0) > 50, 15,
                  "the microphone delivering (PulseAudio starts a monitor source lazily)")
-        n = int(5.0 * RATE)
+        n = int(3.0 * RATE)
         tone = (MIC_AMP * np.sin(2 * np.pi * MIC_HZ * np.arange(n) / RATE) * 32767).astype(np.int16)
         finish_play(pulse_server.play(tone), 15)
         mic = eng.node("mic")["metrics"]["actor"]
         mix = eng.node("mix")["metrics"]["actor"]
         eng.request("set", node="mix", options={"mute": True})
         t_mute = time.monotonic()
-        wait_for(lambda: time.monotonic() - t_mute > 1.5 and eng.node("mix")["metrics"]["actor"]["frames_out"],
-                 5, "1.5 s of muted mix")
+        wait_for(lambda: time.monotonic() - t_mute > 1.2, 5, "1.2 s of muted mix")
         eng.stop(20)
         recorder.wait(30)
     finally:
@@ -95,7 +94,7 @@ def test_microphone_and_tone_mixed_and_pushed_without_video(
     on = np.flatnonzero(lv[:, 0] > MIC_AMP / 2)
     assert len(on) > 0, f"the microphone tone never reached the stream; mic metrics {mic}"
     run = lv[on[0] + 5:on[-1] - 2]  # the tone's middle, away from its start and end
-    assert len(run) * BLOCK / RATE > 4.5, f"tone heard for {len(on) * BLOCK / RATE:.2f}s of 5"
+    assert len(run) * BLOCK / RATE > 2.7, f"tone heard for {len(on) * BLOCK / RATE:.2f}s of 3"
     mic_db = db(float(np.median(run[:, 0])) / MIC_AMP)
     assert abs(mic_db) <= 1.0, f"microphone tone at {mic_db:+.2f} dB"
     dips = [(i, round(db(v / MIC_AMP), 1)) for i, v in enumerate(run[:, 0]) if abs(db(v / MIC_AMP)) > 1.0]
@@ -105,14 +104,14 @@ def test_microphone_and_tone_mixed_and_pushed_without_video(
     tone_expected = TONE_VOLUME / 100 * TONE_PAD_VOLUME / 100
     tone_db = db(float(np.median(run[:, 1])) / tone_expected)
     assert abs(tone_db) <= 1.0, f"tone node at {tone_db:+.2f} dB of its mixer setting"
-    assert mic["frames"] > 400 and abs(mic["drift_ms"]) < 10, mic
+    assert mic["frames"] > 250 and abs(mic["drift_ms"]) < 10, mic
     # the master mute: digital silence at the end, and the stream went on through it (no gap in the packets)
     silent = np.flatnonzero(np.abs(x) >= 1e-4)
-    assert (len(x) - 1 - silent[-1]) / RATE > 1.0, "no second of digital silence after the mute"
+    assert (len(x) - 1 - silent[-1]) / RATE > 0.8, "no digital silence after the mute"
     pts = sorted(float(p["pts_time"]) for p in ffprobe_json(flv, "-select_streams", "a:0", "-show_entries",
                                                              "packet=pts_time")["packets"])
     gaps = [(round(a, 3), round(b - a, 3)) for a, b in itertools.pairwise(pts) if b - a > 0.1]
-    assert not gaps and pts[-1] - pts[0] > 6, (gaps, pts[-1] - pts[0], mix)
+    assert not gaps and pts[-1] - pts[0] > 4, (gaps, pts[-1] - pts[0], mix)
 
 
 def events_of(eng: Engine, node: str) -> list[dict[str, Any]]:
@@ -126,7 +125,7 @@ def test_audio_only_topology_plays_music_live_pause_resume_to_completion(
     live: `start` a file of numbered beeps, `pause`, `resume`, to `music_completed`; what nginx relays has
     one audio stream, the beeps in order and none twice, and the paused stretch silent."""
     beeps = tmp_path / "beeps.wav"
-    write_beeps(beeps, 6)
+    write_beeps(beeps, 6, lead_s=1.0)  # the lead: the recorder, listed as playing, may still be joining
     url = rtmp_server.url(stream="audio_only")
     eng = engine_runner("topologies/audio_only.yaml", "--set", "music.loop=false",
                         env={"PUSH_URL": url, "MIC_DEVICE": "pulse:mic.monitor", **pulse_server.env()})
@@ -138,8 +137,8 @@ def test_audio_only_topology_plays_music_live_pause_resume_to_completion(
     try:
         wait_for(lambda: any(not c.publishing for c in rtmp_server.clients("audio_only")), 15, "the recorder playing")
         assert eng.request("command", node="music", command="start", args={"path": str(beeps)})["state"] == "playing"
-        wait_for(lambda: eng.request("command", node="music", command="status", args={})["position_s"] >= 1.2, 10,
-                 "1.2 s of music")
+        wait_for(lambda: eng.request("command", node="music", command="status", args={})["position_s"] >= 2.2, 10,
+                 "beeps 0, 1 and 2")
         eng.request("command", node="music", command="pause", args={})
         t_pause = time.monotonic()
         wait_for(lambda: time.monotonic() - t_pause >= 1.0, 5, "a second of pause")

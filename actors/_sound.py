@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-from mediaengine.sdk.errors import AudioBackendError, DeviceBusyError, DeviceNotFoundError, OptionError
+from mediaengine.sdk.errors import (
+    AudioBackendError,
+    DeviceBusyError,
+    DeviceLostError,
+    DeviceNotFoundError,
+    OptionError,
+)
 
 Direction = Literal["input", "output"]
 
@@ -111,3 +117,104 @@ def open_error(sd: ModuleType, exc: Exception, name: DeviceName, direction: Dire
                                   f"named {name.value!r}? `pactl list short "
                                   f"{'sources' if direction == 'input' else 'sinks'}`)"
                                   if name.kind == "pulse" else ""))
+
+
+# ---- output sinks -----------------------------------------------------------------------------------------
+
+class PortAudioSink:
+    """An output device through PortAudio, written without blocking (what `write_available` allows)."""
+
+    def __init__(self, sd: ModuleType, name: DeviceName, rate: int, channels: int, latency_s: float) -> None:
+        self.sd = sd
+        device = resolve(sd, name, "output")
+        try:
+            self.stream = sd.OutputStream(device=device, samplerate=rate, channels=channels, dtype="int16",
+                                          latency=latency_s)
+            self.stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise open_error(sd, exc, name, "output") from exc
+        self.latency_s = float(self.stream.latency)
+        self.index = device
+
+    def write(self, pcm: Any) -> int:
+        """Write what the device takes now; returns how many samples."""
+        try:
+            n = min(self.stream.write_available, pcm.shape[0])
+            if n:
+                self.stream.write(pcm[:n].copy())
+        except self.sd.PortAudioError as exc:
+            raise DeviceLostError(f"output sound device failed while playing: {exc}") from exc
+        return int(n)
+
+    def problem(self) -> str | None:
+        return None if self.stream.active else "the stream stopped"
+
+    def close(self) -> None:
+        try:
+            self.stream.abort()
+            self.stream.close()
+        except self.sd.PortAudioError:
+            pass
+
+
+class PacatSink:
+    """A PulseAudio sink through `pacat` (pulseaudio-utils), PulseAudio's own client, fed through a
+    non-blocking pipe.  Used for `pulse:NAME` outputs: PortAudio's way to PulseAudio (the ALSA `pulse`
+    plugin) was measured to play far slower than real time into a null sink on the test machines."""
+
+    def __init__(self, name: DeviceName, rate: int, channels: int, latency_s: float) -> None:
+        import shutil
+        import subprocess
+
+        exe = shutil.which("pacat")
+        if exe is None:
+            raise AudioBackendError("pulse: outputs need pacat: apt-get install pulseaudio-utils")
+        self.name = name
+        self.latency_s = latency_s
+        self.index = name.value
+        self.proc = subprocess.Popen(
+            [exe, "--playback", f"--device={name.value}", "--raw", "--format=s16le", f"--rate={rate}",
+             f"--channels={channels}", f"--latency-msec={max(5, round(latency_s * 1000))}",
+             "--stream-name=mediaengine audio_out"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        self.fd = self.proc.stdin.fileno()
+
+    def write(self, pcm: Any) -> int:
+        data = pcm.astype("<i2", copy=False).tobytes()
+        try:
+            n = os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+        except BrokenPipeError:
+            return 0  # pacat ended: `problem()` says why
+        frame = pcm.shape[1] * 2
+        return n // frame if n % frame == 0 else self._partial(data, n, frame)
+
+    def _partial(self, data: bytes, n: int, frame: int) -> int:
+        """Finish a sample frame cut by the pipe (blocking for a few bytes) so the stream stays aligned."""
+        rest = frame - n % frame
+        os.set_blocking(self.fd, True)
+        try:
+            os.write(self.fd, data[n:n + rest])
+        finally:
+            os.set_blocking(self.fd, False)
+        return (n + rest) // frame
+
+    def problem(self) -> str | None:
+        if self.proc.poll() is None:
+            return None
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace").strip() or f"pacat exited {self.proc.returncode}"
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stderr):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(5)

@@ -27,7 +27,7 @@ def feed(dc: DriftCorrector, seconds: float, device_rate: float, jitter_ns: int 
         if count <= 0:
             continue
         delivered = due
-        start, corr = dc.place(count, now, LAT)
+        start, _ = dc.place(count, now, LAT)
         starts.append(start)
     return starts
 

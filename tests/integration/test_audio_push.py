@@ -67,6 +67,8 @@ def test_microphone_and_tone_mixed_and_pushed_without_video(
     eng.wait_running()
     wait_for(lambda: eng.node("push")["metrics"].get("actor", {}).get("state") == "connected", 20,
              "the push connected")
+    devices = eng.request("command", node="mic", command="devices", args={})  # `mediaengine ctl mic devices`
+    assert any(d["name"] == "pulse" and d["inputs"] > 0 for d in devices), devices
     flv = tmp_path / "mic.flv"
     recorder = start_recorder(url, flv)
     try:

@@ -216,3 +216,30 @@ def test_in_ear_monitoring_plays_the_voice_and_a_missing_device_does_not_touch_t
     assert errors and errors[0]["data"]["code"] == 1320, events
     assert gone["restarts"] == 0 and gone["state"] == "running", gone
     assert push["restarts"] == 0 and push["metrics"]["actor"]["state"] == "connected", push
+
+
+def test_camera_mic_music_topology_pushes_video_and_the_mixed_audio(
+        engine_runner: Callable[..., Engine], rtmp_server: RtmpServer, pulse_server: PulseServer,
+        tmp_path: Path) -> None:
+    """topologies/camera_mic_music.yaml as it ships (the lavfi camera, small for the test): nginx relays one
+    H.264 and one AAC stream, and the music (numbered beeps) is in the audio."""
+    beeps = tmp_path / "beeps.wav"
+    write_beeps(beeps, 6)
+    url = rtmp_server.url(stream="full")
+    flv = tmp_path / "full.flv"
+    eng = engine_runner("topologies/camera_mic_music.yaml", "--duration", "9", "--set", "cam.width=320",
+                        "--set", "cam.height=240", "--set", "music.loop=false",
+                        env={"PUSH_URL": url, "MIC_DEVICE": "pulse:mic.monitor", "MUSIC": str(beeps),
+                             **pulse_server.env()})
+    eng.wait_running()
+    wait_for(lambda: eng.node("push")["metrics"].get("actor", {}).get("state") == "connected", 20, "connected")
+    recorder = start_recorder(url, flv)
+    try:
+        assert eng.wait(40) == 0, eng.log
+        recorder.wait(30)
+    finally:
+        stop_process(recorder)
+    streams = ffprobe_json(flv, "-show_streams")["streams"]
+    assert sorted((s["codec_type"], s["codec_name"]) for s in streams) == [("audio", "aac"), ("video", "h264")]
+    heard = [i for _, i in beeps_heard(decode_audio(flv, RATE, 2)[:, 0], RATE, 6)]
+    assert len(heard) >= 3 and heard == sorted(set(heard)), heard  # the music, in order, none twice

@@ -150,3 +150,11 @@ def test_pad_settings_are_checked_and_name_the_field() -> None:
         pad_settings({"volume": 120}, "pads.in_a")
     with pytest.raises(OptionError, match="unknown pad setting 'gain'"):
         pad_settings({"gain": 1}, "pads.in_a")
+
+
+def test_tone_beeps_start_exactly_on_the_engine_seconds() -> None:
+    from mediaengine.actors.tone import beep_gate
+
+    gate = beep_gate(47_000, 2_000, RATE, 1.0, 10.0)  # samples 47000..48999: the beep at 1 s is 48000..48479
+    assert np.flatnonzero(gate).tolist() == list(range(1_000, 1_480))
+    assert beep_gate(0, 480, RATE, 0.5, 5.0).sum() == 240

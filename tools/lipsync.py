@@ -108,7 +108,7 @@ def lipsync(path: Path) -> list[dict[str, float]]:
 
 
 def record(url: str, dest: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-rw_timeout", "5000000", "-i", url, "-c", "copy",
+    return subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-rw_timeout", "1500000", "-i", url, "-c", "copy",
                              "-f", "flv", "-y", str(dest)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 

@@ -6,7 +6,9 @@ the same waveform.  Frame i holds samples `[i*spf, (i+1)*spf)` and has
 `pts_ns = i*spf * 1e9 // rate`; every frame whose first sample is due by the tick's engine time is
 emitted (up to 0.5 s of catch-up after a late tick; beyond that the source jumps to the current
 frame).  `volume` and `mute` can be changed while running; a muted tone still emits (silent) frames
-so the timeline never has holes.
+so the timeline never has holes.  With `beep_every_s`, the tone sounds only for `beep_ms` from every
+multiple of that period of engine time: a beep whose instant is known exactly (lip-sync checks pair it
+with the video frame of the same engine time).
 
     nodes:
       - {id: beep, kind: tone, options: {freq_hz: 1000, channels: 2, volume: 20}}
@@ -26,7 +28,7 @@ from mediaengine.sdk.formats import NS, Format, Frame, checked_audio_format
 from mediaengine.sdk.pacing import audio_frames_due
 from numpy.typing import NDArray
 
-__all__ = ["Tone", "ToneOptions", "tone_samples"]
+__all__ = ["Tone", "ToneOptions", "beep_gate", "tone_samples"]
 
 #: how far behind an audio source may fall and still emit every missed frame
 
@@ -39,6 +41,9 @@ class ToneOptions:
     samples_per_frame: int = option(1024, doc="samples per emitted frame")
     volume: float = option(30.0, range=(0.0, 100.0), live=True, doc="0..100, linear share of full scale (live)")
     mute: bool = option(False, live=True, doc="emit silence instead of the tone (live)")
+    beep_every_s: float = option(0.0, range=(0.0, 60.0), doc="0: a continuous tone; else a beep of `beep_ms` "
+                                                             "at every multiple of this on the engine clock")
+    beep_ms: float = option(50.0, range=(1.0, 1000.0), doc="length of each beep (with beep_every_s)")
 
 
 # ---- pure functions -------------------------------------------------------------------------------
@@ -56,6 +61,16 @@ def tone_samples(first_sample: int, count: int, freq_hz: float, rate: int, chann
     out: NDArray[np.int16] = mono.reshape(count, 1) if channels == 1 else np.repeat(
         mono[:, None], channels, axis=1)
     return out
+
+
+def beep_gate(first_sample: int, count: int, rate: int, every_s: float, on_ms: float) -> NDArray[np.bool_]:
+    """Which of `count` samples from absolute sample `first_sample` sound when beeping: those within
+    `on_ms` after a multiple of `every_s` seconds of the engine timeline (sample 0 = engine time 0), so
+    a beep starts exactly at 0, every_s, 2*every_s, ... on every source that shares the clock."""
+    period = round(every_s * rate)
+    on = round(on_ms * rate / 1000)
+    gate: NDArray[np.bool_] = ((first_sample + np.arange(count, dtype=np.int64)) % period) < on
+    return gate
 
 
 # ---- the actor ------------------------------------------------------------------------------------
@@ -93,6 +108,8 @@ class Tone(Actor[ToneOptions]):
         for i in audio_frames_due(self._next, now_ns, o.rate, spf):
             first = i * spf
             data = tone_samples(first, spf, o.freq_hz, o.rate, o.channels, amplitude)
+            if o.beep_every_s > 0:
+                data[~beep_gate(first, spf, o.rate, o.beep_every_s, o.beep_ms)] = 0
             actions.append(Emit("out", Frame(data, pts_ns=first * NS // o.rate, seq=i)))
             self._next = i + 1
         return actions

@@ -4,7 +4,10 @@
 #   1. Debian packages: ffmpeg (ffprobe, for checks), nginx + libnginx-mod-rtmp (local RTMP server),
 #      graphviz (`mediaengine graph`), xvfb + libx11-6 (screen-capture tests: a virtual display, painted
 #      through libX11), chromium (the preview page opened headless by its test) and python3-tk (the
-#      preview window when OpenCV is the headless build).  Installed with apt-get only when one
+#      preview window when OpenCV is the headless build),
+#      pulseaudio + pulseaudio-utils + libasound2-plugins + libportaudio2 (sound devices:
+#      the audio tests run a private PulseAudio; `microphone`/`audio_out` reach it through PortAudio), espeak-ng
+#      (speech for the noise-reduction test).  Installed with apt-get only when one
 #      is missing (one `apt-get update`, then install); as non-root it prints the command and fails.
 #   2. A virtualenv in .venv (python3 -m venv) with `pip install -e .[dev]`, redone only when
 #      pyproject.toml is newer than the stamp file .venv/.bootstrap-stamp.
@@ -14,7 +17,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp graphviz xvfb libx11-6 openssl chromium python3-tk)
+APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp graphviz xvfb libx11-6 openssl chromium python3-tk
+              pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 espeak-ng)
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 STAMP="$VENV/.bootstrap-stamp"

@@ -49,7 +49,8 @@
     │   ├── InputPathError           1334  a command names an image outside the assets folder
     │   ├── UnknownLayerError        1335  a command names no layer / input of a compositor or switcher
     │   ├── LayerGeometryError       1336  a compositor layer's place, size or style is invalid
-    │   └── PreviewError             1337  the preview cannot open its window or HTTP endpoint
+    │   ├── PreviewError             1337  the preview cannot open its window or HTTP endpoint
+    │   └── AudioBackendError        1340  the sound-device or noise-reduction library is missing or broken
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -394,6 +395,8 @@ class InputPathError(ResourceError, PermissionError):
     not read (docs/security.md, "Files the engine reads")."""
 
     code = 1334
+
+
 class UnknownLayerError(ResourceError, LookupError):
     """A compositor or switcher command names a layer or input the node does not have (`layer cam`
     with no input `cam`, `select pause` with no input `pause`); the node keeps running unchanged."""
@@ -413,6 +416,14 @@ class PreviewError(ResourceError):
     or without an OpenCV build that has a GUI."""
 
     code = 1337
+
+
+class AudioBackendError(ResourceError):
+    """The library behind sound devices (PortAudio through `sounddevice`) or noise reduction (RNNoise through
+    `pyrnnoise`) is not installed or does not load; a restart cannot cure it."""
+
+    code = 1340
+    restartable = False
 
 
 class ProtocolError(EngineError):

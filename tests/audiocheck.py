@@ -1,0 +1,114 @@
+"""Measuring audio in the tests: a tone's frequency and level, gaps, clicks, decoding what a server relays.
+
+The checks are independent of the engine's own code: numpy on decoded PCM, and Debian's `ffmpeg` to
+decode a stream or file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+
+def tone_frequency(x: np.ndarray, rate: int) -> float:
+    """The strongest frequency of mono float audio, refined between FFT bins (parabolic on log magnitude)."""
+    w = np.hanning(len(x))
+    mag = np.abs(np.fft.rfft(x * w)) + 1e-12
+    k = int(np.argmax(mag[1:])) + 1
+    if 1 <= k < len(mag) - 1:
+        a, b, c = np.log(mag[k - 1:k + 2])
+        k = k + 0.5 * (a - c) / (a - 2 * b + c)
+    return float(k * rate / len(x))
+
+
+def tone_level(x: np.ndarray, freq: float, rate: int) -> float:
+    """Amplitude (full-scale units) of the `freq` sinusoid in mono float audio (least squares fit)."""
+    t = np.arange(len(x)) / rate
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t), np.ones_like(t)], axis=1)
+    coef, *_ = np.linalg.lstsq(basis, x.astype(np.float64), rcond=None)
+    return float(np.hypot(coef[0], coef[1]))
+
+
+def db(ratio: float) -> float:
+    return float(20 * np.log10(ratio))
+
+
+def decode_audio(source: str | Path, rate: int, channels: int, *, duration_s: float | None = None,
+                 timeout_s: float = 60.0, extra: tuple[str, ...] = ()) -> np.ndarray:
+    """Decode the first audio stream of a file or URL with Debian's ffmpeg to float (samples, channels)."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", *extra, "-i", str(source), "-map", "0:a:0"]
+    if duration_s is not None:
+        cmd += ["-t", f"{duration_s:g}"]
+    cmd += ["-ac", str(channels), "-ar", str(rate), "-f", "s16le", "pipe:1"]
+    res = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+    assert res.returncode == 0, f"ffmpeg could not decode {source}: {res.stderr.decode(errors='replace')[-500:]}"
+    pcm = np.frombuffer(res.stdout, "<i2").reshape(-1, channels)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def longest_silence_s(x: np.ndarray, rate: int, floor: float = 1e-3, block: int = 240) -> float:
+    """The longest run of blocks whose peak stays below `floor`, in seconds (dropouts in a steady tone)."""
+    n = len(x) // block
+    quiet = np.abs(x[:n * block]).reshape(n, block).max(axis=1) < floor
+    best = run = 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        best = max(best, run)
+    return best * block / rate
+
+
+def max_step(x: np.ndarray) -> float:
+    """The largest jump between consecutive samples (a click shows as a step above the signal's slope)."""
+    return float(np.abs(np.diff(x)).max()) if len(x) > 1 else 0.0
+
+
+# ---- numbered beeps ---------------------------------------------------------------------------------------
+BEEP_ON_S, BEEP_PERIOD_S = 0.2, 0.5
+
+
+def beep_freq(i: int) -> float:
+    """The frequency of beep number i (0-based): 600, 800, 1000, ... Hz."""
+    return 600.0 + 200.0 * i
+
+
+def write_beeps(path: Path, count: int, rate: int = 48000, amp: float = 0.5, lead_s: float = 0.0) -> float:
+    """A mono 16-bit WAV of `lead_s` of silence then `count` numbered beeps (beep i: `beep_freq(i)`, 0.2 s on,
+    every 0.5 s); returns its duration in seconds."""
+    import wave
+
+    lead = round(lead_s * rate)
+    n = lead + round(count * BEEP_PERIOD_S * rate)
+    x = np.zeros(n, np.float32)
+    on = round(BEEP_ON_S * rate)
+    for i in range(count):
+        s = lead + round(i * BEEP_PERIOD_S * rate)
+        t = np.arange(on) / rate
+        x[s:s + on] = amp * np.sin(2 * np.pi * beep_freq(i) * t)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return n / rate
+
+
+def beeps_heard(x: np.ndarray, rate: int, count: int, block_s: float = 0.02) -> list[tuple[float, int]]:
+    """(start time in s, beep number) of every beep in mono float audio, in order (a beep = a run of blocks
+    whose strongest frequency is one of the beeps' and which is loud)."""
+    block = round(block_s * rate)
+    n = len(x) // block
+    found: list[tuple[float, int]] = []
+    current = -1
+    for b in range(n):
+        seg = x[b * block:(b + 1) * block]
+        if np.abs(seg).max() < 0.05:
+            current = -1
+            continue
+        f = float(np.argmax(np.abs(np.fft.rfft(seg * np.hanning(block))))) * rate / block
+        i = round((f - 600.0) / 200.0)
+        if 0 <= i < count and abs(f - beep_freq(i)) < 80 and i != current:
+            found.append((b * block / rate, i))
+            current = i
+    return found

@@ -32,7 +32,8 @@
     │   ├── DeviceBusyError          1321  a capture device is in use by another program
     │   ├── DeviceLostError          1322  a capture device stopped delivering frames (unplugged, ended)
     │   ├── DeviceAccessError        1323  no permission to open a capture device
-    │   └── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   ├── DisplayError             1324  no X display to capture, or it cannot be reached
+    │   └── (EncoderError) HardwareEncoderError 1350  a hardware encoder asked for by name cannot open
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -229,6 +230,15 @@ class EncoderError(ResourceError):
     """A codec failed to open or to encode."""
 
     code = 1303
+
+
+class HardwareEncoderError(EncoderError):
+    """A hardware H.264 encoder named by `codec` (h264_nvenc, ...) cannot open on this machine (no
+    device, no driver, not in the FFmpeg build) and `fallback` is false: use `codec: auto` or
+    libx264, or set `fallback: true`."""
+
+    code = 1350
+    restartable = False  # the machine will not grow a GPU between two restarts
 
 
 class SharedMemoryError(ResourceError, MemoryError):

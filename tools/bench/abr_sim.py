@@ -9,6 +9,7 @@ controller gets is what the sender measures: bytes acknowledged and the queue in
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -89,7 +90,7 @@ def direction_changes(values: Sequence[float]) -> int:
     """How often a sequence turns from rising to falling or back (flat steps ignored)."""
     changes = 0
     last = 0
-    for a, b in zip(values, values[1:], strict=False):
+    for a, b in itertools.pairwise(values):
         sign = (b > a) - (b < a)
         if sign and last and sign != last:
             changes += 1

@@ -1,0 +1,73 @@
+"""The rate controller inside the sender: samples the link every 250 ms, runs `rate.RateController`
+and turns its decisions into actions: `Configure` of the encoder node (`bitrate_kbps`, `max_fps`),
+the probe filler the writer adds, and events.  See docs/architecture.md "Adaptive bit rate".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mediaengine.sdk.actor import Action, Configure, Event
+
+from .options import RtmpSenderOptions
+from .publisher import Link
+from .rate import ModeRow, RateController, Sample, Tuning, mode_row
+
+
+def custom_row(o: RtmpSenderOptions) -> ModeRow:
+    return ModeRow(o.abr_target_kbps, o.abr_min_kbps, o.abr_initial_kbps, o.abr_min_fps > 0)
+
+
+class Adaptive:
+    """One controller for one sender; created at the first video params (size and fps known)."""
+
+    def __init__(self, options: RtmpSenderOptions, params: dict[str, Any], tuning: Tuning | None = None) -> None:
+        self.o = options
+        self.encoder = options.abr_encoder
+        self.height = int(params.get("height") or 720)
+        fps = float(params.get("fps") or 30.0)
+        row = mode_row(options.abr, self.height, custom_row(options) if options.abr == "custom" else None)
+        self.controller = RateController(row, fps=fps, min_fps=options.abr_min_fps or fps, tuning=tuning)
+        self.next_ns = 0
+
+    def start(self) -> list[Action]:
+        """The encoder starts at the mode's initial bit rate."""
+        c = self.controller
+        return [Configure(self.encoder, {"bitrate_kbps": c.bitrate_kbps}),
+                Event("abr_started", {"mode": self.o.abr, "encoder": self.encoder, "target_kbps": c.row.target_kbps,
+                                      "min_kbps": c.row.min_kbps, "initial_kbps": c.row.initial_kbps})]
+
+    def options_changed(self, options: RtmpSenderOptions) -> list[Action]:
+        """custom targets changed live."""
+        self.o = options
+        if options.abr != "custom":
+            return []
+        d = self.controller.set_row(custom_row(options))
+        return self._actions(d.bitrate_kbps, None, d.events)
+
+    def tick(self, now_ns: int, link: Link) -> list[Action]:
+        c = self.controller
+        if now_ns < self.next_ns:
+            return []
+        self.next_ns = now_ns + c.t.period_ns
+        snap = link.snapshot()
+        if snap["state"] != "connected":
+            link.filler_kbps = 0
+            return []
+        rates = snap["bitrate_kbps"]
+        video_kbps = max(0.0, rates["video"] - snap["filler_kbps"])
+        d = c.step(Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], rates["audio"], snap["bytes_sent"],
+                          video_kbps))
+        link.filler_kbps = d.probe_kbps
+        link.video_fps = c.fps
+        return self._actions(d.bitrate_kbps, d.max_fps, d.events)
+
+    def _actions(self, bitrate: int | None, max_fps: float | None,
+                 events: list[tuple[str, dict[str, Any]]]) -> list[Action]:
+        out: list[Action] = []
+        if bitrate is not None:
+            out.append(Configure(self.encoder, {"bitrate_kbps": bitrate}))
+        if max_fps is not None:
+            out.append(Configure(self.encoder, {"max_fps": max_fps}))
+        out += [Event(name, data) for name, data in events]
+        return out

@@ -11,7 +11,9 @@ from mediaengine.sdk.actor import Action, Configure, Event
 
 from .options import RtmpSenderOptions
 from .publisher import Link
-from .rate import ModeRow, RateController, Sample, Tuning, mode_row
+from .rate import ModeRow, ObsController, RateController, Sample, Tuning, mode_row
+
+PERIOD_NS = 250_000_000  # one sample
 
 
 def custom_row(o: RtmpSenderOptions) -> ModeRow:
@@ -26,13 +28,22 @@ class Adaptive:
         self.encoder = options.abr_encoder
         self.height = int(params.get("height") or 720)
         fps = float(params.get("fps") or 30.0)
-        row = mode_row(options.abr, self.height, custom_row(options) if options.abr == "custom" else None)
+        self.fps = fps
+        self.obs: ObsController | None = None
+        if options.abr == "obs":  # the benchmark's reference: OBS's algorithm from abr_target_kbps
+            self.obs = ObsController(options.abr_target_kbps)
+            row = custom_row(options)
+        else:
+            row = mode_row(options.abr, self.height, custom_row(options) if options.abr == "custom" else None)
         self.controller = RateController(row, fps=fps, min_fps=options.abr_min_fps or fps, tuning=tuning)
         self.next_ns = 0
 
     def start(self) -> list[Action]:
         """The encoder starts at the mode's initial bit rate."""
         c = self.controller
+        if self.obs is not None:
+            return [Configure(self.encoder, {"bitrate_kbps": self.obs.bitrate_kbps}),
+                    Event("abr_started", {"mode": "obs", "encoder": self.encoder, "target_kbps": self.obs.original})]
         return [Configure(self.encoder, {"bitrate_kbps": c.bitrate_kbps}),
                 Event("abr_started", {"mode": self.o.abr, "encoder": self.encoder, "target_kbps": c.row.target_kbps,
                                       "min_kbps": c.row.min_kbps, "initial_kbps": c.row.initial_kbps})]
@@ -49,17 +60,22 @@ class Adaptive:
         c = self.controller
         if now_ns < self.next_ns:
             return []
-        self.next_ns = now_ns + c.t.period_ns
+        self.next_ns = now_ns + PERIOD_NS
         snap = link.snapshot()
         if snap["state"] != "connected":
             link.filler_kbps = 0
             return []
         rates = snap["bitrate_kbps"]
         video_kbps = max(0.0, rates["video"] - snap["filler_kbps"])
-        d = c.step(Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], rates["audio"], snap["bytes_sent"],
-                          video_kbps))
+        sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], rates["audio"], snap["bytes_sent"], video_kbps)
+        if self.obs is not None:
+            d = self.obs.step(sample)
+            if d.bitrate_kbps is not None:
+                d.events.append(("bitrate_changed", {"bitrate_kbps": d.bitrate_kbps, "reason": "obs",
+                                                     "queued_ms": round(sample.queued_ms, 1)}))
+        else:
+            d = c.step(sample)
         link.filler_kbps = d.probe_kbps
-        link.video_fps = c.fps
         return self._actions(d.bitrate_kbps, d.max_fps, d.events)
 
     def _actions(self, bitrate: int | None, max_fps: float | None,

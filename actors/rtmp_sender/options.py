@@ -48,8 +48,9 @@ class RtmpSenderOptions:
     tls_verify: bool = option(
         True, doc="rtmps: verify the server certificate and host name (false: test servers only)")
     ca_file: str = option("", doc="rtmps: PEM file of the CA that signed the server certificate (default: system CAs)")
-    abr: str = option("off", choices=("off", "resolution_first", "fluency_first", "custom"),
-                      doc="adaptive bit rate: the mode whose table drives abr_encoder's bit rate (off = fixed)")
+    abr: str = option("off", choices=("off", "resolution_first", "fluency_first", "custom", "obs"),
+                      doc="adaptive bit rate: the mode whose table drives abr_encoder's bit rate (off = fixed; "
+                          "obs = OBS's algorithm from abr_target_kbps, the benchmark's reference)")
     abr_encoder: str = option("", doc="node id of the video_encoder the rate controller drives")
     abr_target_kbps: int = option(800, range=(100, 20000), live=True, doc="custom: highest video bit rate")
     abr_min_kbps: int = option(200, range=(100, 20000), live=True, doc="custom: the floor")

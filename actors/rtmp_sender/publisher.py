@@ -103,7 +103,7 @@ class Link:
         self._threads: list[threading.Thread] = []
         # the rate controller's probe: H.264 filler data added to each video packet (0 = none)
         self.filler_kbps = 0
-        self.video_fps = 30.0
+        self._last_video_ns = 0  # dts of the last video packet sent (filler pacing)
 
     # ---- called from the main thread --------------------------------------------------------
     def start(self) -> None:
@@ -348,9 +348,13 @@ class Link:
                         announced = new
                         self.emit("stream_params_changed", pad="video", note="new SPS/PPS sent in-band")
             filler = b""
-            if item.kind == "video" and self.filler_kbps > 0:
-                filler = filler_nal(round(self.filler_kbps * 125 / self.video_fps))
-                data = (data if data is not None else item.packet.data) + filler
+            if item.kind == "video":
+                # filler for the media time since the previous video packet (the frame rate may be lowered)
+                gap_s = min(0.5, max(1 / 120, (item.dts_ns - self._last_video_ns) / NS)) if self._last_video_ns else 0.0
+                self._last_video_ns = item.dts_ns
+                if self.filler_kbps > 0 and gap_s:
+                    filler = filler_nal(round(self.filler_kbps * 125 * gap_s))
+                    data = (data if data is not None else item.packet.data) + filler
             offset = self._offset(item.packet.time_base, extra + shift)
             start = self.clock()
             with self.lock:

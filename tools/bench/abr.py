@@ -41,6 +41,7 @@ from .abr_sim import direction_changes
 NAME = "abr"
 AUDIO_KBPS = 64
 TARGET_KBPS = 2500
+MIN_KBPS = 150
 #: (seconds from the start of streaming, link kbit/s)
 PROFILE: tuple[tuple[float, int], ...] = ((0, 4000), (15, 1000), (35, 300), (55, 4000))
 PROFILE_S = 80.0
@@ -50,7 +51,7 @@ QUICK_S = 36.0
 
 def topology(url: str, controller: str, *, width: int = 640, height: int = 360) -> dict[str, Any]:
     """The pushed graph; `controller` is `engine` (custom mode at TARGET_KBPS), `obs` or `fixed`."""
-    push: dict[str, Any] = {"url": url, "abr_encoder": "venc", "abr_target_kbps": TARGET_KBPS, "abr_min_kbps": 150,
+    push: dict[str, Any] = {"url": url, "abr_encoder": "venc", "abr_target_kbps": TARGET_KBPS, "abr_min_kbps": MIN_KBPS,
                             "abr_initial_kbps": 1500, "abr_min_fps": 8}
     push["abr"] = {"engine": "custom", "obs": "obs", "fixed": "off"}[controller]
     return {"version": 1, "name": f"abr_{controller}", "nodes": [
@@ -58,7 +59,7 @@ def topology(url: str, controller: str, *, width: int = 640, height: int = 360) 
                                                           "pattern": "noise"}},
         {"id": "tone", "kind": "tone", "options": {"rate": 48000, "channels": 1}},
         {"id": "venc", "kind": "video_encoder", "inputs": {"in": "src"},
-         "options": {"bitrate_kbps": TARGET_KBPS if controller == "fixed" else 1500, "gop_s": 1,
+         "options": {"bitrate_kbps": TARGET_KBPS if controller == "fixed" else 1500, "gop_s": 2,
                      "preset": "ultrafast"}},
         {"id": "aenc", "kind": "audio_encoder", "inputs": {"in": "tone"}, "options": {"bitrate_kbps": AUDIO_KBPS}},
         {"id": "push", "kind": "rtmp_sender", "inputs": {"video": "venc", "audio": "aenc"}, "options": push},
@@ -81,6 +82,7 @@ class Run:
     video_dropped: int = -1
     frames: int = 0
     decode_errors: int = 0
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (start s, duration s) at the puller
 
     def link_at(self, t: float) -> int:
         rate = self.changes[0][1]
@@ -131,7 +133,7 @@ class Run:
                 "worst_latency_ms": self.worst_latency_ms, "delivered_share": self.delivered_share,
                 "drop_reactions_s": self.drop_reactions(), "recovery_s": self.recovery(),
                 "direction_changes": self.direction_changes(), "audio_dropped": self.audio_dropped,
-                "video_dropped": self.video_dropped, "frames": self.frames,
+                "video_dropped": self.video_dropped, "frames": self.frames, "stalls": self.stalls,
                 "network_events": [(round(e["t"], 2), e["name"]) for e in self.events
                                    if e["name"].startswith("network_")]}
 
@@ -146,7 +148,8 @@ def unavailable() -> str | None:
     return None
 
 
-def _player(link: netshape.ShapedLink, url: str, duration_s: float, out: list[dict[str, Any]]) -> subprocess.Popen[str]:
+def _player(link: netshape.ShapedLink, url: str, duration_s: float,
+            out: list[dict[str, Any]]) -> tuple[subprocess.Popen[str], threading.Thread]:
     cmd = [*link.exec_prefix(), sys.executable, "-m", "mediaengine.cli", "play", url, "--json", "--duration",
            f"{duration_s:g}", "--timeout", "15"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -159,8 +162,9 @@ def _player(link: netshape.ShapedLink, url: str, duration_s: float, out: list[di
             except ValueError:
                 continue
 
-    threading.Thread(target=read, daemon=True).start()
-    return proc
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return proc, reader
 
 
 def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duration_s: float, workdir: Path) -> Run:
@@ -172,6 +176,7 @@ def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duratio
         server = RtmpServer(workdir / f"rtmp-{controller}", free_port(), host=link.peer_ip, netns=link.netns)
         server.start()
         player: subprocess.Popen[str] | None = None
+        reader: threading.Thread | None = None
         try:
             os.environ["ABR_PUSH_URL"] = server.url(stream=key)
             topo = topology("${ABR_PUSH_URL}", controller)
@@ -179,7 +184,8 @@ def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duratio
                 eng.wait_running()
                 eng.subscribe(lambda topic, ev: events.append(ev))
                 t_start = time.time()
-                player = _player(link, server.url(stream=key), duration_s + 3, played)
+                player_t0 = time.time() - t_start
+                player, reader = _player(link, server.url(stream=key), duration_s + 3, played)
                 changes: list[tuple[float, int]] = [(0.0, profile[0][1])]
                 for at, kbps in profile[1:]:
                     delay = t_start + at - time.time()
@@ -192,9 +198,14 @@ def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duratio
                 push = next(n for n in eng.ps()["nodes"] if n["id"] == "push")["metrics"].get("actor", {})
             player.wait(30)
         finally:
-            if player is not None and player.poll() is None:
-                player.kill()
-                player.wait(10)
+            if player is not None:
+                if player.poll() is None:
+                    player.kill()
+                    player.wait(10)
+                if reader is not None:
+                    reader.join(5)
+                if player.stdout is not None:
+                    player.stdout.close()
             server.stop()
             os.environ.pop("ABR_PUSH_URL", None)
     run = Run(controller, changes)
@@ -207,10 +218,15 @@ def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duratio
     for e in run.events:
         if e["node"] == "venc" and e["name"] == "bitrate_changed":
             run.bitrate.append((e["t"], int(e["data"]["bitrate_kbps"])))
-    stalls = [e for e in played if e.get("type") == "stall"]
+    # stalls on the engine's clock (the player's clock starts a little later: its start-up is not
+    # counted, so these times are early by that much); the stall when the push ends is not one
+    stalls = [e for e in played if e.get("type") == "stall"
+              and e.get("t", 0.0) - e["duration_ms"] / 1000 + player_t0 < duration_s - 1.5]
     run.longest_stall_s = max((e["duration_ms"] / 1000 for e in stalls), default=0.0)
+    run.stalls = [(round(e.get("t", 0.0) - e["duration_ms"] / 1000 + player_t0, 2), e["duration_ms"] / 1000)
+                  for e in stalls]
     summary = next((e for e in played if e.get("type") == "summary"), {})
-    run.stall_s = summary.get("stall_ms", math.nan) / 1000 if summary else math.nan
+    run.stall_s = sum(d for _, d in run.stalls) if summary else math.nan
     run.frames = summary.get("frames", 0)
     run.decode_errors = summary.get("decode_errors", 0)
     p95 = [e["latency_ms_p95"] for e in played if e.get("type") == "stats" and e.get("latency_ms_p95") is not None]

@@ -153,6 +153,9 @@ class RtmpSender(Actor[RtmpSenderOptions]):
             if kind == "video" and self.options.abr != "off" and self.adaptive is None:
                 self.adaptive = Adaptive(self.options, media.params)
                 started = self.adaptive.start()
+                self.adaptive.last_configure_ns = self.clock()
+            elif kind == "video" and self.adaptive is not None:
+                started = self.adaptive.check_encoder(media.params, self.clock())
         sei: tuple[tuple[int, bool], ...] = ()
         if kind == "video" and self._messages:
             media, sei = self._attach_messages(media)

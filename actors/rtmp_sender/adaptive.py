@@ -14,6 +14,7 @@ from .publisher import Link
 from .rate import ModeRow, ObsController, RateController, Sample, Tuning, mode_row
 
 PERIOD_NS = 250_000_000  # one sample
+RESYNC_NS = 2_000_000_000  # a decision needs this long to show in the encoder's keyframe params
 
 
 def custom_row(o: RtmpSenderOptions) -> ModeRow:
@@ -37,6 +38,7 @@ class Adaptive:
             row = mode_row(options.abr, self.height, custom_row(options) if options.abr == "custom" else None)
         self.controller = RateController(row, fps=fps, min_fps=options.abr_min_fps or fps, tuning=tuning)
         self.next_ns = 0
+        self.last_configure_ns = 0
 
     def start(self) -> list[Action]:
         """The encoder starts at the mode's initial bit rate."""
@@ -47,6 +49,17 @@ class Adaptive:
         return [Configure(self.encoder, {"bitrate_kbps": c.bitrate_kbps}),
                 Event("abr_started", {"mode": self.o.abr, "encoder": self.encoder, "target_kbps": c.row.target_kbps,
                                       "min_kbps": c.row.min_kbps, "initial_kbps": c.row.initial_kbps})]
+
+    def check_encoder(self, params: dict[str, Any], now_ns: int) -> list[Action]:
+        """A keyframe's params carry the encoder's bit rate: a restarted encoder comes back at its
+        topology rate, so tell it the controller's again (at most once per RESYNC_NS)."""
+        want = self.obs.bitrate_kbps if self.obs is not None else self.controller.bitrate_kbps
+        have = int(params.get("bit_rate") or 0) // 1000
+        if not have or have == want or now_ns - self.last_configure_ns < RESYNC_NS:
+            return []
+        self.last_configure_ns = now_ns
+        return [Configure(self.encoder, {"bitrate_kbps": want}),
+                Event("encoder_resync", {"encoder_kbps": have, "bitrate_kbps": want})]
 
     def options_changed(self, options: RtmpSenderOptions) -> list[Action]:
         """custom targets changed live."""
@@ -82,6 +95,7 @@ class Adaptive:
                  events: list[tuple[str, dict[str, Any]]]) -> list[Action]:
         out: list[Action] = []
         if bitrate is not None:
+            self.last_configure_ns = self.next_ns - PERIOD_NS
             out.append(Configure(self.encoder, {"bitrate_kbps": bitrate}))
         if max_fps is not None:
             out.append(Configure(self.encoder, {"max_fps": max_fps}))

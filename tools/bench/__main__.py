@@ -28,7 +28,7 @@ from typing import Any
 
 from ._common import Result, Settings, machine_info
 
-BENCHMARKS = ("ring", "chain", "push_cpu", "latency", "restart", "footprint")
+BENCHMARKS = ("ring", "chain", "push_cpu", "latency", "restart", "footprint", "abr")
 
 
 def _on_term(signum: int, frame: FrameType | None) -> None:

@@ -265,6 +265,8 @@ def run(settings: Settings) -> Result:
     res.tables.append((f"link profile {list(profile)} over {duration:g} s, target {TARGET_KBPS} kbit/s video "
                        f"+ {AUDIO_KBPS} audio", table))
     eng, obs = runs[0], runs[1]
+    # OBS-style that never got there: the time it had (the rest of the run after the rise), a lower bound
+    obs_recovery = obs.recovery() if not math.isnan(obs.recovery()) else duration - profile[-1][0]
     worst_drop = max(eng.drop_reactions(), default=math.nan)
     obs_drop = max(obs.drop_reactions(), default=math.nan)
     res.targets += [
@@ -273,8 +275,8 @@ def run(settings: Settings) -> Result:
         Target("engine: drop reaction no slower than OBS-style + 0.25 s", worst_drop, "<=",
                (obs_drop if not math.isnan(obs_drop) else math.inf) + 0.25),
         Target("engine: recovery s after the rise", eng.recovery(), "<=", 10.0),
-        Target("OBS-style recovery / engine recovery (>= 2x)",
-               (obs.recovery() if not math.isnan(obs.recovery()) else duration) / max(eng.recovery(), 0.25), ">=", 2.0),
+        Target("OBS-style recovery / engine recovery (>= 2x; OBS-style 'never' counts as the rest of the run)",
+               obs_recovery / max(eng.recovery(), 0.25), ">=", 2.0),
         Target("engine: longest stall s", eng.longest_stall_s, "<=", 1.0),
         Target("engine: audio packets dropped", float(eng.audio_dropped), "<=", 0.0),
     ]

@@ -40,8 +40,9 @@ def test_drop_cuts_under_the_link_within_one_sample_period() -> None:
     tr = simulate(c, [(0, 4000), (20, 1000)], 30, audio_kbps=AUDIO)
     i = first_at_or_after(tr.t, 20)
     cut = next(j for j in range(i, len(tr.t)) if tr.target[j] + AUDIO < 1000)
-    # the queue needs cut_ms (300 ms) to build at 4:1 before anything can be measured; then one sample
-    assert tr.t[cut] - 20 <= 0.75, tr.t[cut] - 20
+    # the cut comes with the first sample whose queue shows the congestion (cut_ms = 300 ms): at once
+    seen = next(j for j in range(i, len(tr.t)) if tr.queued_ms[j] > 300)
+    assert cut == seen and tr.t[cut] - 20 <= 0.5, (tr.t[cut] - 20, tr.t[seen] - 20)
     first_poor = [e for e in tr.events if e[1] == "network_poor"]
     assert len(first_poor) == 1 and first_poor[0][0] == tr.t[cut]
     # cut to what the link carries (measured), not a fixed step: under 85% of it, less the queue to drain

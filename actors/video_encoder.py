@@ -27,6 +27,12 @@
 - Control command `keyframe` makes the next frame an IDR.
 - Event `source_changed` when the input frames' meta `source` changes (a camera named its device
   there and switched): the first frame of the new device has reached the encoder.
+- Encoder: `codec: auto` tries the hardware encoders the FFmpeg build has and the machine can open,
+  then libx264 (event `encoder_fallback` naming what failed); a named hardware codec that cannot open
+  is a HardwareEncoderError (1350) unless `fallback: true` (`mediaengine.sdk.h264`).  Only libx264
+  retargets its bit rate in place; a hardware encoder reopens at the new rate.
+- `max_fps` (live): encode at most this many frames per second by skipping input frames (the rate
+  controller lowers it at its bit rate floor in `fluency_first`); event `fps_changed`.
 
 - A change of frame size or rate mid-stream arrives as `on_format_changed` before the first frame of
   the new format: the encoder drains and closes x264, then opens it again at the new size (the next
@@ -61,6 +67,7 @@ from mediaengine.sdk.actor import (
 from mediaengine.sdk.codec import packet_from_av, video_params
 from mediaengine.sdk.errors import EncoderError, FormatChangeError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import H264, NS, Format, Frame, Packet, VideoFormat
+from mediaengine.sdk.h264 import CODECS, PIX_FMTS, RETARGETS_IN_PLACE, EncoderSettings, open_h264
 
 TIME_BASE = Fraction(1, 90_000)
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
@@ -84,6 +91,13 @@ class VideoEncoderOptions:
     keepalive_ms: int = option(500, range=(0, None),
                                doc="repeat the last frame when no input arrives for this long; 0 = off")
     vbv_buffer_s: float = option(1.0, doc="VBV buffer size in seconds of the bit rate")
+    max_fps: float = option(0.0, range=(0, 240), live=True,
+                            doc="encode at most this many frames/s, skipping input frames (0 = every frame)")
+    codec: str = option("libx264", choices=CODECS,
+                        doc="H.264 encoder: auto (hardware if it opens, else libx264), libx264, h264_nvenc, "
+                            "h264_vaapi, h264_qsv, h264_v4l2m2m")
+    fallback: bool = option(False, doc="a named hardware codec that cannot open falls back to libx264 "
+                                       "(event encoder_fallback) instead of failing (error 1350)")
 
 
 def rgb_to_i420(rgb: np.ndarray[Any, np.dtype[np.uint8]],
@@ -155,7 +169,9 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self.dropped_frames = 0
         self.packets_out = 0
         self.reopens = 0
-        return [self._open(self.options.bitrate_kbps)]
+        self.skipped_frames = 0  # input frames left out to keep to max_fps
+        self.codec = ""  # the H.264 encoder the first open chose (libx264, h264_nvenc, ...)
+        return self._open(self.options.bitrate_kbps)
 
     def _set_input(self, fmt: VideoFormat) -> None:
         """Size, rate and conversion buffer for input frames of `fmt`."""
@@ -167,52 +183,28 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
 
     # ---- encoder lifecycle -----------------------------------------------------------------
 
-    def _open(self, bitrate_kbps: int) -> Event:
-        """Open libx264 at `bitrate_kbps`; returns the `encoder_started` event for the hook to return."""
+    def _open(self, bitrate_kbps: int) -> list[Action]:
+        """Open the encoder (`codec`, see `mediaengine.sdk.h264`) at `bitrate_kbps`; returns the
+        `encoder_started` event for the hook to return, after `encoder_fallback` when the codec asked
+        for could not open.  A reopen uses the codec the first open chose (no new hardware probe)."""
         o = self.options
         gop = max(1, round(o.gop_s * self.fps))
-        x264_options = {
-            "preset": o.preset,
-            "maxrate": f"{bitrate_kbps}k",
-            "bufsize": f"{max(1, round(bitrate_kbps * o.vbv_buffer_s))}k",
-            "forced-idr": "1",
-            "sc_threshold": "0",  # no scene-cut keyframes: a steady GOP for players and HLS
-        }
-        if o.tune:
-            x264_options["tune"] = o.tune
-        if o.profile:
-            x264_options["profile"] = o.profile
-        try:
-            ctx = av.CodecContext.create("libx264", "w")
-            assert isinstance(ctx, av.VideoCodecContext)
-            ctx.width = self.fmt.width
-            ctx.height = self.fmt.height
-            ctx.pix_fmt = "yuv420p"
-            ctx.time_base = TIME_BASE
-            ctx.framerate = Fraction(self.fps).limit_denominator(1001)
-            ctx.gop_size = gop
-            ctx.max_b_frames = o.bframes
-            ctx.bit_rate = bitrate_kbps * 1000
-            ctx.thread_count = o.threads
-            ctx.colorspace = COLORSPACE_SMPTE170M
-            ctx.color_range = COLOR_RANGE_MPEG
-            ctx.flags |= av.codec.context.Flags.global_header
-            ctx.options = x264_options
-            ctx.open()
-        except (av.FFmpegError, ValueError) as e:
-            raise EncoderError(
-                f"libx264 failed to open {self.fmt.width}x{self.fmt.height}@{self.fps:g} with "
-                f"preset={o.preset!r} tune={o.tune!r} profile={o.profile!r} bframes={o.bframes} "
-                f"bitrate_kbps={bitrate_kbps}: {e}", where=self.node_id or None) from e
-        if not ctx.extradata:
-            raise EncoderError("libx264 opened without extradata (SPS/PPS) despite GLOBAL_HEADER",
-                               where=self.node_id or None)
+        settings = EncoderSettings(self.fmt.width, self.fmt.height, self.fps, TIME_BASE, gop, o.bframes,
+                                   bitrate_kbps, o.vbv_buffer_s, o.threads, o.preset, o.tune, o.profile,
+                                   COLORSPACE_SMPTE170M, COLOR_RANGE_MPEG)
+        codec = self.codec or o.codec
+        ctx, self.codec, failures = open_h264(codec, o.fallback, settings, where=self.node_id or None)
         self._ctx = ctx
         self._vbv_cap_kbps = bitrate_kbps
-        return Event("encoder_started", {
-            "codec": "libx264", "width": self.fmt.width, "height": self.fmt.height, "fps": self.fps,
+        actions: list[Action] = []
+        if failures:
+            actions.append(Event("encoder_fallback", {
+                "requested": codec, "codec": self.codec,
+                "failed": [{"codec": f.codec, "error": f.error} for f in failures]}))
+        return [*actions, Event("encoder_started", {
+            "codec": self.codec, "width": self.fmt.width, "height": self.fmt.height, "fps": self.fps,
             "bitrate_kbps": bitrate_kbps, "gop": gop, "preset": o.preset, "tune": o.tune,
-            "bframes": o.bframes, "reopen": self.reopens})
+            "bframes": o.bframes, "reopen": self.reopens})]
 
     def _flush(self) -> list[Action]:
         """Drain and close the encoder; the next frame opens a new one."""
@@ -225,9 +217,11 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
     def _encode(self, pts: int, src_ns: int) -> list[Action]:
         actions: list[Action] = []
         if self._ctx is None:
-            actions.append(self._open(self.options.bitrate_kbps))
+            actions.extend(self._open(self.options.bitrate_kbps))
         assert self._ctx is not None
         frame = av.VideoFrame.from_numpy_buffer(self._yuv, format="yuv420p")
+        if PIX_FMTS[self.codec] != "yuv420p":  # e.g. h264_qsv takes nv12
+            frame = frame.reformat(format=PIX_FMTS[self.codec])
         frame.pts = pts
         frame.time_base = TIME_BASE
         frame.colorspace = COLORSPACE_SMPTE170M
@@ -244,7 +238,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         try:
             out = ctx.encode(frame)
         except av.FFmpegError as e:
-            raise EncoderError(f"libx264 failed to encode: {e}", where=self.node_id or None) from e
+            raise EncoderError(f"{self.codec} failed to encode: {e}", where=self.node_id or None) from e
         actions: list[Action] = []
         for pkt in out:
             params = video_params(ctx, self.fps) if pkt.is_keyframe else None
@@ -278,7 +272,11 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._have_picture = True
         self._last_real_pts = pts
         self._last_src_ns = media.pts_ns
-        return [*self._source_changed(media), *self._encode(pts, media.pts_ns)]
+        changed = self._source_changed(media)
+        if self._skip_for_fps(pts):
+            self.skipped_frames += 1
+            return changed or None
+        return [*changed, *self._encode(pts, media.pts_ns)]
 
     def _source_changed(self, media: Frame) -> list[Action]:
         """`source_changed` when the input's meta `source` changes (a camera switched devices): the time
@@ -288,6 +286,14 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
             return []
         self._source = source
         return [Event("source_changed", {"source": source, "pts_ns": media.pts_ns, "frames_in": self.frames_in})]
+
+    def _skip_for_fps(self, pts: int) -> bool:
+        """`max_fps` below the input rate: skip a frame that comes less than one output interval
+        (minus half an input interval, for jitter) after the last encoded one."""
+        cap = self.options.max_fps
+        if cap <= 0 or cap >= self.fps or self._last_pts is None:
+            return False
+        return pts - self._last_pts < TIME_BASE.denominator / cap - self.interval / 2
 
     def on_tick(self, now_ns: int) -> Actions:
         self._now_ns = now_ns
@@ -314,6 +320,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         return {"frames_in": self.frames_in, "frames_encoded": self.frames_encoded,
                 "repeated_frames": self.repeated_frames, "dropped_frames": self.dropped_frames,
                 "packets_out": self.packets_out, "reopens": self.reopens,
+                "skipped_frames": self.skipped_frames, "codec": self.codec,
                 "bitrate_kbps": self.options.bitrate_kbps}
 
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:
@@ -323,18 +330,21 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         return super().on_control(command, args)
 
     def on_option_changed(self, name: str, value: Any) -> Actions:
+        if name == "max_fps":
+            return [Event("fps_changed", {"max_fps": float(value), "input_fps": self.fps})]
         if name != "bitrate_kbps":
             return None
         kbps = int(value)
         reopened = False
         actions: list[Action] = []
-        if kbps <= self._vbv_cap_kbps and self._ctx is not None:
+        if kbps <= self._vbv_cap_kbps and self._ctx is not None and self.codec in RETARGETS_IN_PLACE:
             self._ctx.bit_rate = kbps * 1000
         elif self._ctx is not None:
-            # x264 cannot raise its VBV cap in place: reopen (the next frame is an IDR).
+            # x264 cannot raise its VBV cap in place (hardware encoders cannot retarget at all):
+            # reopen (the next frame is an IDR).
             actions.extend(self._flush())
             self.reopens += 1
-            actions.append(self._open(kbps))
+            actions.extend(self._open(kbps))
             reopened = True
         actions.append(Event("bitrate_changed", {"bitrate_kbps": kbps, "reopened": reopened}))
         return actions
@@ -350,7 +360,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._set_input(fmt)
         self._have_picture = False  # the last picture has the old size: no keepalive repeat of it
         self.reopens += 1
-        actions.append(self._open(self.options.bitrate_kbps))
+        actions.extend(self._open(self.options.bitrate_kbps))
         return actions
 
     def on_eos(self, pad: str) -> Actions:

@@ -68,6 +68,7 @@ def render_config(
     drop_idle_publisher_s: float,
     module: Path = RTMP_MODULE,
     as_root: bool = False,
+    host: str = HOST,
 ) -> str:
     """The nginx.conf text: one `live` application on 127.0.0.1:port, /stat and /hls over HTTP."""
     p = prefix.resolve()
@@ -96,7 +97,7 @@ def render_config(
         f"events {{ worker_connections 256; }}\n"
         f"rtmp {{\n"
         f"    server {{\n"
-        f"        listen {HOST}:{port};\n"
+        f"        listen {host}:{port};\n"
         f"        application live {{\n"
         f"            live on;\n"
         f"            record off;\n"
@@ -113,7 +114,7 @@ def render_config(
         f"    uwsgi_temp_path {temp / 'uwsgi'};\n"
         f"    scgi_temp_path {temp / 'scgi'};\n"
         f"    server {{\n"
-        f"        listen {HOST}:{http_port};\n"
+        f"        listen {host}:{http_port};\n"
         f"        location /stat {{ rtmp_stat all; }}\n"
         f"        location /hls {{\n"
         f"            types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}\n"
@@ -187,7 +188,11 @@ class RtmpServer:
         drop_idle_publisher_s: float = 5.0,
         nginx_bin: Path | str | None = None,
         module_path: Path = RTMP_MODULE,
+        host: str = HOST,
+        netns: str | None = None,
     ) -> None:
+        """`host` and `netns`: listen on `host` inside network namespace `netns` (`ip netns exec`, as
+        root), e.g. behind a shaped veth link; `port` must then be given (free in that namespace)."""
         self._prefix = Path(prefix).resolve()
         self._auto_port, self._auto_http_port = port == 0, http_port == 0
         self._port = port or free_port()
@@ -198,6 +203,8 @@ class RtmpServer:
         self._module_path = Path(module_path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._started_once = False
+        self._host = host
+        self._netns = netns
 
     # -- properties ---------------------------------------------------------------------------------
     @property
@@ -237,13 +244,13 @@ class RtmpServer:
 
     @property
     def stat_url(self) -> str:
-        return f"http://{HOST}:{self._http_port}/stat"
+        return f"http://{self._host}:{self._http_port}/stat"
 
     def url(self, app: str = "live", stream: str = "test") -> str:
-        return f"rtmp://{HOST}:{self._port}/{app}/{stream}"
+        return f"rtmp://{self._host}:{self._port}/{app}/{stream}"
 
     def hls_url(self, stream: str = "test") -> str:
-        return f"http://{HOST}:{self._http_port}/hls/{stream}.m3u8"
+        return f"http://{self._host}:{self._http_port}/hls/{stream}.m3u8"
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, timeout_s: float = 5.0) -> None:
@@ -253,7 +260,7 @@ class RtmpServer:
         self._check_installed()
         for attempt in range(3):
             try:
-                busy = [p for p in (self._port, self._http_port) if not _can_bind(p)]
+                busy = [p for p in (self._port, self._http_port) if not self._netns and not _can_bind(p)]
                 if busy:
                     raise _AddressInUse(busy[0], f"port {busy[0]} on {HOST} is already in use")
                 self._start_once(timeout_s)
@@ -353,14 +360,16 @@ class RtmpServer:
                 drop_idle_publisher_s=self._drop_idle_publisher_s,
                 module=self._module_path,
                 as_root=os.geteuid() == 0,
+                host=self._host,
             )
         )
         pid_file = self._prefix / "nginx.pid"
         pid_file.unlink(missing_ok=True)
         log_offset = self.error_log.stat().st_size if self.error_log.exists() else 0
         with open(self._prefix / "nginx.out", "ab") as out:
+            netns = ["ip", "netns", "exec", self._netns] if self._netns else []  # exec: nginx keeps the pid
             proc = subprocess.Popen(
-                [str(self._nginx_bin), "-p", f"{self._prefix}/", "-e", str(self.error_log), "-c", str(conf)],
+                [*netns, str(self._nginx_bin), "-p", f"{self._prefix}/", "-e", str(self.error_log), "-c", str(conf)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -372,7 +381,8 @@ class RtmpServer:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     self._fail_start(proc, log_offset, f"nginx exited with status {proc.returncode}")
-                if _read_pid(pid_file) == proc.pid and port_accepts(self._port) and port_accepts(self._http_port):
+                if (_read_pid(pid_file) == proc.pid and port_accepts(self._port, self._host)
+                        and port_accepts(self._http_port, self._host)):
                     self._proc = proc
                     return
                 time.sleep(0.01)

@@ -31,6 +31,7 @@ from mediaengine.sdk.errors import ActorFailedError, ConnectError, FieldError, F
 from mediaengine.sdk.formats import Format, Frame, Packet
 from mediaengine.sdk.sei import build_sei_nal, insert_sei
 
+from .adaptive import Adaptive
 from .connection import Connector, FlvConnection, Prober
 from .options import (
     RtmpSenderOptions,
@@ -117,6 +118,7 @@ class RtmpSender(Actor[RtmpSenderOptions]):
         self._next_message = 1
         self._ended_pads: set[str] = set()
         self._fatal_reported = False
+        self.adaptive: Adaptive | None = None  # the rate controller, once video params are known (abr)
 
     def setup(self, ctx: Context) -> None:
         self.node_id = ctx.node_id
@@ -145,16 +147,31 @@ class RtmpSender(Actor[RtmpSenderOptions]):
         if not isinstance(media, Packet):
             raise FormatError(f"rtmp_sender takes encoded packets on {pad!r}, got a raw frame")
         kind: Kind = "video" if pad == "video" else "audio"
+        started: list[Action] = []
         if media.params:
             link.note_params(kind, media.params)
+            if kind == "video" and self.options.abr != "off" and self.adaptive is None:
+                self.adaptive = Adaptive(self.options, media.params)
+                started = self.adaptive.start()
+                self.adaptive.last_configure_ns = self.clock()
+            elif kind == "video" and self.adaptive is not None:
+                started = self.adaptive.check_encoder(media.params, self.clock())
         sei: tuple[tuple[int, bool], ...] = ()
         if kind == "video" and self._messages:
             media, sei = self._attach_messages(media)
         link.push(Item(kind, media, to_ns(media.dts, media.time_base), sei))
-        return self._events()
+        return started + self._events()
 
     def on_tick(self, now_ns: int) -> Actions:
-        return self._events()
+        actions = self._events()
+        if self.adaptive is not None:
+            actions = self.adaptive.tick(self.clock(), self._link()) + actions
+        return actions
+
+    def on_option_changed(self, name: str, value: Any) -> Actions:
+        if self.adaptive is not None and name in ("abr_target_kbps", "abr_min_kbps"):
+            return self.adaptive.options_changed(self.options)
+        return None
 
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command != "send_message":

@@ -48,6 +48,14 @@ class RtmpSenderOptions:
     tls_verify: bool = option(
         True, doc="rtmps: verify the server certificate and host name (false: test servers only)")
     ca_file: str = option("", doc="rtmps: PEM file of the CA that signed the server certificate (default: system CAs)")
+    abr: str = option("off", choices=("off", "resolution_first", "fluency_first", "custom", "obs"),
+                      doc="adaptive bit rate: the mode whose table drives abr_encoder's bit rate (off = fixed; "
+                          "obs = OBS's algorithm from abr_target_kbps, the benchmark's reference)")
+    abr_encoder: str = option("", doc="node id of the video_encoder the rate controller drives")
+    abr_target_kbps: int = option(800, range=(100, 20000), live=True, doc="custom: highest video bit rate")
+    abr_min_kbps: int = option(200, range=(100, 20000), live=True, doc="custom: the floor")
+    abr_initial_kbps: int = option(800, range=(100, 20000), doc="custom: bit rate at the start")
+    abr_min_fps: float = option(8.0, range=(0, 240), doc="frame rate at the bit rate floor (0 = keep the frame rate)")
 
 
 
@@ -86,6 +94,12 @@ def check_options(options: RtmpSenderOptions, input_formats: Mapping[str, Format
         raise OptionError("need 0 <= video_drop_ms <= backlog_ms")
     if options.ca_file and not os.path.isfile(options.ca_file):
         raise OptionError(f"ca_file {options.ca_file!r} is not a file; give the PEM file of the server's CA")
+    if options.abr != "off" and not options.abr_encoder:
+        raise OptionError("abr needs abr_encoder: the id of the video_encoder node to drive")
+    if options.abr != "off" and "video" not in input_formats:
+        raise OptionError("abr needs a linked video input")
+    if options.abr == "custom" and not (options.abr_min_kbps <= options.abr_initial_kbps <= options.abr_target_kbps):
+        raise OptionError("custom abr needs abr_min_kbps <= abr_initial_kbps <= abr_target_kbps")
     if options.ca_file and not options.tls_verify:
         raise OptionError("ca_file is given but tls_verify is false: the CA would not be used")
 

@@ -27,6 +27,14 @@ from .queue import Backlog, Item, Kind, RateWindow, StartGate
 
 Clock = Callable[[], int]
 
+
+def filler_nal(size: int) -> bytes:
+    """An Annex B H.264 filler-data NAL unit (type 12) of about `size` bytes: decoders skip it, the
+    link carries it (the rate controller's probe).  0xFF payload never forms a start code."""
+    if size <= 0:
+        return b""
+    return b"\x00\x00\x00\x01\x0c" + b"\xff" * max(1, size - 6) + b"\x80"
+
 WATCH_S = 0.05  # watchdog period
 MISSING_INPUT_NS = 2 * NS  # connect without an input that sent no params after this much media
 RATE_WINDOW_NS = 2 * NS  # bit rate and throughput window
@@ -52,6 +60,8 @@ class _Stats:
     sei_sent: int = 0
     unsent_bytes: int = 0
     connected_at_ns: int | None = None
+    acked_bytes: int = 0  # acknowledged by the server, all connections (the rate controller's throughput)
+    filler_bytes: int = 0  # H.264 filler sent to probe the link (rate controller)
 
 
 class Link:
@@ -91,6 +101,9 @@ class Link:
         self._last_acked: int | None = None
         self._timed_out = False
         self._threads: list[threading.Thread] = []
+        # the rate controller's probe: H.264 filler data added to each video packet (0 = none)
+        self.filler_kbps = 0
+        self._last_video_ns = 0  # dts of the last video packet sent (filler pacing)
 
     # ---- called from the main thread --------------------------------------------------------
     def start(self) -> None:
@@ -334,6 +347,14 @@ class Link:
                     if new != announced:
                         announced = new
                         self.emit("stream_params_changed", pad="video", note="new SPS/PPS sent in-band")
+            filler = b""
+            if item.kind == "video":
+                # filler for the media time since the previous video packet (the frame rate may be lowered)
+                gap_s = min(0.5, max(1 / 120, (item.dts_ns - self._last_video_ns) / NS)) if self._last_video_ns else 0.0
+                self._last_video_ns = item.dts_ns
+                if self.filler_kbps > 0 and gap_s:
+                    filler = filler_nal(round(self.filler_kbps * 125 * gap_s))
+                    data = (data if data is not None else item.packet.data) + filler
             offset = self._offset(item.packet.time_base, extra + shift)
             start = self.clock()
             with self.lock:
@@ -350,13 +371,14 @@ class Link:
                 reason = "send_timeout" if timed_out else "error"
                 return self._lose(conn, reason, describe_error(exc), connected_ns)
             end = self.clock()
-            size = len(item.packet.data)
+            size = len(item.packet.data) + len(filler)
             with self.lock:
+                self.stats.filler_bytes += len(filler)
                 self._mux_started_ns = None
                 self.stats.packets_sent += 1
                 self.stats.sent[item.kind] += 1
                 self.stats.bytes_sent += size
-                self.rates[item.kind].add(end, size)
+                self.rates[item.kind].add(end, size - len(filler))  # media only: the filler is the probe's
                 self.blocks.add(end, (end - start) / 1e6)
                 for msg_id, last in item.sei:
                     counts = self.sei_counts.setdefault(msg_id, [0, 0])
@@ -438,6 +460,7 @@ class Link:
                 if self._last_acked is None or acked != self._last_acked or outq == 0:
                     if self._last_acked is not None and acked > self._last_acked:
                         self.acks.add(now, acked - self._last_acked)
+                        self.stats.acked_bytes += acked - self._last_acked
                     self._last_acked = acked
                     self._last_progress_ns = now
                 elif now - self._last_progress_ns > limit_ns:
@@ -488,5 +511,8 @@ class Link:
                 "dropped": {**s.dropped, "total": sum(s.dropped.values())},
                 "dropped_reasons": dict(s.dropped_reasons),
                 "sei_sent": s.sei_sent,
+                "acked_bytes": s.acked_bytes,
+                "filler_bytes": s.filler_bytes,
+                "filler_kbps": self.filler_kbps,
             }
 

@@ -36,6 +36,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "event": {"node": _STR, "name": _STR, "data": _MAP},
     "failed": {"node": _STR, "code": _INT, "message": _STR},
     "done": {"node": _STR, "reason": _STR},
+    "configure": {"node": _STR, "target": _STR, "options": _MAP},  # set another node's live options
     # client -> supervisor, supervisor -> actor (requests, each with an id)
     "ps": {"id": _INT},
     "snapshot": {"id": _INT},
@@ -57,7 +58,7 @@ FAULTS: tuple[str, ...] = ("kill", "hang", "crash", "slow", "exit", "corrupt")
 REQUEST_TYPES = frozenset({"ps", "snapshot", "command", "set", "stop", "fault", "ping"})
 # sent only by the engine's own actors, on their own authenticated socket (a client sending one gets
 # ActorOnlyError); `ok`/`error` are their replies to forwarded requests
-ACTOR_TYPES = frozenset({"hello", "heartbeat", "metrics", "event", "failed", "done", "ok", "error"})
+ACTOR_TYPES = frozenset({"hello", "heartbeat", "metrics", "event", "failed", "done", "ok", "error", "configure"})
 RESERVED = ("v", "type")  # set by the encoder, never taken from a message's fields
 
 

@@ -34,7 +34,7 @@ import numpy.typing as npt
 import zmq
 
 from ..control import protocol as proto
-from ..sdk.actor import Actions, Actor, ChangeFormat, Context, Emit, EndOfStream, Event, Finish
+from ..sdk.actor import Actions, Actor, ChangeFormat, Configure, Context, Emit, EndOfStream, Event, Finish
 from ..sdk.errors import (
     ActorFailedError,
     CommandFailedError,
@@ -555,6 +555,8 @@ class ActorRuntime:
                 self.finished = action.reason
             elif isinstance(action, ChangeFormat):
                 self._change_format(action.pad, action.fmt)
+            elif isinstance(action, Configure):
+                self._send_ctrl("configure", target=action.node, options=action.options)
             else:
                 raise ActorFailedError(f"{self.node_id}: hook returned {action!r}, not an action")
 

@@ -168,7 +168,18 @@ class Reply:
     value: Any = None
 
 
-Action = Emit | Event | EndOfStream | Finish | Reply | ChangeFormat
+@dataclass
+class Configure:
+    """Set live options of another node of the same engine (what `ctl set` does), e.g. a rate
+    controller setting the encoder's `bitrate_kbps`.  The supervisor routes it; the target's refusal
+    (unknown node, option not live, out of range) comes back as event `configure_failed` on this
+    node, never as an exception here: the two nodes restart independently."""
+
+    node: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Action = Emit | Event | EndOfStream | Finish | Reply | ChangeFormat | Configure
 Actions = list[Action] | None
 
 

@@ -50,7 +50,8 @@
     │   ├── UnknownLayerError        1335  a command names no layer / input of a compositor or switcher
     │   ├── LayerGeometryError       1336  a compositor layer's place, size or style is invalid
     │   ├── PreviewError             1337  the preview cannot open its window or HTTP endpoint
-    │   └── AudioBackendError        1340  the sound-device or noise-reduction library is missing or broken
+    │   ├── AudioBackendError        1340  the sound-device or noise-reduction library is missing or broken
+    │   └── (EncoderError) HardwareEncoderError 1350  a hardware encoder asked for by name cannot open
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
     │   ├── UnknownTypeError         1402  unknown message type
@@ -277,6 +278,15 @@ class EncoderError(ResourceError):
     """A codec failed to open or to encode."""
 
     code = 1303
+
+
+class HardwareEncoderError(EncoderError):
+    """A hardware H.264 encoder named by `codec` (h264_nvenc, ...) cannot open on this machine (no
+    device, no driver, not in the FFmpeg build) and `fallback` is false: use `codec: auto` or
+    libx264, or set `fallback: true`."""
+
+    code = 1350
+    restartable = False  # the machine will not grow a GPU between two restarts
 
 
 class SharedMemoryError(ResourceError, MemoryError):

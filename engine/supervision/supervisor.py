@@ -132,6 +132,7 @@ class _Pending:
     client_id: int
     deadline_ns: int
     node: str = ""
+    origin: str = ""  # a node's `Configure` (no client): its refusal becomes event configure_failed
 
 
 class Supervisor:
@@ -515,6 +516,10 @@ class Supervisor:
         for rid, pend in list(self.pending.items()):
             if now > pend.deadline_ns:
                 self._take_pending(rid)
+                if pend.origin:
+                    self._event(pend.origin, "configure_failed", {"target": pend.node, "code": TimeoutError_.code,
+                                                                  "message": "the node did not answer in time"})
+                    continue
                 self._reply_error(pend.client, pend.client_id, TimeoutError_("the node did not answer in time"))
         if self.stopping:
             self._shutdown_step(now)
@@ -805,9 +810,15 @@ class Supervisor:
             self._event(nid, "error", {"code": msg["code"], "message": st.last_error})
         elif mtype == "done":
             st.done_reason = self._clean(msg["reason"])
+        elif mtype == "configure":
+            self._configure(nid, msg["target"], msg["options"])
         elif mtype in ("ok", "error"):
             pend = self._take_pending(int(msg["id"]))
-            if pend is not None:  # relayed as a map: whatever its keys, never as **kwargs
+            if pend is not None and pend.origin:  # the answer to a node's Configure
+                if mtype == "error":
+                    self._event(pend.origin, "configure_failed", {
+                        "target": pend.node, "code": msg.get("code"), "message": self._clean(msg.get("message"))})
+            elif pend is not None:  # relayed as a map: whatever its keys, never as **kwargs
                 clean = {k: self._clean(v) if k in ("result", "message") else v for k, v in msg.items()}
                 self._reply(pend.client, proto.encode_map(mtype, {**clean, "id": pend.client_id}))
 
@@ -834,6 +845,26 @@ class Supervisor:
                 self._forward(ident, rid, msg)
         except EngineError as exc:
             self._reply_error(ident, rid, exc)
+
+    def _configure(self, origin: str, target: str, options: dict[str, Any]) -> None:
+        """Route a node's `Configure` to `target` as a `set` (the answer comes back to `_from_actor`)."""
+        st = self.nodes.get(target)
+        why = ""
+        if st is None:
+            why = f"no node {target!r}; nodes: {', '.join(self.order)}"
+        elif not st.alive or st.state != NodeStatus.RUNNING:
+            why = f"node {target} is {st.state}"
+        elif self.pending_per_node[target] >= MAX_PENDING_PER_NODE:
+            why = f"node {target} has too many requests waiting"
+        if why:
+            code = UnknownTargetError.code if st is None else ResourceError.code
+            self._event(origin, "configure_failed", {"target": target, "code": code, "message": why})
+            return
+        fwd_id = self.next_rid
+        self.next_rid += 1
+        self.pending[fwd_id] = _Pending(b"", 0, self.now_ns() + int(REQUEST_TIMEOUT_S * NS), target, origin)
+        self.pending_per_node[target] += 1
+        self._send_actor(target, proto.encode_map("set", {"id": fwd_id, "node": target, "options": options}))
 
     def _take_pending(self, fwd_id: int) -> _Pending | None:
         pend = self.pending.pop(fwd_id, None)

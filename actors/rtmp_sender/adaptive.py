@@ -1,0 +1,103 @@
+"""The rate controller inside the sender: samples the link every 250 ms, runs `rate.RateController`
+and turns its decisions into actions: `Configure` of the encoder node (`bitrate_kbps`, `max_fps`),
+the probe filler the writer adds, and events.  See docs/architecture.md "Adaptive bit rate".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mediaengine.sdk.actor import Action, Configure, Event
+
+from .options import RtmpSenderOptions
+from .publisher import Link
+from .rate import ModeRow, ObsController, RateController, Sample, Tuning, mode_row
+
+PERIOD_NS = 250_000_000  # one sample
+RESYNC_NS = 2_000_000_000  # a decision needs this long to show in the encoder's keyframe params
+
+
+def custom_row(o: RtmpSenderOptions) -> ModeRow:
+    return ModeRow(o.abr_target_kbps, o.abr_min_kbps, o.abr_initial_kbps, o.abr_min_fps > 0)
+
+
+class Adaptive:
+    """One controller for one sender; created at the first video params (size and fps known)."""
+
+    def __init__(self, options: RtmpSenderOptions, params: dict[str, Any], tuning: Tuning | None = None) -> None:
+        self.o = options
+        self.encoder = options.abr_encoder
+        self.height = int(params.get("height") or 720)
+        fps = float(params.get("fps") or 30.0)
+        self.fps = fps
+        self.obs: ObsController | None = None
+        if options.abr == "obs":  # the benchmark's reference: OBS's algorithm from abr_target_kbps
+            self.obs = ObsController(options.abr_target_kbps)
+            row = custom_row(options)
+        else:
+            row = mode_row(options.abr, self.height, custom_row(options) if options.abr == "custom" else None)
+        self.controller = RateController(row, fps=fps, min_fps=options.abr_min_fps or fps, tuning=tuning)
+        self.next_ns = 0
+        self.last_configure_ns = 0
+
+    def start(self) -> list[Action]:
+        """The encoder starts at the mode's initial bit rate."""
+        c = self.controller
+        if self.obs is not None:
+            return [Configure(self.encoder, {"bitrate_kbps": self.obs.bitrate_kbps}),
+                    Event("abr_started", {"mode": "obs", "encoder": self.encoder, "target_kbps": self.obs.original})]
+        return [Configure(self.encoder, {"bitrate_kbps": c.bitrate_kbps}),
+                Event("abr_started", {"mode": self.o.abr, "encoder": self.encoder, "target_kbps": c.row.target_kbps,
+                                      "min_kbps": c.row.min_kbps, "initial_kbps": c.row.initial_kbps})]
+
+    def check_encoder(self, params: dict[str, Any], now_ns: int) -> list[Action]:
+        """A keyframe's params carry the encoder's bit rate: a restarted encoder comes back at its
+        topology rate, so tell it the controller's again (at most once per RESYNC_NS)."""
+        want = self.obs.bitrate_kbps if self.obs is not None else self.controller.bitrate_kbps
+        have = int(params.get("bit_rate") or 0) // 1000
+        if not have or have == want or now_ns - self.last_configure_ns < RESYNC_NS:
+            return []
+        self.last_configure_ns = now_ns
+        return [Configure(self.encoder, {"bitrate_kbps": want}),
+                Event("encoder_resync", {"encoder_kbps": have, "bitrate_kbps": want})]
+
+    def options_changed(self, options: RtmpSenderOptions) -> list[Action]:
+        """custom targets changed live."""
+        self.o = options
+        if options.abr != "custom":
+            return []
+        d = self.controller.set_row(custom_row(options))
+        return self._actions(d.bitrate_kbps, None, d.events)
+
+    def tick(self, now_ns: int, link: Link) -> list[Action]:
+        c = self.controller
+        if now_ns < self.next_ns:
+            return []
+        self.next_ns = now_ns + PERIOD_NS
+        snap = link.snapshot()
+        if snap["state"] != "connected":
+            link.filler_kbps = 0
+            return []
+        rates = snap["bitrate_kbps"]
+        video_kbps = rates["video"]  # media only (the filler is counted apart)
+        sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], rates["audio"], snap["bytes_sent"], video_kbps)
+        if self.obs is not None:
+            d = self.obs.step(sample)
+            if d.bitrate_kbps is not None:
+                d.events.append(("bitrate_changed", {"bitrate_kbps": d.bitrate_kbps, "reason": "obs",
+                                                     "queued_ms": round(sample.queued_ms, 1)}))
+        else:
+            d = c.step(sample)
+        link.filler_kbps = d.probe_kbps
+        return self._actions(d.bitrate_kbps, d.max_fps, d.events)
+
+    def _actions(self, bitrate: int | None, max_fps: float | None,
+                 events: list[tuple[str, dict[str, Any]]]) -> list[Action]:
+        out: list[Action] = []
+        if bitrate is not None:
+            self.last_configure_ns = self.next_ns - PERIOD_NS
+            out.append(Configure(self.encoder, {"bitrate_kbps": bitrate}))
+        if max_fps is not None:
+            out.append(Configure(self.encoder, {"max_fps": max_fps}))
+        out += [Event(name, data) for name, data in events]
+        return out

@@ -1,0 +1,50 @@
+"""The rate controller on a real shaped link (issue 15): nginx-rtmp in its own network namespace behind
+a veth pair, `tc tbf` on the engine's end stepping 4 Mbit/s -> 1 -> 0.3 -> 4 while pushing, and
+`mediaengine play --json` inside the server's namespace recording stalls.  The short CI profile
+(36 s); the longer one and the comparison with OBS's algorithm and a fixed bit rate are the `abr`
+benchmark (`python -m tools.bench abr`), which runs the same `run_profile`.
+
+The engine runs in the test's own namespace (the engine's side of the veth pair, the shaped one);
+the server and the player in the new one.  Needs root and nginx's RTMP module, skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tools.bench.abr import AUDIO_KBPS, MIN_KBPS, QUICK_PROFILE, QUICK_S, run_profile, unavailable
+
+pytestmark = [pytest.mark.integration, pytest.mark.rtmp, pytest.mark.timeout(150)]
+
+
+@pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+def test_rate_controller_follows_a_shaped_link(tmp_path: Path) -> None:
+    run = run_profile("engine", QUICK_PROFILE, QUICK_S, tmp_path)
+    report = run.to_json()
+    print(report)  # the figures, with -rA / on failure
+    # after each drop, the encoder's target (+ audio) is under the new link rate within 1.5 s
+    reactions = run.drop_reactions()
+    assert len(reactions) == 2 and all(not math.isnan(r) and r <= 1.5 for r in reactions), report
+    # the controller's cut followed the measured link, not a fixed step (or stopped at the floor)
+    cuts = [e["data"] for e in run.events_named("bitrate_changed") if e["data"]["reason"] == "congestion"]
+    assert cuts and all(c["bitrate_kbps"] + AUDIO_KBPS < c["link_kbps"] or c["bitrate_kbps"] == MIN_KBPS
+                        for c in cuts), cuts
+    # after the rise, 80% of min(link, target) within 10 s
+    assert run.recovery() <= 10.0, report
+    # the viewer never froze for more than a second (the end of the push aside)
+    assert run.longest_stall_s <= 1.0, report
+    # one poor/recovered episode: 1 Mbit/s and 300 kbit/s are both poor, the rise ends it
+    assert [e["name"] for e in run.events if e["name"].startswith("network_")] == \
+        ["network_poor", "network_recovered"], report
+    poor = run.events_named("network_poor")[0]["data"]
+    assert {"link_kbps", "queued_ms", "bitrate_kbps", "target_kbps"} <= set(poor)
+    # at the floor the frame rate went down to min_fps, and back up after the rise
+    fps = [e["data"]["fps"] for e in run.events_named("fps_changed")]
+    assert fps and fps[0] == 8.0 and fps[-1] == 30.0, fps
+    # audio is never dropped, and the encoder applied every decision (no configure_failed)
+    assert run.audio_dropped == 0, report
+    assert not run.events_named("configure_failed"), run.events_named("configure_failed")
+    assert run.frames > 0 and run.decode_errors == 0

@@ -1,0 +1,101 @@
+"""The rate controller (`mediaengine.actors.rtmp_sender.rate`) fed with synthetic sample sequences:
+a fluid model of a bottleneck link (`tools.bench.abr_sim`), no processes, no clock."""
+
+from __future__ import annotations
+
+from mediaengine.actors.rtmp_sender.rate import (
+    MODES,
+    ModeRow,
+    ObsController,
+    RateController,
+    Sample,
+    mode_row,
+    preset_for,
+)
+
+from tools.bench.abr_sim import direction_changes, simulate
+
+ROW = ModeRow(target_kbps=2500, min_kbps=150, initial_kbps=2000, fps_at_floor=True)
+AUDIO = 64.0
+
+
+def first_at_or_after(tr_t: list[float], t: float) -> int:
+    return next(i for i, x in enumerate(tr_t) if x >= t)
+
+
+def test_modes_are_tables_per_resolution() -> None:
+    assert preset_for(720) == "720p" and preset_for(544) == "540p" and preset_for(200) == "180p"
+    assert mode_row("resolution_first", 720) == ModeRow(2000, 600, 1500, True)  # the SDK's 720p figures
+    assert mode_row("fluency_first", 720) == ModeRow(1200, 300, 1000, True)
+    assert mode_row("custom", 720, ROW) is ROW
+    for mode in MODES.values():  # fluency_first aims lower with a lower floor
+        for row in mode.values():
+            assert row.min_kbps <= row.initial_kbps <= row.target_kbps
+    assert all(MODES["fluency_first"][p].target_kbps < MODES["resolution_first"][p].target_kbps
+               for p in MODES["fluency_first"])
+
+
+def test_drop_cuts_under_the_link_within_one_sample_period() -> None:
+    c = RateController(ROW)
+    tr = simulate(c, [(0, 4000), (20, 1000)], 30, audio_kbps=AUDIO)
+    i = first_at_or_after(tr.t, 20)
+    cut = next(j for j in range(i, len(tr.t)) if tr.target[j] + AUDIO < 1000)
+    # the cut comes with the first sample whose queue shows the congestion (cut_ms = 300 ms): at once
+    seen = next(j for j in range(i, len(tr.t)) if tr.queued_ms[j] > 300)
+    assert cut == seen and tr.t[cut] - 20 <= 0.5, (tr.t[cut] - 20, tr.t[seen] - 20)
+    first_poor = [e for e in tr.events if e[1] == "network_poor"]
+    assert len(first_poor) == 1 and first_poor[0][0] == tr.t[cut]
+    # cut to what the link carries (measured), not a fixed step: under 85% of it, less the queue to drain
+    cut_event = next(e[2] for e in tr.events if e[1] == "bitrate_changed" and e[2]["reason"] == "congestion")
+    assert 900 <= cut_event["link_kbps"] <= 1100, cut_event
+    assert 0.2 * 1000 <= tr.target[cut] + AUDIO <= 0.85 * 1000
+    # and the queue drained: after 2 s no standing queue, only short probe spikes (filler stops at 150 ms)
+    later = tr.queued_ms[cut + 8:]
+    assert max(later) < 600 and sorted(later)[len(later) // 2] < 100, later
+
+
+def test_rise_reaches_80_percent_within_10_s_and_recovers_once() -> None:
+    c = RateController(ROW)
+    tr = simulate(c, [(0, 4000), (10, 1000), (25, 300), (40, 4000)], 60, audio_kbps=AUDIO)
+    i = first_at_or_after(tr.t, 40)
+    reach = next(j for j in range(i, len(tr.t)) if tr.target[j] >= 0.8 * ROW.target_kbps)
+    assert tr.t[reach] - 40 <= 10, tr.t[reach] - 40
+    names = [e[1] for e in tr.events if e[1].startswith("network_")]
+    assert names == ["network_poor", "network_recovered"]  # one episode: 1000 and 300 are both poor
+    # never faster than the link proved: the target never exceeded what the link carried (outside the
+    # 0.75 s after each drop in which the controller cannot know yet)
+    over = [tr.t[j] for j in range(len(tr.t)) if tr.target[j] + AUDIO > tr.link[j]
+            and not any(0 <= tr.t[j] - drop < 0.75 for drop in (10, 25))]
+    assert over == [], over
+    # at the floor the frame rate went down, and back up after the rise
+    fps = [e for e in tr.events if e[1] == "fps_changed"]
+    assert [e[2]["reason"] for e in fps] == ["bitrate_floor", "recovered"]
+
+
+def test_steady_link_changes_direction_at_most_once_a_minute() -> None:
+    for link in (600.0, 1000.0, 1800.0):
+        c = RateController(ROW)
+        tr = simulate(c, [(0, link)], 300, audio_kbps=AUDIO)
+        settled = first_at_or_after(tr.t, 10)
+        assert direction_changes(tr.target[settled:]) <= 290 / 60, (link, direction_changes(tr.target))
+        # and it uses the link: the average over the last 4 minutes is at least 75% of it
+        tail = tr.target[first_at_or_after(tr.t, 60):]
+        assert sum(tail) / len(tail) + AUDIO >= 0.75 * link, (link, sum(tail) / len(tail))
+
+
+def test_probe_filler_never_moves_the_bit_rate_down() -> None:
+    c = RateController(ROW)
+    tr = simulate(c, [(0, 1000)], 60, audio_kbps=AUDIO)
+    probes = [j for j in range(1, len(tr.t)) if tr.probe[j] and not tr.probe[j - 1]]
+    assert len(probes) >= 5  # it keeps checking for a rise
+    downs = [j for j in range(1, len(tr.t)) if tr.target[j] < tr.target[j - 1]]
+    assert all(not tr.probe[j - 1] or tr.queued_ms[j] > 300 for j in downs)
+
+
+def test_obs_controller_cuts_then_climbs_10_percent_every_4_s() -> None:
+    c = ObsController(2000)
+    d = c.step(Sample(0, 0, 0.0))
+    d = c.step(Sample(1_000_000_000, 125_000, 500.0, 64.0))  # 1000 kbit/s acknowledged, 500 ms queued
+    assert d.bitrate_kbps == 900  # 1000 - 64 audio, rounded down to 100
+    assert c.step(Sample(3_000_000_000, 375_000, 0.0)).bitrate_kbps is None
+    assert c.step(Sample(5_000_000_000, 625_000, 0.0)).bitrate_kbps == 1100

@@ -1,0 +1,99 @@
+"""A fluid model of a bottleneck link driven by a rate controller: the synthetic sample sequences of
+the controller's unit tests and the `abr` benchmark's simulated profile.
+
+Each step of `dt` (the controller's sample period): the encoder's output follows its target with a
+first-order lag (`encoder_lag_s`, x264's VBV settles in about a second), the sender offers video +
+audio + probe filler, the link carries at most its rate, the rest waits in the queue; the sample the
+controller gets is what the sender measures: bytes acknowledged and the queue in ms of media.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mediaengine.actors.rtmp_sender.rate import NS, Decision, Sample
+
+Profile = Sequence[tuple[float, float]]  # (from second, link kbit/s)
+
+
+class Controller(Protocol):
+    bitrate_kbps: int
+
+    def step(self, s: Sample) -> Decision: ...
+
+
+def link_at(profile: Profile, t_s: float) -> float:
+    rate = profile[0][1]
+    for start, kbps in profile:
+        if t_s >= start:
+            rate = kbps
+    return rate
+
+
+@dataclass
+class Trace:
+    """Per step: time (s), link, encoder output (video kbit/s), video target, queued ms, probe."""
+
+    t: list[float] = field(default_factory=list)
+    link: list[float] = field(default_factory=list)
+    out: list[float] = field(default_factory=list)
+    target: list[int] = field(default_factory=list)
+    queued_ms: list[float] = field(default_factory=list)
+    probe: list[int] = field(default_factory=list)
+    events: list[tuple[float, str, dict[str, object]]] = field(default_factory=list)
+    fps: list[float] = field(default_factory=list)
+
+
+def simulate(controller: Controller, profile: Profile, duration_s: float, *, audio_kbps: float = 64.0,
+             dt_s: float = 0.25, encoder_lag_s: float = 0.4, fps: float = 30.0,
+             on_step: Callable[[float], None] | None = None) -> Trace:
+    tr = Trace()
+    out = float(controller.bitrate_kbps)
+    queue_kbit = 0.0
+    acked = 0.0
+    sent = 0.0
+    probe = 0
+    cur_fps = fps
+    n = round(duration_s / dt_s)
+    alpha = min(1.0, dt_s / encoder_lag_s)
+    for i in range(1, n + 1):
+        t = i * dt_s
+        link = link_at(profile, t)
+        out += (controller.bitrate_kbps - out) * alpha
+        offered = out + audio_kbps + probe
+        carried = min(link, queue_kbit / dt_s + offered)
+        queue_kbit = max(0.0, queue_kbit + (offered - carried) * dt_s)
+        acked += carried * dt_s * 1000 / 8
+        sent += offered * dt_s * 1000 / 8
+        queued_ms = queue_kbit / max(offered, 1.0) * 1000
+        d = controller.step(Sample(round(t * NS), round(acked), queued_ms, audio_kbps, round(sent), out))
+        probe = d.probe_kbps
+        if d.max_fps is not None:
+            cur_fps = d.max_fps or fps
+        tr.events += [(t, name, data) for name, data in d.events]
+        tr.t.append(t)
+        tr.link.append(link)
+        tr.out.append(out)
+        tr.target.append(controller.bitrate_kbps)
+        tr.queued_ms.append(queued_ms)
+        tr.probe.append(probe)
+        tr.fps.append(cur_fps)
+        if on_step is not None:
+            on_step(t)
+    return tr
+
+
+def direction_changes(values: Sequence[float]) -> int:
+    """How often a sequence turns from rising to falling or back (flat steps ignored)."""
+    changes = 0
+    last = 0
+    for a, b in itertools.pairwise(values):
+        sign = (b > a) - (b < a)
+        if sign and last and sign != last:
+            changes += 1
+        if sign:
+            last = sign
+    return changes

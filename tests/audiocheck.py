@@ -94,21 +94,31 @@ def write_beeps(path: Path, count: int, rate: int = 48000, amp: float = 0.5, lea
     return n / rate
 
 
-def beeps_heard(x: np.ndarray, rate: int, count: int, block_s: float = 0.02) -> list[tuple[float, int]]:
-    """(start time in s, beep number) of every beep in mono float audio, in order (a beep = a run of blocks
-    whose strongest frequency is one of the beeps' and which is loud)."""
+def beeps_heard(x: np.ndarray, rate: int, count: int, block_s: float = 0.02,
+                min_blocks: int = 3) -> list[tuple[float, int]]:
+    """(start time in s, beep number) of every beep in mono float audio, in order (a beep = a run of at
+    least `min_blocks` blocks whose strongest frequency is one of the beeps' and which are loud).
+
+    A beep lasts 0.2 s (10 blocks); a single loud block at a beep's edge (AAC's pre-echo, a block
+    straddling the end) must not count as another beep, so a run shorter than `min_blocks` is ignored."""
     block = round(block_s * rate)
     n = len(x) // block
     found: list[tuple[float, int]] = []
-    current = -1
-    for b in range(n):
-        seg = x[b * block:(b + 1) * block]
-        if np.abs(seg).max() < 0.05:
-            current = -1
+    current, start, run = -1, 0, 0
+    for b in range(n + 1):
+        i = -1
+        if b < n:
+            seg = x[b * block:(b + 1) * block]
+            if np.abs(seg).max() >= 0.05:
+                f = float(np.argmax(np.abs(np.fft.rfft(seg * np.hanning(block))))) * rate / block
+                k = round((f - 600.0) / 200.0)
+                if 0 <= k < count and abs(f - beep_freq(k)) < 80:
+                    i = k
+        if i == current and i >= 0:
+            run += 1
             continue
-        f = float(np.argmax(np.abs(np.fft.rfft(seg * np.hanning(block))))) * rate / block
-        i = round((f - 600.0) / 200.0)
-        if 0 <= i < count and abs(f - beep_freq(i)) < 80 and i != current:
-            found.append((b * block / rate, i))
-            current = i
+        if current >= 0 and run >= min_blocks and (not found or found[-1][1] != current or
+                                                   start * block / rate - found[-1][0] > 0.3):
+            found.append((start * block / rate, current))
+        current, start, run = i, b, 1
     return found

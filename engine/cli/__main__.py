@@ -1,7 +1,5 @@
 """`python -m mediaengine.cli ...` is the `mediaengine` command."""
 
-import sys
+from .main import entry
 
-from .main import main
-
-sys.exit(main())
+entry()

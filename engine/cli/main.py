@@ -343,5 +343,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def entry() -> None:
+    """The `mediaengine` command: `main()`, then exit.
+
+    A pull thread (`mediaengine play`) can still be inside FFmpeg when the command is done: an open
+    or a read on a silent server only ends at its timeout, and FFmpeg cannot be interrupted from
+    outside.  Finalising the interpreter under a daemon thread that runs native code crashes
+    (SIGSEGV, measured on a loaded machine: `play` of an unpublished stream with `--duration` shorter
+    than `--timeout`), so then the process ends at once, its output flushed, with main()'s status."""
+    status = main()
+    pull = sys.modules.get("mediaengine.sdk.pull")  # imported only by the commands that pull
+    if pull is not None and pull.pull_threads_alive():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

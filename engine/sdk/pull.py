@@ -276,6 +276,8 @@ class SeiMessage:
 
 #: distinct SEI messages the deduper keeps open at once (each access unit carries at most
 #: `sei.MAX_MESSAGES_PER_ACCESS_UNIT`)
+#: the name of StreamPuller's thread (see `pull_threads_alive`)
+STREAM_PULLER = "stream-puller"
 MAX_OPEN_SEI = 256
 #: records the pulling thread may queue ahead of the session; beyond, it waits (reads slow down)
 MAX_RECORDS = 2048
@@ -440,6 +442,12 @@ def _open_error(url: str, e: BaseException, timeout_s: float, elapsed_s: float) 
     return ConnectError(f"cannot connect to {shown}: {reason}; is the server up and the URL right?")
 
 
+def pull_threads_alive() -> bool:
+    """True while a StreamPuller thread is still inside FFmpeg (an open or a read that only its timeout
+    ends): a process must not finalise the interpreter under it (`mediaengine.cli.main.entry`)."""
+    return any(t.name == STREAM_PULLER and t.is_alive() for t in threading.enumerate())
+
+
 class StreamPuller:
     """Opens `url`, demuxes and decodes in a daemon thread; records arrive on `records`.
 
@@ -469,7 +477,7 @@ class StreamPuller:
         self._video: deque[tuple[av.VideoFrame, float]] = deque()
         self._audio: deque[tuple[NDArray[np.int16], float]] = deque()
         self._h264 = False
-        self._thread = threading.Thread(target=self._run, name="stream-puller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=STREAM_PULLER, daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -8,6 +8,8 @@ import io
 import itertools
 import json
 import queue
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -569,3 +571,24 @@ def test_actor_options_and_audio_off(monkeypatch: pytest.MonkeyPatch) -> None:
     actions = a.on_tick(0)
     assert [x.pad for x in actions if isinstance(x, EndOfStream)] == ["audio"]
     assert FakePuller.made[-1].kwargs["audio_format"] is None
+
+
+ENTRY_UNDER_A_PULL_THREAD = """
+import atexit, sys, threading, time
+from mediaengine.sdk.pull import STREAM_PULLER
+from mediaengine.cli.main import entry
+threading.Thread(target=time.sleep, args=(30,), name=STREAM_PULLER, daemon=True).start()
+atexit.register(print, "finalised")
+sys.argv = ["mediaengine", "play", "rtmp://127.0.0.1:1/live/x", "--duration", "0.2", "--timeout", "0.1"]
+entry()
+"""
+
+
+def test_the_command_ends_without_finalising_under_a_pull_thread() -> None:
+    # finalising the interpreter while a pull thread is inside FFmpeg crashed `play` (SIGSEGV, 1 run in 30
+    # on a loaded machine, `play` of an unpublished stream): with such a thread alive the command ends at
+    # once with main()'s status, its output flushed; atexit handlers (finalisation) never run
+    out = subprocess.run([sys.executable, "-c", ENTRY_UNDER_A_PULL_THREAD], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 1, out.stderr
+    assert "(error 1302 ConnectError)" in out.stderr and "finalised" not in out.stdout

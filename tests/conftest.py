@@ -1,8 +1,11 @@
 """Fixtures shared by every test: a local RTMP server, ffprobe, and leak checks for the whole session.
 
-Markers are registered in pyproject.toml.  The session guard fails the run (an error at teardown of
-the last test) if the tests left shared-memory segments named `me-*` in /dev/shm or child processes
-behind; it removes them first so one leaky run does not poison the next.
+Markers are registered in pyproject.toml.  A test marked `integration` (real processes on real time)
+that fails is run once more (pytest-rerunfailures, 5 s later): a CI host that stalls for a moment must
+not fail the build, a defect fails twice.  Each rerun is listed in the summary (`RERUN` and how the
+rerun ended), so a test that needed its rerun is seen (docs/testing.md).  The session guard fails the
+run (an error at teardown of the last test) if the tests left shared-memory segments named `me-*` in
+/dev/shm or child processes behind; it removes them first so one leaky run does not poison the next.
 """
 
 from __future__ import annotations
@@ -90,6 +93,20 @@ def _describe(proc: psutil.Process) -> str:
         return f"pid {proc.pid}: {' '.join(proc.cmdline()) or proc.name()}"
     except psutil.Error:
         return f"pid {proc.pid}"
+
+
+RERUNS = 1  # one more run for a failed real-time test (MEDIAENGINE_TEST_RERUNS overrides; 0: none)
+RERUN_DELAY_S = 5.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Real-time tests get one rerun (see the module docstring); unit tests get none."""
+    reruns = int(os.environ.get("MEDIAENGINE_TEST_RERUNS", RERUNS))
+    if reruns <= 0 or config.getoption("reruns", None):  # an explicit --reruns wins
+        return
+    for item in items:
+        if item.get_closest_marker("integration") and not item.get_closest_marker("flaky"):
+            item.add_marker(pytest.mark.flaky(reruns=reruns, reruns_delay=RERUN_DELAY_S))
 
 
 @pytest.fixture(autouse=True, scope="session")

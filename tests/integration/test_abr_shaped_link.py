@@ -1,7 +1,7 @@
 """The rate controller on a real shaped link (issue 15): nginx-rtmp in its own network namespace behind
 a veth pair, `tc tbf` on the engine's end stepping 4 Mbit/s -> 1 -> 0.3 -> 4 while pushing, and
 `mediaengine play --json` inside the server's namespace recording stalls.  The short CI profile
-(36 s); the longer one and the comparison with OBS's algorithm and a fixed bit rate are the `abr`
+(42 s); the longer one and the comparison with OBS's algorithm and a fixed bit rate are the `abr`
 benchmark (`python -m tools.bench abr`), which runs the same `run_profile`.
 
 The engine runs in the test's own namespace (the engine's side of the veth pair, the shaped one);
@@ -38,9 +38,13 @@ def test_rate_controller_follows_a_shaped_link(tmp_path: Path) -> None:
     # at the 4 -> 1 Mbit/s drop (queued media drains through the smaller link), so this asserts 1.5 s and
     # the goal stays open in issue 15 until the cut also trims what is already queued
     assert run.longest_stall_s <= 1.5, report
-    # one poor/recovered episode: 1 Mbit/s and 300 kbit/s are both poor, the rise ends it
-    assert [e["name"] for e in run.events if e["name"].startswith("network_")] == \
-        ["network_poor", "network_recovered"], report
+    # poor/recovered episodes: 1 Mbit/s and 300 kbit/s are both poor (one episode), the rise ends it.  On a
+    # quiet machine that is the only episode; on a CI host that stalls the server for a moment the link
+    # looks congested again after the rise (a cut at 4 Mbit/s seen at 33 s): then that episode must end
+    # too.  The events alternate, the first poor comes with the first drop, and the push ends recovered
+    network = [(e["name"], e["t"]) for e in run.events if e["name"].startswith("network_")]
+    assert [n for n, _ in network] == ["network_poor", "network_recovered"] * (len(network) // 2), report
+    assert network and QUICK_PROFILE[1][0] <= network[0][1] <= QUICK_PROFILE[2][0], network
     poor = run.events_named("network_poor")[0]["data"]
     assert {"link_kbps", "queued_ms", "bitrate_kbps", "target_kbps"} <= set(poor)
     # at the floor the frame rate went down to min_fps, and back up after the rise

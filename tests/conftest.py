@@ -1,7 +1,7 @@
 """Fixtures shared by every test: a local RTMP server, ffprobe, and leak checks for the whole session.
 
-Markers are registered in pyproject.toml.  A test marked `integration` (real processes on real time)
-that fails is run once more (pytest-rerunfailures, 5 s later): a CI host that stalls for a moment must
+Markers are registered in pyproject.toml.  A test marked `integration` or `fault` (real processes on real
+time) that fails is run once more (pytest-rerunfailures, 5 s later): a CI host that stalls for a moment must
 not fail the build, a defect fails twice.  Each rerun is listed in the summary (`RERUN` and how the
 rerun ended), so a test that needed its rerun is seen (docs/testing.md).  The session guard fails the
 run (an error at teardown of the last test) if the tests left shared-memory segments named `me-*` in
@@ -105,7 +105,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reruns <= 0 or config.getoption("reruns", None):  # an explicit --reruns wins
         return
     for item in items:
-        if item.get_closest_marker("integration") and not item.get_closest_marker("flaky"):
+        real_time = item.get_closest_marker("integration") or item.get_closest_marker("fault")
+        if real_time and not item.get_closest_marker("flaky"):
             item.add_marker(pytest.mark.flaky(reruns=reruns, reruns_delay=RERUN_DELAY_S))
 
 

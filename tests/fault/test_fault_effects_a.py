@@ -35,10 +35,8 @@ from tests.fault.test_fault_matrix import (
     Viewer,
     W,
     connected,
-    fault,
     fresh_video,
-    injected_at,
-    sender,
+    restart_row,
 )
 from tools.rtmp_server import RtmpServer
 
@@ -95,26 +93,7 @@ def test_watermark_and_transform_kill_and_hang_during_a_push(engine_runner: Call
         wait_for(lambda: viewer.frames() > 30, 20, "the continuous viewer playing")
         for victim in VICTIMS:
             for name in FAULTS:
-                wait_for(lambda: connected(eng) and all(n["state"] == "running" for n in eng.ps()["nodes"]), 20,
-                         f"everything running before {name} on {victim}")
-                before, push_before = eng.node(victim), sender(eng)
-                t_fault = time.time()
-                assert fault(eng, victim, name)["fault"] == name
-                t_injected = injected_at(eng, victim, t_fault)
-
-                def back(restarts: int = before["restarts"], node: str = victim) -> bool:
-                    n = eng.node(node)
-                    return bool(n["restarts"] > restarts and n["state"] == "running")
-
-                wait_for(back, 15, f"{victim} back after {name}")
-                t_viewer = time.time()
-                waited, fresh = fresh_video(url, int(t_injected * 1000), RECOVERY_S[name] + 5.0)
-                push_after = sender(eng)
-                row = {"node": victim, "fault": name, "restarts": eng.node(victim)["restarts"] - before["restarts"],
-                       "fresh_video_s": round(t_viewer + waited - t_injected, 1), "fresh_pictures": fresh,
-                       "rtmp_connection_kept": push_after["pid"] == push_before["pid"]
-                       and push_after.get("connection_losses") == push_before.get("connection_losses"),
-                       "longest_gap_ms": viewer.longest_gap_ms(t_fault, time.time())}
+                row, fresh = restart_row(eng, url, viewer, victim, name)
                 rows.append(row)
                 print(f"\nMATRIX {json.dumps(row)}")
                 assert row["restarts"] >= 1, row

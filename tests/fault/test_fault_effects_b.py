@@ -1,19 +1,21 @@
-"""Fault cases for the compositor and the switcher during a live push to nginx-rtmp: kill and hang each.
+"""Fault cases for the compositor, the switcher and the preview during a live push to nginx-rtmp: kill
+and hang each.
 
 One engine pushes test pattern (screen) + test pattern (camera) -> compositor -> switcher -> H.264 ->
-RTMP; the four faults are injected one after the other with `mediaengine fault`.  After each, the node
-must be back (restarted by the supervisor), the RTMP connection must have stayed up (the encoder's
-keepalive bridges the gap), a new viewer (Debian's ffmpeg) must decode pictures rendered after the fault
-(the screen's burned-in stamps) within the same bound as the fault matrix's filter rows, and the
-continuous viewer's longest stall must stay within the matrix's filter bounds.  crash and slow behave
-like kill and hang for these two filters (the matrix covers them for `overlay`): they are left out to
+RTMP, with an HTTP preview of the switcher's output beside the encoder; the six faults are injected one
+after the other with `mediaengine fault`.  After each, the node must be back (restarted by the
+supervisor), the RTMP connection must have stayed up (the encoder's keepalive bridges the gap), a new
+viewer (Debian's ffmpeg) must decode pictures rendered after the fault (the screen's burned-in stamps)
+within the same bound as the fault matrix's filter rows, and the continuous viewer's longest stall must
+stay within the matrix's filter bounds; the restarted preview serves a picture again.  crash and slow
+behave like kill and hang for these actors (the matrix covers them for `overlay`): they are left out to
 keep the suite short.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,10 +29,7 @@ from tests.fault.test_fault_matrix import (
     Viewer,
     W,
     connected,
-    fault,
-    fresh_video,
-    injected_at,
-    sender,
+    restart_row,
 )
 from tools.rtmp_server import RtmpServer
 
@@ -53,12 +52,26 @@ nodes:
   - {{id: venc, kind: video_encoder, inputs: {{in: sel}}, options: {{bitrate_kbps: 1500, gop_s: 1, preset: veryfast,
                                                                    tune: zerolatency}}}}
   - {{id: push, kind: rtmp_sender, inputs: {{video: venc}}, options: {{url: "${{PUSH_URL}}"}}}}
+  - {{id: prev, kind: preview, inputs: {{in: sel}}, options: {{mode: http}}}}
 """
 
-CASES = [("mix", "kill"), ("mix", "hang"), ("sel", "kill"), ("sel", "hang")]
+CASES = [("mix", "kill"), ("mix", "hang"), ("sel", "kill"), ("sel", "hang"), ("prev", "kill"), ("prev", "hang")]
 
 
-def test_compositor_and_switcher_kill_and_hang_during_a_push(engine_runner: Callable[..., Engine],
+def preview_picture(eng: Engine) -> bytes | None:
+    """The preview's current JPEG (`/snapshot.jpg` at its `url` metric), None before it has one."""
+    url = eng.node("prev")["metrics"].get("actor", {}).get("url")
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/snapshot.jpg", timeout=5) as reply:
+            body: bytes = reply.read()
+    except OSError:
+        return None
+    return body if body.startswith(b"\xff\xd8") else None
+
+
+def test_compositor_switcher_and_preview_kill_and_hang_during_a_push(engine_runner: Callable[..., Engine],
                                                              rtmp_server: RtmpServer, tmp_path: Path) -> None:
     topo = tmp_path / "effects_b.yaml"
     topo.write_text(TOPOLOGY)
@@ -71,22 +84,7 @@ def test_compositor_and_switcher_kill_and_hang_during_a_push(engine_runner: Call
     try:
         wait_for(lambda: viewer.frames() > 30, 20, "the continuous viewer playing")
         for victim, name in CASES:
-            wait_for(lambda: connected(eng) and all(n["state"] == "running" for n in eng.ps()["nodes"]), 20,
-                     f"everything running before {name} on {victim}")
-            before, push_before = eng.node(victim), sender(eng)
-            t_fault = time.time()
-            assert fault(eng, victim, name)["fault"] == name
-            t_injected = injected_at(eng, victim, t_fault)
-            wait_for(lambda v=victim, r=before["restarts"]: (n := eng.node(v))["restarts"] > r  # type: ignore[misc]
-                     and n["state"] == "running", 15, f"{victim} back after {name}")
-            t_viewer = time.time()
-            waited, fresh = fresh_video(url, int(t_injected * 1000), RECOVERY_S[name] + 5.0)
-            push_after = sender(eng)
-            row = {"node": victim, "fault": name, "restarts": eng.node(victim)["restarts"] - before["restarts"],
-                   "fresh_video_s": round(t_viewer + waited - t_injected, 1), "fresh_pictures": fresh,
-                   "rtmp_connection_kept": push_after["pid"] == push_before["pid"]
-                   and push_after.get("connection_losses") == push_before.get("connection_losses"),
-                   "longest_gap_ms": viewer.longest_gap_ms(t_fault, time.time())}
+            row, fresh = restart_row(eng, url, viewer, victim, name)
             rows.append(row)
             print(f"\nEFFECTS-B {json.dumps(row)}")
             assert eng.proc.poll() is None, f"the engine died after {name} on {victim}:\n{eng.log}"
@@ -94,6 +92,8 @@ def test_compositor_and_switcher_kill_and_hang_during_a_push(engine_runner: Call
             assert row["fresh_video_s"] <= RECOVERY_S[name], f"recovery too slow: {row}"
             assert fresh >= 5, f"only {fresh} new pictures in 10 frames: {row}"
             assert row["longest_gap_ms"] <= GAP_MS["filt", name], f"stall too long: {row}"
+            if victim == "prev":  # the restarted preview (a new port) serves pictures again
+                wait_for(lambda: preview_picture(eng), 10, "a picture from the restarted preview")
     finally:
         viewer.close()
     eng.request("stop")

@@ -183,6 +183,33 @@ def connected(eng: Engine) -> dict[str, Any] | None:
     return s if s.get("state") == "connected" and eng.node("push")["state"] == "running" else None
 
 
+def restart_row(eng: Engine, url: str, viewer: Viewer, victim: str, name: str) -> tuple[dict[str, Any], int]:
+    """Inject `name` (kill, hang, crash: a fault the supervisor answers with a restart) into `victim`
+    once everything runs, wait for the restart, and measure what a viewer sees: the row the effects and
+    capture fault tests print and judge, and the fresh pictures of 10."""
+    wait_for(lambda: connected(eng) and all(n["state"] == "running" for n in eng.ps()["nodes"]), 20,
+             f"everything running before {name} on {victim}")
+    before, push_before = eng.node(victim), sender(eng)
+    t_fault = time.time()
+    assert fault(eng, victim, name)["fault"] == name
+    t_injected = injected_at(eng, victim, t_fault)
+
+    def back() -> bool:
+        n = eng.node(victim)
+        return bool(n["restarts"] > before["restarts"] and n["state"] == "running")
+
+    wait_for(back, 15, f"{victim} back after {name}")
+    t_viewer = time.time()  # a new viewer starts now (after the restart); recovery counts from the injection
+    waited, fresh = fresh_video(url, int(t_injected * 1000), RECOVERY_S[name] + 5.0)
+    push_after = sender(eng)
+    row = {"node": victim, "fault": name, "restarts": eng.node(victim)["restarts"] - before["restarts"],
+           "fresh_video_s": round(t_viewer + waited - t_injected, 1), "fresh_pictures": fresh,
+           "rtmp_connection_kept": push_after["pid"] == push_before["pid"]
+           and push_after.get("connection_losses") == push_before.get("connection_losses"),
+           "longest_gap_ms": viewer.longest_gap_ms(t_fault, time.time())}
+    return row, fresh
+
+
 @pytest.mark.parametrize("victim", ACTORS)
 def test_fault_matrix(victim: str, engine_runner: Callable[..., Engine], rtmp_server: RtmpServer) -> None:
     url = rtmp_server.url(stream=f"matrix-{victim}")

@@ -163,13 +163,27 @@ class Viewer:
             self.proc.stdout.close()
 
 
-def monitor_once(eng: Engine) -> dict[str, Any]:
-    """What `mediaengine monitor --json --once` shows (every node, recent events)."""
-    env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)}
-    out = subprocess.run([sys.executable, "-m", "mediaengine.cli", "monitor", "--json", "--once"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+class MonitorOnce:
+    """`mediaengine monitor --json --once` (every node, recent events) started now and read by `result()`:
+    it runs while the test waits for a viewer, instead of adding its second to each fault."""
+
+    def __init__(self, eng: Engine) -> None:
+        env = {**os.environ, "MEDIAENGINE_RUNTIME_DIR": str(eng.runtime_dir)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "mediaengine.cli", "monitor", "--json", "--once"],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> dict[str, Any]:
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        finally:
+            self.close()
+        assert self.proc.returncode == 0, err
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 def sender(eng: Engine) -> dict[str, Any]:
@@ -217,9 +231,9 @@ def test_fault_matrix(victim: str, engine_runner: Callable[..., Engine], rtmp_se
                         env={"PUSH_URL": url})
     eng.wait_running()
     wait_for(lambda: connected(eng), 20, "the sender connected")
-    fresh_video(url, int(time.time() * 1000), RECOVERY_LIMIT_S)  # a viewer sees the stream before any fault
-    viewer = Viewer(url)
+    viewer = Viewer(url)  # starts while the first check below runs
     try:
+        fresh_video(url, int(time.time() * 1000), RECOVERY_LIMIT_S)  # a viewer sees the stream before any fault
         wait_for(lambda: viewer.frames() > 30, 20, "the continuous viewer playing")
         rows = _faults(eng, url, victim, viewer)
         t_last = time.time()
@@ -270,9 +284,18 @@ def _faults(eng: Engine, url: str, victim: str, viewer: Viewer) -> list[dict[str
                 return bool(n["restarts"] > restarts and n["state"] == "running")
 
             wait_for(back, 15, f"{victim} back after {name}")
+        # what `mediaengine monitor --json` shows once the node is back (after a slow spell, a restart may
+        # still come: then the monitor starts after the viewer's wait)
+        monitor = MonitorOnce(eng) if name != "slow" else None
         t_viewer = time.time()  # a new viewer starts now (after the restart); recovery counts from the injection
-        waited, fresh = fresh_video(url, int(t_injected * 1000), RECOVERY_S[name] + 5.0)
+        try:
+            waited, fresh = fresh_video(url, int(t_injected * 1000), RECOVERY_S[name] + 5.0)
+        except BaseException:
+            if monitor is not None:
+                monitor.close()
+            raise
         after, push_after = eng.node(victim), sender(eng)
+        mon = (monitor or MonitorOnce(eng)).result()
         row = {"node": victim, "fault": name, "restarts": after["restarts"] - before["restarts"],
                "fresh_video_s": round(t_viewer + waited - t_injected, 1), "viewer_wait_s": round(waited, 1),
                "fresh_pictures": fresh, "rate_before": rate_before, "slowed_rate": slowed_rate,
@@ -281,8 +304,7 @@ def _faults(eng: Engine, url: str, victim: str, viewer: Viewer) -> list[dict[str
                and push_after.get("connection_losses") == push_before.get("connection_losses"),
                "sender_reconnects": int(push_after.get("reconnects", 0)) - int(push_before.get("reconnects", 0))
                if push_after["pid"] == push_before["pid"] else None}
-        # what `mediaengine monitor --json` shows: the restart count and the events of this fault
-        mon = monitor_once(eng)
+        # what the monitor showed: the restart count and the events of this fault
         shown = {n["id"]: n for n in mon["nodes"]}[victim]
         assert shown["restarts"] == after["restarts"], (shown, after)
         recent = [e for e in mon["events"] if e["node"] == victim and (e["t"] or 0) >= t_fault]

@@ -48,9 +48,9 @@ nodes:
 """
 
 
-def levels(x: np.ndarray, freqs: tuple[float, ...], block: int = BLOCK) -> np.ndarray:
+def levels(x: np.ndarray, freqs: tuple[float, ...], block: int = BLOCK, rate: int = RATE) -> np.ndarray:
     """Amplitude of each frequency in each block of mono audio, fitted jointly (rows: blocks)."""
-    t = np.arange(block) / RATE
+    t = np.arange(block) / rate
     cols = [f(2 * np.pi * fr * t) for fr in freqs for f in (np.sin, np.cos)] + [np.ones(block)]
     basis = np.stack(cols, axis=1)
     n = len(x) // block
@@ -115,6 +115,55 @@ def test_microphone_and_tone_mixed_and_pushed_without_video(
                                                              "packet=pts_time")["packets"])
     gaps = [(round(a, 3), round(b - a, 3)) for a, b in itertools.pairwise(pts) if b - a > 0.1]
     assert not gaps and pts[-1] - pts[0] > 4, (gaps, pts[-1] - pts[0], mix)
+
+
+# the microphone's other rates and stereo, all at once on the same PulseAudio source: each through its own
+# AAC encoder (at the microphone's rate) into its own audio-only recording
+MIC_FORMATS = [(16000, 1), (32000, 1), (44100, 2), (48000, 2)]
+RATES_TOPOLOGY = "version: 1\nname: mic_rates\nnodes:\n" + "".join(
+    f"  - {{id: mic{r}x{c}, kind: microphone, options: {{device: 'pulse:mic.monitor', rate: {r}, channels: {c}}}}}\n"
+    f"  - {{id: aenc{r}x{c}, kind: audio_encoder, inputs: {{in: mic{r}x{c}}}, options: {{bitrate_kbps: 96}}}}\n"
+    f"  - {{id: rec{r}x{c}, kind: recorder, inputs: {{audio: aenc{r}x{c}}}, "
+    f"options: {{path: '${{OUT}}/mic{r}x{c}.m4a'}}}}\n"
+    for r, c in MIC_FORMATS)
+
+
+def test_microphone_at_16_32_and_44_1_khz_and_in_stereo(
+        engine_runner: Callable[..., Engine], pulse_server: PulseServer, tmp_path: Path) -> None:
+    topo = tmp_path / "mic_rates.yaml"
+    topo.write_text(RATES_TOPOLOGY)
+    eng = engine_runner(topo, "--duration", "30", env={"OUT": str(tmp_path), **pulse_server.env()})
+    eng.wait_running()
+    mics = [f"mic{r}x{c}" for r, c in MIC_FORMATS]
+
+    def frames() -> list[int]:
+        return [int(eng.node(m)["metrics"].get("actor", {}).get("frames", 0)) for m in mics]
+
+    wait_for(lambda: min(frames()) > 50, 20, "every microphone delivering")
+    n = int(3.0 * RATE)
+    tone = (MIC_AMP * np.sin(2 * np.pi * MIC_HZ * np.arange(n) / RATE) * 32767).astype(np.int16)
+    finish_play(pulse_server.play(tone), 15)
+    played = frames()  # then 0.5 s more from each microphone: the tone's end is captured
+    wait_for(lambda: all(f >= p + 50 for f, p in zip(frames(), played, strict=True)), 10, "0.5 s more captured")
+    metrics = {m: eng.node(m)["metrics"]["actor"] for m in mics}
+    assert eng.stop(20) == 0, eng.log
+    for (rate, channels), mic in zip(MIC_FORMATS, mics, strict=True):
+        path = tmp_path / f"{mic}.m4a"
+        (stream,) = ffprobe_json(path, "-show_streams")["streams"]
+        assert (stream["codec_name"], int(stream["sample_rate"]), stream["channels"]) == ("aac", rate, channels)
+        x = decode_audio(path, rate, channels)
+        block = rate // 50  # 20 ms
+        for ch in range(channels):  # a mono tone reaches each channel of a stereo capture
+            lv = levels(x[:, ch], (MIC_HZ,), block, rate)[:, 0]
+            on = np.flatnonzero(lv > MIC_AMP / 2)
+            assert len(on) > 0, f"{mic}: the tone never reached channel {ch}; {metrics[mic]}"
+            run = lv[on[0] + 5:on[-1] - 2]
+            assert len(run) * block / rate > 2.7, f"{mic}: tone heard for {len(on) * block / rate:.2f}s of 3"
+            dips = [(i, round(db(v / MIC_AMP), 1)) for i, v in enumerate(run) if abs(db(v / MIC_AMP)) > 1.0]
+            assert not dips, f"{mic} channel {ch}: dropouts or a level off by > 1 dB (block, dB): {dips[:10]}"
+            segment = x[(on[0] + 5) * block:(on[-1] - 2) * block, ch]
+            assert tone_frequency(segment, rate) == pytest.approx(MIC_HZ, abs=1.0), mic
+        assert abs(metrics[mic]["drift_ms"]) < 10, metrics[mic]
 
 
 def events_of(eng: Engine, node: str) -> list[dict[str, Any]]:

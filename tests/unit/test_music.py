@@ -3,7 +3,11 @@ loop, completion and bad files, each checked against the events and against the 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +102,54 @@ def test_a_missing_or_corrupt_file_is_an_event_and_the_stream_goes_on(tmp_path: 
     p.play_for(0.6)
     assert [i for _, i in beeps_heard(p.audio(), RATE, 6)] == [0, 1]
     assert len(p.h.emitted("out")) == 50  # a frame every 20 ms all along, silent while in error
+
+
+# every container/codec the docstring promises, made by Debian's ffmpeg from the beeps in stereo and at
+# 44.1 kHz where the codec has it (Opus is 48 kHz only): the actor also resamples and downmixes to mono
+FORMATS = [("beeps.mp3", ["-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k"]),
+           ("beeps.m4a", ["-ar", "44100", "-c:a", "aac", "-b:a", "128k"]),
+           ("beeps.flac", ["-ar", "44100", "-c:a", "flac"]),
+           ("beeps.ogg", ["-ar", "44100", "-c:a", "libvorbis", "-q:a", "5"]),
+           ("beeps.opus", ["-ar", "48000", "-c:a", "libopus", "-b:a", "96k"])]
+
+
+def transcode(src: Path, dst: Path, codec_args: list[str]) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-ac", "2",
+                    *codec_args, str(dst)], check=True, capture_output=True, timeout=60)
+    return dst
+
+
+@pytest.mark.parametrize(("name", "codec_args"), FORMATS, ids=[n.split(".")[1] for n, _ in FORMATS])
+def test_each_format_plays_its_beeps_in_order(tmp_path: Path, beeps: Path, name: str, codec_args: list[str]) -> None:
+    p = Player(path=str(transcode(beeps, tmp_path / name, codec_args)))
+    p.play_for(3.4)
+    (started,) = p.h.events("music_started")
+    assert started.data["duration_s"] == pytest.approx(3.0, abs=0.1), started.data  # codec padding aside
+    assert [i for _, i in beeps_heard(p.audio(), RATE, 6)] == [0, 1, 2, 3, 4, 5]
+    assert p.names() == ["music_started", "music_completed"]
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder over HTTP without a log line per request."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_url_plays_like_a_file_and_an_unreachable_one_is_an_event(tmp_path: Path, beeps: Path) -> None:
+    transcode(beeps, tmp_path / "beeps.mp3", FORMATS[0][1])
+    handler = functools.partial(QuietFiles, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            port = server.server_address[1]
+            p = Player(path=f"http://127.0.0.1:{port}/beeps.mp3")
+            p.play_for(3.4)
+            assert [i for _, i in beeps_heard(p.audio(), RATE, 6)] == [0, 1, 2, 3, 4, 5]
+            p.h.control("start", path=f"http://127.0.0.1:{port}/gone.mp3")  # a 404: an event, the stream goes on
+            p.play_for(0.2)
+        finally:
+            server.shutdown()
+    (err,) = p.h.events("music_error")
+    assert err.data["code"] in (1301, 1210) and "gone.mp3" in err.data["message"], err.data
+    assert p.names()[-1] == "music_error"

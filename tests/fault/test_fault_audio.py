@@ -1,18 +1,16 @@
 """Fault cases of the audio actors during an audio-only push to nginx-rtmp (the fault matrix's audio rows).
 
 One engine runs a microphone (a private PulseAudio's `mic.monitor`) through `denoise`, and `music` (a
-looping file of a steady 440 Hz tone), mixed, AAC, pushed to nginx-rtmp with no video; Debian's ffmpeg
-records what the server relays for the whole test.  Faults, one after the other, through
-`mediaengine fault` (the engine runs with --allow-faults): kill music, hang music, kill mic, kill mixer.
-Chosen to stay within the suite's time budget (about 45 s): a kill of each source and of the mixer (the
-restart path; `denoise` restarts the same way as the microphone and is left out), and a hang of the source
-whose absence is heard (the heartbeat path).
+looping file of a steady 440 Hz tone), mixed, AAC, pushed to nginx-rtmp with no video, and plays the
+microphone to the `monitor` sink (`ear`, an audio_out); Debian's ffmpeg records what the server relays for
+the whole test.  Faults, one after the other, through `mediaengine fault` (the engine runs with
+--allow-faults): kill, hang and crash of each audio actor (music, mic, dn, mix, ear), about 47 s.
 
 Checked on the relayed audio and the engine: every victim restarted exactly once (no restart loop), the
 RTMP connection was never lost, the stream's audio packets have no gap anywhere (the mixer keeps its
 clock: a missing input is silence), and each hole in the music is measured (printed as AUDIO-FAULT rows
 for docs/fault-matrix.md).  The bound asserted for a hole is the restart (kill) or the heartbeat timeout
-plus the restart (hang), with a margin for a loaded 2-core machine.
+plus the restart (hang), crash like kill, with a margin for a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -40,13 +38,16 @@ __all__ = ["pulse_server"]
 RATE = 48000
 HZ = 440.0
 BLOCK = 960  # 20 ms
-CASES = [("music", "kill"), ("music", "hang"), ("mic", "kill"), ("mix", "kill")]
+# every audio actor x kill, hang, crash (the in-ear output `ear` plays the microphone to the `monitor` sink)
+CASES = [(node, name) for node in ("music", "mic", "dn", "mix", "ear") for name in ("kill", "hang", "crash")]
 # the longest hole in the music each case may leave (s): a restart, or the heartbeat timeout and a restart
-HOLE_S = {"kill": 1.5, "hang": 3.5}
+HOLE_S = {"kill": 1.5, "crash": 1.5, "hang": 3.5}
 
 TOPOLOGY = """\
 version: 1
 name: audio_faults
+# 15 restarts on purpose within about a minute: more than the default intensity (10) allows
+supervisor: {intensity: 20, period_s: 60}
 nodes:
   - {id: mic,   kind: microphone,    options: {device: "pulse:mic.monitor", rate: 48000, channels: 1}}
   - {id: dn,    kind: denoise,       inputs: {in: mic}}
@@ -55,6 +56,7 @@ nodes:
      options: {rate: 48000, channels: 2, latency_ms: 60, pads: {in_music: {volume: 50}}}}
   - {id: aenc,  kind: audio_encoder, inputs: {in: mix}, options: {bitrate_kbps: 96}}
   - {id: push,  kind: rtmp_sender,   inputs: {audio: aenc}, options: {url: "${PUSH_URL}"}}
+  - {id: ear,   kind: audio_out,     inputs: {in: mic}, options: {device: "pulse:monitor"}}
 """
 
 
@@ -83,8 +85,9 @@ def holes(x: np.ndarray, level: float) -> list[tuple[float, float]]:
     return out
 
 
-def test_audio_actors_killed_and_hung_during_a_push(engine_runner: Callable[..., Engine], rtmp_server: RtmpServer,
-                                                    pulse_server: PulseServer, tmp_path: Path) -> None:
+def test_audio_actors_killed_hung_and_crashed_during_a_push(engine_runner: Callable[..., Engine],
+                                                            rtmp_server: RtmpServer, pulse_server: PulseServer,
+                                                            tmp_path: Path) -> None:
     tone = tmp_path / "tone.wav"
     write_tone(tone, 3.0)
     topo = tmp_path / "audio_faults.yaml"
@@ -119,7 +122,7 @@ def test_audio_actors_killed_and_hung_during_a_push(engine_runner: Callable[...,
         recorder.wait(30)
     finally:
         stop_process(recorder)
-    for node in ("music", "mic", "dn", "mix"):  # once per fault on it (dn: never): no restart loop
+    for node in ("music", "mic", "dn", "mix", "ear"):  # once per fault on it: no restart loop
         assert restarts[node] == sum(1 for n, _ in CASES if n == node), restarts
     assert restarts["push"] == 0 and restarts["aenc"] == 0 and not losses, (restarts, losses)
 
@@ -142,4 +145,5 @@ def test_audio_actors_killed_and_hung_during_a_push(engine_runner: Callable[...,
     assert not pkt_gaps, f"gaps in the relayed audio packets: {pkt_gaps}"
     for row in rows:
         assert row["music_hole_s"] <= HOLE_S[row["fault"]], row
-    assert all(row["music_hole_s"] == 0 for row in rows if row["node"] == "mic"), rows  # music unaffected
+    # the voice side (microphone, denoise, in-ear output) leaves the music alone
+    assert all(row["music_hole_s"] == 0 for row in rows if row["node"] in ("mic", "dn", "ear")), rows

@@ -145,6 +145,7 @@ class Music(Actor[MusicOptions]):
     outputs = {"out": OutPort("audio", default=True)}
     Options = MusicOptions
     is_source = True
+    own_commands = frozenset({"stop", "pause", "resume"})  # of the music, not of the node
 
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:

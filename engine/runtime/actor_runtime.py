@@ -369,12 +369,13 @@ class ActorRuntime:
                                  where=self.node_id)
             if command == "stats":
                 return self.metrics.snapshot(self._ring_stats())
-            if command == "stop":
+            actor = self.actor
+            own = command in type(actor).own_commands  # the kind's own command of that name wins
+            if command == "stop" and not own:
                 self.stopping = True
                 return {"stopping": True}
-            if command in ("pause", "resume") and self._pausable():
+            if command in ("pause", "resume") and not own and self._pausable():
                 return self._pause(command == "pause")
-            actor = self.actor
             return self._run_hook("control", lambda: actor.on_control(command, args))
         if mtype == "fault":
             return self._fault(msg["fault"], msg["args"])

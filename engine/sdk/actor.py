@@ -236,6 +236,9 @@ class Actor(Generic[OptionsT]):
     Options: ClassVar[type[Any]] = NoOptions
     #: role used for shutdown order: sources are stopped first
     is_source: ClassVar[bool] = False
+    #: built-in node commands (`stop`; `pause`/`resume` of video sources) that this kind answers in its
+    #: own `on_control` instead: `music`'s `stop` stops the music, not the node
+    own_commands: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: OptionsT) -> None:
         self.options = options  # frozen and validated by the loader; `set` replaces it with a new one

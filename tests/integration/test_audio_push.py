@@ -170,12 +170,13 @@ def events_of(eng: Engine, node: str) -> list[dict[str, Any]]:
     return [e for e in eng.request("snapshot").get("events_recent", []) if e.get("node") == node]
 
 
-def test_audio_only_topology_plays_music_live_pause_resume_to_completion(
+def test_audio_only_topology_plays_music_live_pause_resume_seek_loop_stop(
         engine_runner: Callable[..., Engine], rtmp_server: RtmpServer, pulse_server: PulseServer,
         tmp_path: Path) -> None:
     """topologies/audio_only.yaml as it ships (microphone + music -> mixer -> AAC -> RTMP, no video), driven
-    live: `start` a file of numbered beeps, `pause`, `resume`, to `music_completed`; what nginx relays has
-    one audio stream, the beeps in order and none twice, and the paused stretch silent."""
+    live: `start` a file of numbered beeps, `pause`, `resume`, `seek` back, `loop` turned on, `stop` after the
+    loop; what nginx relays has one audio stream, the beeps in order (again after the seek, and from the top
+    after the loop, one lead later), and the paused stretch silent."""
     beeps = tmp_path / "beeps.wav"
     write_beeps(beeps, 6, lead_s=1.0)  # the lead: the recorder, listed as playing, may still be joining
     url = rtmp_server.url(stream="audio_only")
@@ -196,21 +197,33 @@ def test_audio_only_topology_plays_music_live_pause_resume_to_completion(
         wait_for(lambda: time.monotonic() - t_pause >= 1.0, 5, "a second of pause")
         eng.request("command", node="music", command="resume", args={})
         paused_s = time.monotonic() - t_pause
-        wait_for(lambda: any(e["name"] == "music_completed" for e in events_of(eng, "music")), 15,
-                 "music_completed")
-        wait_for(lambda: time.monotonic() - t_pause > paused_s + 3.0, 5, "the end in the stream")
+        wait_for(lambda: eng.request("command", node="music", command="status", args={})["position_s"] >= 3.25, 10,
+                 "beeps 3 and 4")
+        # back to just before beep 1, and loop from now on (a live option)
+        assert eng.request("command", node="music", command="seek", args={"s": 1.4})["position_s"] == 1.4
+        assert eng.request("set", node="music", options={"loop": True}) == {"loop": True}
+        wait_for(lambda: any(e["name"] == "music_looped" for e in events_of(eng, "music")), 15, "music_looped")
+        wait_for(lambda: eng.request("command", node="music", command="status", args={})["position_s"] >= 1.25, 10,
+                 "beep 0 after the loop")
+        eng.request("command", node="music", command="stop", args={})
+        t_stop = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_stop > 1.0, 5, "the end in the stream")
         names = [e["name"] for e in events_of(eng, "music")
                  if e["name"].startswith("music_") and e["name"] != "music_progress"]
         eng.stop(20)
         recorder.wait(30)
     finally:
         stop_process(recorder)
-    assert names == ["music_started", "music_paused", "music_resumed", "music_completed"], names
+    assert names == ["music_started", "music_paused", "music_resumed", "music_seeked", "music_looped",
+                     "music_stopped"], names
     streams = ffprobe_json(flv, "-show_streams")["streams"]
     assert [s["codec_type"] for s in streams] == ["audio"], streams
     x = decode_audio(flv, RATE, 2)[:, 0]
     heard = beeps_heard(x, RATE, 6)
-    assert [i for _, i in heard] == [0, 1, 2, 3, 4, 5], heard  # in order, none twice
+    # in order; twice only through the seek back (1..4 again) and the loop (0 again)
+    assert [i for _, i in heard] == [0, 1, 2, 3, 4, 1, 2, 3, 4, 5, 0], heard
+    # the loop starts the file again at once: the rest of beep 5's half second, then the 1 s lead
+    assert heard[10][0] - heard[9][0] == pytest.approx(0.5 + 1.0, abs=0.15), heard
     pause_gap = heard[3][0] - heard[2][0]
     assert pause_gap == pytest.approx(0.5 + paused_s, abs=0.15), (pause_gap, paused_s)
     a, b = round((heard[2][0] + 0.3) * RATE), round((heard[3][0] - 0.05) * RATE)

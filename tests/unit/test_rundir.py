@@ -31,6 +31,14 @@ def shared_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 @pytest.fixture
 def sleeper() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -39,7 +47,10 @@ def sleeper() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                                 env={**os.environ, **(env or {})})
         procs.append(proc)
-        wait_for(lambda: process_start_time(proc.pid) is not None, 5, "the process to start")
+        # started, and past exec: until then /proc/<pid>/environ is still the parent's (no marker), and a
+        # reap_stale run in that window (seen in CI) takes the leftover actor for a stranger
+        wait_for(lambda: process_start_time(proc.pid) is not None and b"time.sleep(60)" in _cmdline(proc.pid), 5,
+                 "the process to start")
         return proc
 
     yield start

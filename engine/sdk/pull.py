@@ -274,10 +274,10 @@ class SeiMessage:
         return event
 
 
-#: distinct SEI messages the deduper keeps open at once (each access unit carries at most
-#: `sei.MAX_MESSAGES_PER_ACCESS_UNIT`)
 #: the name of StreamPuller's thread (see `pull_threads_alive`)
 STREAM_PULLER = "stream-puller"
+#: distinct SEI messages the deduper keeps open at once (each access unit carries at most
+#: `sei.MAX_MESSAGES_PER_ACCESS_UNIT`)
 MAX_OPEN_SEI = 256
 #: records the pulling thread may queue ahead of the session; beyond, it waits (reads slow down)
 MAX_RECORDS = 2048

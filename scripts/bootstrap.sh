@@ -4,7 +4,8 @@
 #   1. Debian packages: ffmpeg (ffprobe, for checks), nginx + libnginx-mod-rtmp (local RTMP server),
 #      graphviz (`mediaengine graph`), xvfb + libx11-6 (screen-capture tests: a virtual display, painted
 #      through libX11), chromium (the preview page opened headless by its test) and python3-tk (the
-#      preview window when OpenCV is the headless build),
+#      preview window when OpenCV is the headless build), libgl1 + libglib2.0-0 (the OpenCV build that
+#      mediapipe pulls in for the beauty extra links them),
 #      pulseaudio + pulseaudio-utils + libasound2-plugins + libportaudio2 (sound devices:
 #      the audio tests run a private PulseAudio; `microphone`/`audio_out` reach it through PortAudio), espeak-ng
 #      (speech for the noise-reduction test).  Installed with apt-get only when one
@@ -17,7 +18,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp graphviz xvfb libx11-6 openssl chromium python3-tk
+APT_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp graphviz xvfb libx11-6 openssl chromium python3-tk libgl1 libglib2.0-0
               pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 espeak-ng)
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}

@@ -1,14 +1,17 @@
-"""The preview's local window: OpenCV's highgui when the installed OpenCV has a GUI, else Tk.
+"""The preview's local window: Tk when Python has it, else OpenCV's highgui when OpenCV has a GUI.
 
-The project depends on `opencv-python-headless`, which has no GUI (`cv2.imshow` fails), so the window
-falls back to Tk (Python's own `tkinter`, drawing the picture as a PPM `PhotoImage`); an OpenCV build
-with a GUI (`opencv-python`) is used when installed.  Both are driven from the actor's own loop
-(`show` draws and processes window events, `pump` processes events only): no thread of their own.
-Closing the window hides it; the preview (and the push) go on.
+Tk (Python's own `tkinter`, drawing the picture as a PPM `PhotoImage`) comes first: it reports a display
+it cannot reach as an exception.  OpenCV's Qt-based highgui (the `opencv-contrib-python` build that
+mediapipe pulls in for the beauty extra has one) aborts the whole process instead, so it is used only
+without tkinter and only after an X connection has been opened and closed again (`x_display_reachable`).
+Both are driven from the actor's own loop (`show` draws and processes window events, `pump` processes
+events only): no thread of their own.  Closing the window hides it; the preview (and the push) go on.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from typing import Any, Protocol
 
@@ -45,6 +48,25 @@ def tk_available() -> bool:
 
 def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def x_display_reachable() -> bool:
+    """True if libX11 can connect to `DISPLAY` (XOpenDisplay, closed again at once)."""
+    name = ctypes.util.find_library("X11")
+    if not name:
+        return False
+    try:
+        x11 = ctypes.CDLL(name)
+    except OSError:
+        return False
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    display = x11.XOpenDisplay(None)
+    if not display:
+        return False
+    x11.XCloseDisplay(display)
+    return True
 
 
 class CvWindow:
@@ -99,9 +121,12 @@ def open_window(title: str) -> Window:
     """A window on the current display; RuntimeError saying what is missing if none can open."""
     if not display_available():
         raise RuntimeError("no display: DISPLAY is not set (use mode: http on a headless machine)")
-    if opencv_has_gui():
-        return CvWindow(title)
     if tk_available():
         return TkWindow(title)
+    if opencv_has_gui():
+        if not x_display_reachable():
+            raise RuntimeError(f"cannot connect to the X display {os.environ.get('DISPLAY', '')!r} "
+                               "(is the X server running? or use mode: http)")
+        return CvWindow(title)
     raise RuntimeError("no GUI toolkit: the installed OpenCV has no GUI and Python has no tkinter "
                        "(install python3-tk, or opencv-python instead of the headless build, or use mode: http)")

@@ -51,6 +51,7 @@
     │   ├── LayerGeometryError       1336  a compositor layer's place, size or style is invalid
     │   ├── PreviewError             1337  the preview cannot open its window or HTTP endpoint
     │   ├── AudioBackendError        1340  the sound-device or noise-reduction library is missing or broken
+    │   ├── FaceModelError           1345  the face-landmark library (mediapipe, the beauty extra) is missing or broken
     │   └── (EncoderError) HardwareEncoderError 1350  a hardware encoder asked for by name cannot open
     ├── ProtocolError                1400  the control plane got a bad message
     │   ├── MalformedMessageError    1401  not msgpack / not a map / oversized
@@ -433,6 +434,15 @@ class AudioBackendError(ResourceError):
     `pyrnnoise`) is not installed or does not load; a restart cannot cure it."""
 
     code = 1340
+    restartable = False
+
+
+class FaceModelError(ResourceError):
+    """The face-landmark library behind `beauty` (mediapipe 0.10.21, `pip install 'mediaengine[beauty]'`,
+    Python 3.9-3.12) is not installed, does not load, or its face mesh does not start; a restart cannot
+    cure it."""
+
+    code = 1345
     restartable = False
 
 

@@ -1,0 +1,146 @@
+"""Skin smoothing, whitening, brightness, rosy tone and blush of one face box, in one full-size pass.
+
+The colour effects are folded together so that a 720p face box costs a few full-resolution operations
+whatever is on (`python -m tools.bench beauty` has the figures):
+
+- whitening, brightness and rosy tone are one per-channel tone curve (`tone_lut`): L = LUT(I);
+- smoothing is a self-guided *fast guided filter* (He & Sun 2015) on the tone-mapped box scaled down so
+  the face is ~`SMALL_FACE` px wide: its coefficients give q = A*L + B, where A ~ 0 on flat skin (texture
+  and noise replaced by the smooth local mean) and A ~ 1 on edges (eyes, lips, hair kept);
+- the skin mask m (0..1, `regions.skin_mask`) limits all of it to skin, and the blush is a per-channel
+  gain g on the cheek patches (it keeps the skin's texture, unlike painting a colour over it);
+- at the small scale these fold into three coefficient planes:  out = C1*I + C2*L + C3 with
+  C1 = g(1 - m), C2 = g m (1 - s + s A), C3 = g m s B, which are scaled up and applied once.
+
+Where m = 0 and g = 1 (outside the face oval and the cheek patches) out = I exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from .regions import Box, Landmarks, blush_field, face_frame, skin_mask
+
+__all__ = ["SMALL_FACE", "ToneAmounts", "ToneScratch", "apply_tone", "tone_lut"]
+
+#: face width in pixels at which the smoothing statistics are computed
+SMALL_FACE = 150
+#: the blush colour's per-channel gain at full strength (R, G, B): redder, less green and blue
+_BLUSH_GAIN = np.array([0.05, -0.13, -0.07], np.float32)
+
+
+@dataclass(frozen=True)
+class ToneAmounts:
+    """Strengths 0..1 of the colour effects (already scaled by the face's fade weight)."""
+
+    smooth: float = 0.0
+    whiten: float = 0.0
+    bright: float = 0.0
+    rosy: float = 0.0
+    blush: float = 0.0
+
+    def any(self) -> bool:
+        return max(self.smooth, self.whiten, self.bright, self.rosy, self.blush) > 0.0
+
+
+def tone_lut(whiten: float, bright: float, rosy: float) -> NDArray[np.uint8] | None:
+    """The per-channel (R, G, B) tone curve as a (256, 1, 3) table for `cv2.LUT`, or None if it is the
+    identity.  Whitening: the classic log curve 255 log(1 + (b-1)x)/log b (lifts mid-tones most, keeps
+    0 and 255); brightness: a gamma lift; rosy: a little more red, a little less green."""
+    if max(whiten, bright, rosy) <= 0.0:
+        return None
+    x = np.arange(256, dtype=np.float64) / 255.0
+    y = x.copy()
+    if whiten > 0:
+        b = 1.0 + 3.0 * whiten
+        y = np.log1p((b - 1.0) * y) / np.log(b)
+    if bright > 0:
+        y = y ** (1.0 / (1.0 + 0.45 * bright))
+    hump = y * (1.0 - y) * 4.0  # 0 at black and white, 1 in the middle
+    r = y + 0.06 * rosy * hump
+    g = y - 0.035 * rosy * hump
+    bl = y + 0.005 * rosy * hump
+    lut = np.stack([r, g, bl], axis=-1).reshape(256, 1, 3)
+    return np.clip(np.round(lut * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class ToneScratch:
+    """Buffers kept from frame to frame (big per-frame temporaries cost page faults, see the notes)."""
+
+    bufs: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+    mask: NDArray[np.uint8] | None = None
+
+    def get(self, name: str, shape: tuple[int, ...]) -> NDArray[np.float32]:
+        b = self.bufs.get(name)
+        if b is None or b.shape != shape:
+            b = self.bufs[name] = np.empty(shape, np.float32)
+        return b
+
+
+def _box_filter(src: NDArray[np.float32], r: int) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = cv2.boxFilter(src, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+    return out
+
+
+def apply_tone(box_rgb: NDArray[np.uint8], lms: Landmarks, box: Box, amounts: ToneAmounts,
+               lut: NDArray[np.uint8] | None, dst: NDArray[np.uint8], scratch: ToneScratch) -> None:
+    """Smooth and tone the skin of one face: `box_rgb` is the frame's `box` (read only), the result goes to
+    `dst` (same shape; may not alias `box_rgb`).  `lms` are frame coordinates."""
+    h, w = box_rgb.shape[:2]
+    ff = face_frame(lms)
+    sc = min(1.0, max(0.2, SMALL_FACE / ff.width))
+    sw, sh = max(8, round(w * sc)), max(8, round(h * sc))
+    sc_w, sc_h = sw / w, sh / h
+    small_mask = skin_mask(lms, box, min(sc_w, sc_h), scratch.mask)
+    scratch.mask = small_mask
+    m = scratch.get("m", (sh, sw))
+    if small_mask.shape != (sh, sw):
+        small_mask = cv2.resize(small_mask, (sw, sh), interpolation=cv2.INTER_LINEAR)
+    np.multiply(small_mask, np.float32(1.0 / 255.0), out=m)
+    tone = cv2.LUT(box_rgb, lut) if lut is not None else box_rgb
+
+    c1 = scratch.get("c1", (sh, sw, 3))
+    c2 = scratch.get("c2", (sh, sw, 3))
+    c3 = scratch.get("c3", (sh, sw, 3))
+    m3 = cv2.merge([m, m, m])
+    np.subtract(1.0, m3, out=c1)
+    if amounts.smooth > 0:
+        s = np.float32(amounts.smooth)
+        small = scratch.get("small", (sh, sw, 3))
+        np.multiply(cv2.resize(tone, (sw, sh), interpolation=cv2.INTER_AREA), np.float32(1.0 / 255.0), out=small)
+        r = max(1, round(0.045 * ff.width * sc))
+        eps = np.float32((0.02 + 0.05 * amounts.smooth) ** 2)
+        mean_i = _box_filter(small, r)
+        mean_ii = _box_filter(small * small, r)
+        var = mean_ii - mean_i * mean_i
+        a = var / (var + eps)
+        b = (mean_i - a * mean_i) * np.float32(255.0)
+        a = _box_filter(a, r)
+        b = _box_filter(b, r)
+        np.multiply(m3, 1.0 - s + s * a, out=c2)
+        np.multiply(m3, s * b, out=c3)
+    else:
+        np.copyto(c2, m3)
+        c3.fill(0.0)
+    if amounts.blush > 0:
+        fs = blush_field(lms, box, (sw, sh))
+        gain = 1.0 + fs[..., None] * (_BLUSH_GAIN * np.float32(amounts.blush))[None, None, :]
+        c1 *= gain
+        c2 *= gain
+        c3 *= gain
+    big1 = scratch.get("big1", (h, w, 3))
+    big2 = scratch.get("big2", (h, w, 3))
+    acc = scratch.get("acc", (h, w, 3))
+    cv2.resize(c1, (w, h), dst=big1, interpolation=cv2.INTER_LINEAR)
+    cv2.resize(c2, (w, h), dst=big2, interpolation=cv2.INTER_LINEAR)
+    cv2.multiply(box_rgb, big1, dst=acc, dtype=cv2.CV_32F)
+    cv2.multiply(tone, big2, dst=big1, dtype=cv2.CV_32F)
+    cv2.add(acc, big1, dst=acc)
+    cv2.resize(c3, (w, h), dst=big2, interpolation=cv2.INTER_LINEAR)
+    cv2.add(acc, big2, dst=acc)
+    cv2.convertScaleAbs(acc, dst=dst)  # rounds and saturates to uint8

@@ -1,0 +1,143 @@
+"""Face landmarks for the beauty filter: MediaPipe face mesh, steadied, held and faded.
+
+- `FaceMesh` wraps mediapipe 0.10.21's `solutions.face_mesh` in tracking mode (`static_image_mode=False`):
+  it runs its face detector when it has no face to track (the start, a face lost) and otherwise follows
+  the face from frame to frame, ~4 ms per 720p frame on one core.  0.10.21 ships the models inside its
+  wheel (newer releases download them, which an offline machine cannot): `mediaengine[beauty]`.
+- `Steady` keeps the warps from shimmering on a still face.  The mesh jitters by a fraction of a pixel
+  from frame to frame even on identical frames; a warp follows its landmarks, so the output would flicker.
+  The landmarks are followed with a 1-euro-like filter (heavy smoothing when slow, little when fast)
+  behind a dead band: a change whose RMS over all points is below `deadband` (a share of the face width)
+  is ignored, so a still face gets bit-identical landmarks and the output does not move at all.
+- `FaceTracks` matches the detected faces to the faces of the last frames (nearest centre), holds a face
+  that a frame missed for `hold` frames at full strength, then fades it out over `fade` frames; a
+  face that is gone for good leaves no trace (frames without faces pass through unchanged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from mediaengine.sdk.errors import FaceModelError
+from numpy.typing import NDArray
+
+from .pipeline import Face
+from .regions import face_frame
+
+__all__ = ["FaceMesh", "FaceTracks", "Steady", "mediapipe_face_mesh"]
+
+Landmarks = NDArray[np.float32]
+#: the face mesh's own landmarks (without the 10 iris points that `refine_landmarks` adds)
+MESH_POINTS = 468
+
+
+def mediapipe_face_mesh() -> Any:
+    """mediapipe's `solutions.face_mesh` module, or FaceModelError saying how to get it."""
+    try:
+        from mediapipe.python.solutions import face_mesh
+    except Exception as exc:  # ImportError, or a broken install (protobuf, numpy ABI): say what to do
+        raise FaceModelError(f"the beauty filter needs mediapipe 0.10.21 ({type(exc).__name__}: {exc}): "
+                             "pip install 'mediaengine[beauty]' (Python 3.9-3.12)") from exc
+    return face_mesh
+
+
+class FaceMesh:
+    """MediaPipe face mesh in tracking mode: `detect(rgb)` -> landmarks (468, 2) in pixels, per face."""
+
+    def __init__(self, max_faces: int = 1, refine: bool = False, min_detection: float = 0.5,
+                 min_tracking: float = 0.5) -> None:
+        module = mediapipe_face_mesh()
+        try:
+            self._mesh = module.FaceMesh(static_image_mode=False, max_num_faces=max_faces,
+                                         refine_landmarks=refine, min_detection_confidence=min_detection,
+                                         min_tracking_confidence=min_tracking)
+        except Exception as exc:  # a model file missing from the wheel, a graph that does not start
+            raise FaceModelError(f"mediapipe's face mesh did not start: {type(exc).__name__}: {exc}") from exc
+        self.max_faces = max_faces
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Landmarks]:
+        h, w = rgb.shape[:2]
+        result = self._mesh.process(rgb)
+        faces = []
+        for face in result.multi_face_landmarks or ():
+            pts = np.array([(p.x, p.y) for p in face.landmark[:MESH_POINTS]], np.float32)
+            pts *= np.array([w, h], np.float32)
+            faces.append(pts)
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+@dataclass
+class Steady:
+    """Steadies one face's landmarks (see the module's docstring)."""
+
+    deadband: float = 0.004  # RMS change below this share of the face width is ignored
+    slow: float = 0.25  # smoothing weight of a new measurement when the face barely moves
+    fast_at: float = 0.03  # an RMS change of this share of the face width is followed at once
+    current: Landmarks | None = None
+
+    def update(self, raw: Landmarks) -> Landmarks:
+        if self.current is None or self.current.shape != raw.shape:
+            self.current = raw.copy()
+            return self.current
+        width = face_frame(self.current).width
+        rms = float(np.sqrt(np.mean(np.sum((raw - self.current) ** 2, axis=1)))) / width
+        if rms < self.deadband:
+            return self.current
+        alpha = min(1.0, self.slow + (1.0 - self.slow) * rms / self.fast_at)
+        self.current = (self.current + np.float32(alpha) * (raw - self.current)).astype(np.float32)
+        return self.current
+
+
+@dataclass
+class _Track:
+    steady: Steady
+    missed: int = 0
+
+
+@dataclass
+class FaceTracks:
+    """The faces of the last frames, for `update(detected) -> [Face(landmarks, weight)]`."""
+
+    hold: int = 5  # frames a missed face keeps its full strength
+    fade: int = 10  # frames over which it then fades out
+    limit: int = 4  # faces followed at once: the most recently seen are kept
+    tracks: list[_Track] = field(default_factory=list)
+
+    def update(self, detected: list[Landmarks]) -> list[Face]:
+        unmatched = list(range(len(detected)))
+        for track in self.tracks:
+            assert track.steady.current is not None
+            best, best_d = None, float("inf")
+            centre = track.steady.current.mean(axis=0)
+            limit = face_frame(track.steady.current).width * 0.6
+            for i in unmatched:
+                d = float(np.hypot(*(detected[i].mean(axis=0) - centre)))
+                if d < best_d and d < limit:
+                    best, best_d = i, d
+            if best is None:
+                track.missed += 1
+            else:
+                unmatched.remove(best)
+                track.steady.update(detected[best])
+                track.missed = 0
+        for i in unmatched:
+            steady = Steady()
+            steady.update(detected[i])
+            self.tracks.append(_Track(steady))
+        self.tracks = [t for t in self.tracks if t.missed <= self.hold + self.fade]
+        if len(self.tracks) > self.limit:
+            self.tracks = sorted(self.tracks, key=lambda t: t.missed)[:self.limit]
+        faces = []
+        for t in self.tracks:
+            assert t.steady.current is not None
+            weight = 1.0 if t.missed <= self.hold else 1.0 - (t.missed - self.hold) / (self.fade + 1)
+            faces.append(Face(t.steady.current, weight))
+        return faces
+
+    def clear(self) -> None:
+        self.tracks.clear()

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .regions import Box, Landmarks, blush_field, face_frame, skin_mask
+from .regions import Box, Landmarks, cheek_patches, face_frame, skin_mask
 
 __all__ = ["SMALL_FACE", "ToneAmounts", "ToneScratch", "apply_tone", "tone_lut"]
 
@@ -48,9 +48,10 @@ class ToneAmounts:
 
 
 def tone_lut(whiten: float, bright: float, rosy: float) -> NDArray[np.uint8] | None:
-    """The per-channel (R, G, B) tone curve as a (256, 1, 3) table for `cv2.LUT`, or None if it is the
-    identity.  Whitening: the classic log curve 255 log(1 + (b-1)x)/log b (lifts mid-tones most, keeps
-    0 and 255); brightness: a gamma lift; rosy: a little more red, a little less green."""
+    """The tone curve for `cv2.LUT`: (256,) when it is the same for every channel, (256, 1, 3) per channel
+    (R, G, B) with a rosy tone, None if it is the identity.  Whitening: the classic log curve
+    255 log(1 + (b-1)x)/log b (lifts mid-tones most, keeps 0 and 255); brightness: a gamma lift; rosy: a
+    little more red, a little less green."""
     if max(whiten, bright, rosy) <= 0.0:
         return None
     x = np.arange(256, dtype=np.float64) / 255.0
@@ -60,6 +61,8 @@ def tone_lut(whiten: float, bright: float, rosy: float) -> NDArray[np.uint8] | N
         y = np.log1p((b - 1.0) * y) / np.log(b)
     if bright > 0:
         y = y ** (1.0 / (1.0 + 0.45 * bright))
+    if rosy <= 0:
+        return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
     hump = y * (1.0 - y) * 4.0  # 0 at black and white, 1 in the middle
     r = y + 0.06 * rosy * hump
     g = y - 0.035 * rosy * hump
@@ -90,57 +93,58 @@ def _box_filter(src: NDArray[np.float32], r: int) -> NDArray[np.float32]:
 def apply_tone(box_rgb: NDArray[np.uint8], lms: Landmarks, box: Box, amounts: ToneAmounts,
                lut: NDArray[np.uint8] | None, dst: NDArray[np.uint8], scratch: ToneScratch) -> None:
     """Smooth and tone the skin of one face: `box_rgb` is the frame's `box` (read only), the result goes to
-    `dst` (same shape; may not alias `box_rgb`).  `lms` are frame coordinates."""
+    `dst` (same shape; may not alias `box_rgb`).  `lms` are frame coordinates.
+
+    With L = LUT(I) the tone-mapped box, M the local mean and A the guided filter's edge weight (on luma,
+    shared by the channels), s the smoothing strength and m the skin mask:
+        X   = (1 - s(1-A)) L + s(1-A) M           smoothed and toned skin (blend 1)
+        out = (1 - m) I + m X                     only on skin (blend 2)
+    both done by `cv2.blendLinear` with weight planes computed small and scaled up; the blush then
+    multiplies the cheek patches by a per-channel gain.
+    """
     h, w = box_rgb.shape[:2]
     ff = face_frame(lms)
-    sc = min(1.0, max(0.2, SMALL_FACE / ff.width))
-    sw, sh = max(8, round(w * sc)), max(8, round(h * sc))
-    sc_w, sc_h = sw / w, sh / h
-    small_mask = skin_mask(lms, box, min(sc_w, sc_h), scratch.mask)
+    k = max(1, round(ff.width / SMALL_FACE))  # an integer factor: INTER_AREA's fast path
+    sc = 1.0 / k
+    sw, sh = max(8, w // k), max(8, h // k)
+    small_mask = skin_mask(lms, box, min(sw / w, sh / h), scratch.mask)
     scratch.mask = small_mask
-    m = scratch.get("m", (sh, sw))
     if small_mask.shape != (sh, sw):
         small_mask = cv2.resize(small_mask, (sw, sh), interpolation=cv2.INTER_LINEAR)
+    m = scratch.get("m", (sh, sw))
     np.multiply(small_mask, np.float32(1.0 / 255.0), out=m)
     tone = cv2.LUT(box_rgb, lut) if lut is not None else box_rgb
 
-    c1 = scratch.get("c1", (sh, sw, 3))
-    c2 = scratch.get("c2", (sh, sw, 3))
-    c3 = scratch.get("c3", (sh, sw, 3))
-    m3 = cv2.merge([m, m, m])
-    np.subtract(1.0, m3, out=c1)
+    big_a = scratch.get("big_a", (h, w))
+    big_b = scratch.get("big_b", (h, w))
+    mixed = tone
     if amounts.smooth > 0:
-        s = np.float32(amounts.smooth)
-        small = scratch.get("small", (sh, sw, 3))
-        np.multiply(cv2.resize(tone, (sw, sh), interpolation=cv2.INTER_AREA), np.float32(1.0 / 255.0), out=small)
+        small = cv2.resize(tone, (sw, sh), interpolation=cv2.INTER_AREA)
+        grey = scratch.get("grey", (sh, sw))
+        np.multiply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), np.float32(1.0 / 255.0), out=grey)
         r = max(1, round(0.045 * ff.width * sc))
         eps = np.float32((0.02 + 0.05 * amounts.smooth) ** 2)
-        mean_i = _box_filter(small, r)
-        mean_ii = _box_filter(small * small, r)
-        var = mean_ii - mean_i * mean_i
-        a = var / (var + eps)
-        b = (mean_i - a * mean_i) * np.float32(255.0)
-        a = _box_filter(a, r)
-        b = _box_filter(b, r)
-        np.multiply(m3, 1.0 - s + s * a, out=c2)
-        np.multiply(m3, s * b, out=c3)
-    else:
-        np.copyto(c2, m3)
-        c3.fill(0.0)
+        mean_i = _box_filter(grey, r)
+        var = _box_filter(grey * grey, r) - mean_i * mean_i
+        a = _box_filter(var / (var + eps), r)  # ~0 on flat skin, ~1 on edges
+        mean_rgb = cv2.boxFilter(small, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+        wm = np.float32(amounts.smooth) * (1.0 - a)
+        cv2.resize(1.0 - wm, (w, h), dst=big_a, interpolation=cv2.INTER_LINEAR)
+        cv2.resize(wm, (w, h), dst=big_b, interpolation=cv2.INTER_LINEAR)
+        mean_big = cv2.resize(mean_rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+        mixed = cv2.blendLinear(tone, mean_big, big_a, big_b)
+    cv2.resize(1.0 - m, (w, h), dst=big_a, interpolation=cv2.INTER_LINEAR)
+    cv2.resize(m, (w, h), dst=big_b, interpolation=cv2.INTER_LINEAR)
+    cv2.blendLinear(box_rgb, mixed, big_a, big_b, dst=dst)
     if amounts.blush > 0:
-        fs = blush_field(lms, box, (sw, sh))
-        gain = 1.0 + fs[..., None] * (_BLUSH_GAIN * np.float32(amounts.blush))[None, None, :]
-        c1 *= gain
-        c2 *= gain
-        c3 *= gain
-    big1 = scratch.get("big1", (h, w, 3))
-    big2 = scratch.get("big2", (h, w, 3))
-    acc = scratch.get("acc", (h, w, 3))
-    cv2.resize(c1, (w, h), dst=big1, interpolation=cv2.INTER_LINEAR)
-    cv2.resize(c2, (w, h), dst=big2, interpolation=cv2.INTER_LINEAR)
-    cv2.multiply(box_rgb, big1, dst=acc, dtype=cv2.CV_32F)
-    cv2.multiply(tone, big2, dst=big1, dtype=cv2.CV_32F)
-    cv2.add(acc, big1, dst=acc)
-    cv2.resize(c3, (w, h), dst=big2, interpolation=cv2.INTER_LINEAR)
-    cv2.add(acc, big2, dst=acc)
-    cv2.convertScaleAbs(acc, dst=dst)  # rounds and saturates to uint8
+        _blush(dst, lms, box, amounts.blush)
+
+
+def _blush(dst: NDArray[np.uint8], lms: Landmarks, box: Box, strength: float) -> None:
+    """Multiply the cheek patches of `dst` (the box) by the blush gain, weighted by the patch."""
+    gain = _BLUSH_GAIN * np.float32(strength)
+    for x0, y0, wgt in cheek_patches(lms, box):
+        h, w = wgt.shape
+        patch = dst[y0:y0 + h, x0:x0 + w]
+        g = np.float32(1.0) + wgt[:, :, None] * gain[None, None, :]
+        np.copyto(patch, np.minimum(patch * g + np.float32(0.5), np.float32(255.0)), casting="unsafe")

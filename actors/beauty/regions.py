@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "BROW_L", "BROW_R", "CHEEK_L", "CHEEK_R", "CHIN", "EYE_L", "EYE_R", "FACE_OVAL", "FOREHEAD", "JAW_L",
-    "JAW_R", "LIPS", "NOSE_BRIDGE", "NOSE_LOWER", "FaceFrame", "blush_field", "face_box", "face_frame",
+    "JAW_R", "LIPS", "NOSE_BRIDGE", "NOSE_LOWER", "FaceFrame", "cheek_patches", "face_box", "face_frame",
     "skin_mask",
 ]
 
@@ -138,30 +138,24 @@ def skin_mask(lms: Landmarks, box: Box, scale: float = 1.0, out: NDArray[np.uint
     return mask
 
 
-def blush_field(lms: Landmarks, box: Box, size: tuple[int, int] | None = None,
-                out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
-    """0..1 weights of the two cheek patches over `box` (box-relative), drawn at `size` (w, h; default the
-    box's): soft ellipses centred on the cheeks, exactly 0 away from them (so blush touches nothing else)."""
-    x, y, bw, bh = box
-    w, h = size or (bw, bh)
-    sx, sy = w / bw, h / bh
-    field = out if out is not None and out.shape == (h, w) else np.empty((h, w), np.float32)
-    field.fill(0.0)
+def cheek_patches(lms: Landmarks, box: Box) -> list[tuple[int, int, NDArray[np.float32]]]:
+    """The blush weights of the two cheeks as (x, y, weights) patches in box coordinates: soft ellipses
+    centred on the cheeks, wider than tall along the face's axes, (1 - d^2)^3 inside and exactly 0
+    outside, so blush touches nothing else.  A patch is clipped to the box (an empty one is left out)."""
+    x, y, w, h = box
     ff = face_frame(lms)
-    r = ff.width * 0.15 * sx
-    ys, xs = np.ogrid[0:h, 0:w]
+    r = ff.width * 0.15
+    patches = []
     for idx in (CHEEK_R, CHEEK_L):
-        c = (lms[idx].mean(axis=0) - np.array([x, y], np.float32)) * np.array([sx, sy], np.float32)
-        x0, x1 = max(0, int(c[0] - 2 * r)), min(w, int(c[0] + 2 * r) + 1)
-        y0, y1 = max(0, int(c[1] - 2 * r)), min(h, int(c[1] + 2 * r) + 1)
+        c = lms[idx].mean(axis=0) - np.array([x, y], np.float32)
+        x0, x1 = max(0, int(c[0] - 1.7 * r)), min(w, int(c[0] + 1.7 * r) + 1)
+        y0, y1 = max(0, int(c[1] - 1.7 * r)), min(h, int(c[1] + 1.7 * r) + 1)
         if x1 <= x0 or y1 <= y0:
             continue
-        # an ellipse wider than tall, along the face's axes; weight (1 - d^2)^2 inside, 0 outside
-        dx = xs[:, x0:x1] - c[0]
-        dy = ys[y0:y1] - c[1]
-        a = (dx * ff.across[0] + dy * ff.across[1]) / (1.6 * r)
-        b = (dx * ff.down[0] + dy * ff.down[1]) / (1.1 * r)
-        d2 = a * a + b * b
-        wgt = np.where(d2 < 1.0, (1.0 - d2) ** 3, 0.0).astype(np.float32)
-        np.maximum(field[y0:y1, x0:x1], wgt, out=field[y0:y1, x0:x1])
-    return field
+        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - c[0]
+        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - c[1]
+        a = (dx * ff.across[0] + dy * ff.across[1]) * np.float32(1 / (1.6 * r))
+        b = (dx * ff.down[0] + dy * ff.down[1]) * np.float32(1 / (1.1 * r))
+        t = np.maximum(np.float32(1.0) - (a * a + b * b), np.float32(0.0))
+        patches.append((x0, y0, t * t * t))
+    return patches

@@ -22,6 +22,7 @@ unchanged: pixels outside the support, and everything outside the box, are bit-e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -55,15 +56,9 @@ class WarpAmounts:
 
 @dataclass
 class WarpMaps:
-    map_x: NDArray[np.float32]  # box-sized, absolute source x in box coordinates
-    map_y: NDArray[np.float32]
+    xy: NDArray[np.float32]  # (h, w, 2): the source (x, y) of every box pixel, in box coordinates
     scale: float  # 1.0, or less when the fold check scaled the field down
     max_shift: float  # the largest displacement in pixels
-
-
-def _phi(d2: NDArray[np.float32], r: float) -> NDArray[np.float32]:
-    u = d2 / np.float32(r * r)
-    return np.where(u < 1.0, (1.0 - u) ** 2, 0.0).astype(np.float32)
 
 
 def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRID
@@ -101,19 +96,18 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
             moves.append(-ff.down * shift * (1.0 if i == CHIN else 0.7))
             radii.append(0.3 * ff.width)
     if points:
-        wsum = np.zeros((ny, nx), np.float32)
-        tx = np.zeros((ny, nx), np.float32)
-        ty = np.zeros((ny, nx), np.float32)
-        for q, t, r in zip(points, moves, radii, strict=True):
-            # inverse translation: evaluated around where the point lands (q + t)
-            d2 = (gx - (q[0] + t[0])) ** 2 + (gy - (q[1] + t[1])) ** 2
-            phi = _phi(d2, r)
-            wsum += phi
-            tx -= t[0] * phi
-            ty -= t[1] * phi
-        norm = np.maximum(wsum, 1.0)
-        dx += tx / norm
-        dy += ty / norm
+        # all points at once, shape (K, ny, nx); inverse translation evaluated around where each lands (q + t)
+        q = np.array(points, np.float32)
+        t = np.array(moves, np.float32)
+        inv_r2 = (1.0 / np.array(radii, np.float32) ** 2)[:, None, None]
+        land = q + t
+        ex = gx[None] - land[:, 0, None, None]
+        ey = gy[None] - land[:, 1, None, None]
+        u = np.minimum((ex * ex + ey * ey) * inv_r2, np.float32(1.0))
+        phi = (1.0 - u) * (1.0 - u)
+        norm = np.maximum(phi.sum(axis=0), np.float32(1.0))
+        dx -= np.tensordot(t[:, 0], phi, axes=1) / norm
+        dy -= np.tensordot(t[:, 1], phi, axes=1) / norm
     if amounts.eye > 0:
         a = 0.42 * amounts.eye
         for idx in (EYE_R, EYE_L):
@@ -122,7 +116,8 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
             r = 1.1 * float(np.hypot(*(pts[0] - pts[8])))  # corner to corner
             ex = gx - c[0]
             ey = gy - c[1]
-            wgt = _phi(ex * ex + ey * ey, r) * np.float32(a)
+            u = np.minimum((ex * ex + ey * ey) * np.float32(1.0 / (r * r)), np.float32(1.0))
+            wgt = (1.0 - u) * (1.0 - u) * np.float32(a)
             dx -= ex * wgt
             dy -= ey * wgt
     return dx, dy
@@ -178,12 +173,18 @@ def warp_maps(lms: Landmarks, box: Box, frame_shape: tuple[int, ...], amounts: W
     max_shift = float(np.sqrt(dx * dx + dy * dy).max())
     if max_shift == 0.0:
         return None
-    # scale the grid field up to every pixel: node (i, j) sits on pixel (j*step, i*step)
+    # scale the grid field up to every pixel (node (i, j) sits on pixel (j*step, i*step)), add the identity
     m = np.array([[1.0 / step, 0, 0], [0, 1.0 / step, 0]], np.float32)  # pixel -> grid coordinates
-    fx = cv2.warpAffine(dx, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    xy = cv2.warpAffine(cv2.merge([dx, dy]), m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_REPLICATE)
-    fy = cv2.warpAffine(dy, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                        borderMode=cv2.BORDER_REPLICATE)
-    fx += np.arange(w, dtype=np.float32)[None, :]
-    fy += np.arange(h, dtype=np.float32)[:, None]
-    return WarpMaps(fx, fy, scale, max_shift)
+    xy += _identity(w, h)
+    return WarpMaps(xy, scale, max_shift)
+
+
+@lru_cache(maxsize=8)
+def _identity(w: int, h: int) -> NDArray[np.float32]:
+    grid = np.empty((h, w, 2), np.float32)
+    grid[..., 0] = np.arange(w, dtype=np.float32)[None, :]
+    grid[..., 1] = np.arange(h, dtype=np.float32)[:, None]
+    grid.flags.writeable = False
+    return grid

@@ -18,6 +18,16 @@
   `pads` option (live, with `set`) or one pad at a time with the command `input pad=in_mic volume=50`.
   Master: `volume`, `mute` (digital silence, the stream goes on), both live.  Every gain change ramps
   linearly over one frame: it takes effect within `frame_ms`, without a click.
+- When a change is in the audio (`change_timing`): a change applies from the mixer's output position
+  when the command arrives (the first frame not yet mixed: nothing leaves the mixer at the old gain
+  after that), ramps over that frame and holds from its end.  The `input` reply and the
+  `input_changed` / `mix_changed` events carry `at_ns` (engine time the mixer took the change),
+  `applies_from_ns` (pts of the first output sample on the ramp), `ramp_ns` and `leaves_by_ns` (engine
+  time that frame is due out of the mixer: `applies_from_ns + ramp_ns + latency`).  So the new level
+  leaves the mixer at most one frame (`frame_ms`, 10 or 20 ms) after the command arrives, and the
+  stream's new level sits at most `ramp_ns` after the audio that was leaving when it arrived; all
+  audio, old gain or new, then waits the same `latency_ms` in the mixer (see docs/audio.md, "Live
+  changes").
 - A peak limiter (`limiter`, ceiling `limit_db` dBFS) keeps the sum from clipping.
 - A restarted mixer starts its output 1.5 s back in time (event `mixer_resumed`): silence covers its own
   restart, and the AAC encoder after it cuts what overlaps the audio it already has, so the stream's
@@ -50,7 +60,7 @@ from mediaengine.sdk.formats import NS, AudioFormat, Format, Frame, Packet, chec
 from mediaengine.sdk.pacing import audio_frames_due
 from numpy.typing import NDArray
 
-__all__ = ["Mixer", "MixerOptions", "PadSettings", "mix", "mix_frames_due", "pad_settings"]
+__all__ = ["Mixer", "MixerOptions", "PadSettings", "change_timing", "mix", "mix_frames_due", "pad_settings"]
 
 #: what a pad's settings may hold, with their defaults
 PAD_DEFAULTS: dict[str, Any] = {"volume": 100.0, "gain_db": 0.0, "mute": False, "pan": 0.0}
@@ -130,6 +140,21 @@ def mix(windows: list[NDArray[np.float32]], gains_from: list[NDArray[np.float32]
     if master_from != master_to or master_to != 1.0:
         acc *= ramp_gain(np.full(c, master_from, np.float32), np.full(c, master_to, np.float32), n)
     return acc
+
+
+def change_timing(next_frame: int | None, now_ns: int, latency_ns: int, rate: int, spf: int) -> dict[str, Any]:
+    """Where a gain change taken at engine time `now_ns` lands in the output, when the next frame to mix is
+    `next_frame` (None: no frame mixed yet, the change is in the first one from its start).
+
+    `applies_from_ns`: pts of the first output sample the change is applied to (it ramps over that frame,
+    `ramp_ns`, and holds from its end); `leaves_by_ns`: engine time that frame is due out of the mixer
+    (once its window ended `latency_ns` ago, `mix_frames_due`); `at_ns`: when the change was taken."""
+    ramp_ns = spf * NS // rate
+    if next_frame is None:
+        return {"at_ns": now_ns, "applies_from_ns": None, "ramp_ns": ramp_ns, "leaves_by_ns": None}
+    start = next_frame * spf * NS // rate
+    return {"at_ns": now_ns, "applies_from_ns": start, "ramp_ns": ramp_ns,
+            "leaves_by_ns": (next_frame + 1) * spf * NS // rate + latency_ns}
 
 
 def mix_frames_due(next_frame: int | None, now_ns: int, latency_ns: int, rate: int, spf: int) -> list[int]:
@@ -317,7 +342,11 @@ class Mixer(Actor[MixerOptions]):
     def on_option_changed(self, name: str, value: Any) -> Actions:
         if name == "pads":
             self.settings = {pad: pad_settings(v, f"pads.{pad}") for pad, v in value.items()}
-        return [Event("mix_changed", {name: value})]
+        return [Event("mix_changed", {name: value, **self._timing()})]
+
+    def _timing(self) -> dict[str, Any]:
+        """Where a change taken now lands in the output (`change_timing`)."""
+        return change_timing(self._next, self.ctx.clock(), self.latency_ns, self.options.rate, self.spf)
 
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "input":
@@ -332,7 +361,8 @@ class Mixer(Actor[MixerOptions]):
             except OptionError as exc:
                 raise FieldError(exc.message, where=f"{self.node_id}.{exc.where}") from exc
             self.settings[pad] = new
-            return [Reply(dict(new.__dict__)), Event("input_changed", {"pad": pad, **new.__dict__})]
+            timing = self._timing()
+            return [Reply({**new.__dict__, **timing}), Event("input_changed", {"pad": pad, **new.__dict__, **timing})]
         if command == "inputs":
             return [Reply({pad: {**self._settings(pad).__dict__, "stalled": inp.stalled}
                            for pad, inp in self.pads.items()})]

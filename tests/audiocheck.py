@@ -122,3 +122,35 @@ def beeps_heard(x: np.ndarray, rate: int, count: int, block_s: float = 0.02,
             found.append((start * block / rate, current))
         current, start, run = i, b, 1
     return found
+
+
+# ---- placing decoded audio on the engine timeline --------------------------------------------------------
+
+def engine_offset(x: np.ndarray, timeline: np.ndarray, lo: int = 0, hi: int | None = None) -> int:
+    """The engine sample that decoded mono audio `x` starts at: the offset k in [lo, hi) that best matches
+    `x` against `timeline` (what the engine timeline is known to hold from sample 0 on, e.g. beeps that
+    sound on exact engine instants), by cross-correlation (FFT).  `timeline` must cover hi + len(x).
+
+    A container's start offset, an encoder's priming samples and the server's join point all drop out:
+    only the audio itself is used."""
+    hi = len(timeline) - len(x) if hi is None else hi
+    assert 0 <= lo < hi and hi + len(x) <= len(timeline), (lo, hi, len(x), len(timeline))
+    seg = timeline[lo:hi + len(x)].astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(len(seg) + len(x))))
+    corr = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(x.astype(np.float64), n)), n)[:hi - lo]
+    return lo + int(np.argmax(corr))
+
+
+def fit_amplitudes(x: np.ndarray, start: int, regressors: dict[str, tuple[float, np.ndarray | None]],
+                   rate: int) -> dict[str, float]:
+    """Amplitude of each named sinusoid in `x` (audio whose first sample is engine sample `start`), fitted
+    jointly: name -> (frequency, gate or None), the gate being 0/1 per sample where that tone sounds
+    (beeps), so a beep inside the window does not leak into the level of a continuous tone."""
+    n = start + np.arange(len(x))
+    cols: list[np.ndarray] = [np.ones(len(x))]
+    for freq, gate in regressors.values():
+        g = np.ones(len(x)) if gate is None else gate.astype(np.float64)
+        cols += [g * np.sin(2 * np.pi * freq * n / rate), g * np.cos(2 * np.pi * freq * n / rate)]
+    basis = np.stack(cols, axis=1)
+    coef, *_ = np.linalg.lstsq(basis, x.astype(np.float64), rcond=None)
+    return {name: float(np.hypot(coef[1 + 2 * i], coef[2 + 2 * i])) for i, name in enumerate(regressors)}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from mediaengine.actors.mixer import Mixer
 from mediaengine.actors.tone import tone_samples
+from mediaengine.sdk.actor import Emit
 from mediaengine.sdk.errors import FieldError, OptionError
 from mediaengine.sdk.formats import NS, AudioFormat, Frame
 from mediaengine.testing import ActorHarness
@@ -74,6 +75,57 @@ def test_a_live_volume_change_ramps_within_one_frame_without_a_click() -> None:
     slope = 2 * np.pi * FREQ / RATE * 0.5  # the tone's own steepest step
     assert max_step(x[cut - 4800:cut + 4800]) <= slope * 1.01
     assert [e.name for e in h.events("input_changed")] == ["input_changed"]
+
+
+def emitted_by(h: ActorHarness, t_ns: int) -> list[int]:
+    """Tick at `t_ns` (between the runtime's 10 ms ticks is fine) and return the pts of the frames it mixed."""
+    return [a.media.pts_ns for a in h.tick(t_ns) if isinstance(a, Emit)]
+
+
+def test_a_live_change_applies_from_the_next_frame_out_and_the_reply_says_where() -> None:
+    """`input` (reply and event) and `set` (event) say where a change lands: from the first frame not yet
+    mixed when it arrived (nothing leaves at the old gain after the command), ramped over that frame, and
+    that frame leaves the mixer at most one frame after the command: the change is in the audio within
+    10 ms, well inside the issue's 50 ms."""
+    h = harness()
+    fmt = AudioFormat(48000, 1, 1024)
+    feed(h, "in_a", fmt, FREQ, 0.5, range(0, 60))  # ~1.3 s
+    run_until(h, 300_000_000 + LAT)
+    last_out = h.emitted("out")[-1].pts_ns
+    h.clock.now_ns += 4_000_000  # the command arrives between two ticks
+    reply = h.control("input", pad="in_a", volume=20.0)
+    frame_ns = SPF * NS // RATE
+    assert reply["at_ns"] == h.clock.now_ns and reply["ramp_ns"] == frame_ns
+    assert reply["applies_from_ns"] == last_out + frame_ns  # the mixer's output position: the next frame out
+    assert reply["leaves_by_ns"] == reply["applies_from_ns"] + frame_ns + LAT
+    assert 0 < reply["leaves_by_ns"] - reply["at_ns"] <= frame_ns
+    (event,) = h.events("input_changed")
+    assert {k: event.data[k] for k in ("at_ns", "applies_from_ns", "ramp_ns", "leaves_by_ns")} == {
+        k: reply[k] for k in ("at_ns", "applies_from_ns", "ramp_ns", "leaves_by_ns")}
+    # the frame at applies_from_ns leaves with the tick due at leaves_by_ns, not one tick earlier
+    assert emitted_by(h, reply["leaves_by_ns"] - frame_ns) == []
+    assert emitted_by(h, reply["leaves_by_ns"]) == [reply["applies_from_ns"]]
+    # `set` reports the same way, in its `mix_changed` event (the runtime's reply to `set` is the options)
+    h.clock.now_ns += 2_000_000
+    assert h.set(volume=50.0) == {"volume": 50.0}
+    changed = h.events("mix_changed")[-1].data
+    assert changed["volume"] == 50.0 and changed["applies_from_ns"] == reply["applies_from_ns"] + frame_ns
+    assert changed["leaves_by_ns"] - changed["at_ns"] <= frame_ns
+    run_until(h, 1_200_000_000)
+    frames = {f.pts_ns: f.data[:, 0].astype(np.float32) / 32768.0 for f in h.emitted("out")}
+    p1, p2 = reply["applies_from_ns"], changed["applies_from_ns"]
+    x_before = np.concatenate([frames[p1 - k * frame_ns] for k in (3, 2, 1)])
+    assert db(tone_level(x_before, FREQ, RATE) / 0.5) == pytest.approx(0.0, abs=0.05)  # the old gain up to p1
+
+    def ramped(pts: int, start: float, end: float) -> np.ndarray:
+        wave = tone_samples(pts * RATE // NS, SPF, FREQ, RATE, 1, 0.5)[:, 0] / 32767
+        return wave * np.linspace(start, end, SPF + 1, dtype=np.float32)[1:]
+
+    # the pad's ramp over the frame at p1 (from the old gain, no step at its start), then the master's at p2
+    assert np.abs(frames[p1] - ramped(p1, 1.0, 0.2)).max() < 1e-3
+    assert np.abs(frames[p2] - ramped(p2, 0.2, 0.1)).max() < 1e-3
+    assert frames[p2 + frame_ns].any() and db(tone_level(frames[p2 + frame_ns], FREQ, RATE) / 0.5) == pytest.approx(
+        db(0.1), abs=0.05)  # master 50 % on top of the pad's 20 %
 
 
 def test_a_stalled_input_is_silence_and_the_output_never_stops() -> None:

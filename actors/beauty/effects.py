@@ -123,12 +123,12 @@ def apply_tone(box_rgb: NDArray[np.uint8], lms: Landmarks, box: Box, amounts: To
         grey = scratch.get("grey", (sh, sw))
         np.multiply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), np.float32(1.0 / 255.0), out=grey)
         r = max(1, round(0.045 * ff.width * sc))
-        eps = np.float32((0.02 + 0.05 * amounts.smooth) ** 2)
+        eps = np.float32((0.03 + 0.1 * amounts.smooth) ** 2)
         mean_i = _box_filter(grey, r)
         var = _box_filter(grey * grey, r) - mean_i * mean_i
         a = _box_filter(var / (var + eps), r)  # ~0 on flat skin, ~1 on edges
         mean_rgb = cv2.boxFilter(small, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
-        wm = np.float32(amounts.smooth) * (1.0 - a)
+        wm = np.float32(min(1.0, 1.25 * amounts.smooth)) * (1.0 - a)
         cv2.resize(1.0 - wm, (w, h), dst=big_a, interpolation=cv2.INTER_LINEAR)
         cv2.resize(wm, (w, h), dst=big_b, interpolation=cv2.INTER_LINEAR)
         mean_big = cv2.resize(mean_rgb, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -6,8 +6,9 @@ frame pays one remap whatever is on (measured ~1.4 ms for a 720p face box, see B
 - eyes: a radial bulge around each eye centre, radius 1.1 x the eye's width: src = c + (p - c)(1 - a w),
   w = (1 - r^2/R^2)^2.  Its radial profile r(1 - a w) is monotonic for a < 1, so it never folds.
 - thinning / chin: content at jaw and chin landmarks is moved by a vector t (inwards, or up towards the
-  mouth) with the inverse translation src = p - t phi, phi = (1 - r^2/R^2)^2; overlapping points are
-  averaged (weights normalised when they add up to more than 1), so the jaw moves as one line.
+  mouth) with the inverse translation src = p - t phi, phi = (1 - r^2/R^2)^2; the points' fields are
+  summed and divided by one constant (their largest overlap at a point), so the jaw moves as one line
+  and the field stays as smooth as phi (a per-pixel normalisation made it steep enough to fold).
 
 Safety nets that keep the picture whole (a naive local warp tore at its edge):
 - the field is computed on a coarse grid (every `GRID` pixels) and scaled up, so it is smooth;
@@ -77,12 +78,12 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
     moves: list[NDArray[np.float32]] = []
     radii: list[float] = []
     if amounts.thin > 0:
-        shift = 0.075 * ff.width * amounts.thin
+        shift = 0.17 * ff.width * amounts.thin
         for idx, inward in ((JAW_R, ff.across), (JAW_L, -ff.across)):
             for k, i in enumerate(idx):
                 points.append(lms[i])
                 moves.append(inward * shift * _JAW_WEIGHTS[k])
-                radii.append(0.26 * ff.width)
+                radii.append(0.22 * ff.width)
     if amounts.chin_slim > 0:
         shift = 0.06 * ff.width * amounts.chin_slim
         for i, inward in zip(CHIN_SIDES, (ff.across, ff.across, -ff.across, -ff.across), strict=True):
@@ -94,7 +95,7 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
         for i in (CHIN, *CHIN_SIDES):
             points.append(lms[i])
             moves.append(-ff.down * shift * (1.0 if i == CHIN else 0.7))
-            radii.append(0.3 * ff.width)
+            radii.append(0.2 * ff.width)
     if points:
         # all points at once, shape (K, ny, nx); inverse translation evaluated around where each lands (q + t)
         q = np.array(points, np.float32)
@@ -105,7 +106,11 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
         ey = gy[None] - land[:, 1, None, None]
         u = np.minimum((ex * ex + ey * ey) * inv_r2, np.float32(1.0))
         phi = (1.0 - u) * (1.0 - u)
-        norm = np.maximum(phi.sum(axis=0), np.float32(1.0))
+        # one constant for the whole field (so it stays as smooth as phi): the largest overlap of the
+        # points' weights at a landing point, so the jaw moves by about t where the points crowd
+        dl = land[:, None, :] - land[None, :, :]
+        at_points = (1.0 - np.minimum(np.sum(dl * dl, axis=2) * inv_r2[:, :, 0], 1.0)) ** 2
+        norm = np.float32(max(1.0, float(at_points.sum(axis=0).max())))
         dx -= np.tensordot(t[:, 0], phi, axes=1) / norm
         dy -= np.tensordot(t[:, 1], phi, axes=1) / norm
     if amounts.eye > 0:

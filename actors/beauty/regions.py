@@ -44,6 +44,9 @@ JAW_L = [361, 288, 397, 365, 379, 378]
 #: the chin tip and the points beside it
 CHIN = 152
 CHIN_SIDES = [148, 176, 377, 400]
+#: the chin's sides on each side, from the jaw's lower end to just beside the tip (chin slimming)
+CHIN_SLIM_R = [136, 150, 149, 176]
+CHIN_SLIM_L = [365, 379, 378, 400]
 #: between the eyes (top of the nose bridge) and the forehead's top
 NOSE_BRIDGE = 168
 FOREHEAD = 10

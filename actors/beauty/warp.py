@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .regions import CHIN, CHIN_SIDES, EYE_L, EYE_R, JAW_L, JAW_R, Box, Landmarks, face_frame
+from .regions import CHIN, CHIN_SIDES, CHIN_SLIM_L, CHIN_SLIM_R, EYE_L, EYE_R, JAW_L, JAW_R, Box, Landmarks, face_frame
 
 __all__ = ["GRID", "MIN_DET", "WarpAmounts", "WarpMaps", "displacement", "fold_margin", "warp_maps"]
 
@@ -85,11 +85,14 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
                 moves.append(inward * shift * _JAW_WEIGHTS[k])
                 radii.append(0.22 * ff.width)
     if amounts.chin_slim > 0:
-        shift = 0.06 * ff.width * amounts.chin_slim
-        for i, inward in zip(CHIN_SIDES, (ff.across, ff.across, -ff.across, -ff.across), strict=True):
-            points.append(lms[i])
-            moves.append(inward * shift)
-            radii.append(0.2 * ff.width)
+        # the chin's sides, where the jaw line still runs downwards (at the tip it runs across, and moving
+        # it across changes nothing): a V-shaped chin
+        shift = 0.17 * ff.width * amounts.chin_slim
+        for idx, inward in ((CHIN_SLIM_R, ff.across), (CHIN_SLIM_L, -ff.across)):
+            for i, weight in zip(idx, (0.4, 0.8, 1.0, 0.7), strict=True):
+                points.append(lms[i])
+                moves.append(inward * shift * weight)
+                radii.append(0.22 * ff.width)
     if amounts.chin_short > 0:
         shift = 0.06 * ff.height * amounts.chin_short
         for i in (CHIN, *CHIN_SIDES):

@@ -10,6 +10,8 @@ frames caught up after a late tick.
       - {id: slate, kind: image_source, options: {path: assets/brb.png, width: 1280, height: 720, fps: 15}}
 
 `width`/`height` of 0 keep the image's own size; if only one is 0 it follows the image's aspect ratio.
+`stamp: true` burns each frame's number (its `seq`) and the wall-clock time into its top-left corner, so a
+test can tell from the relayed stream which frame it is looking at (each frame is then a copy).
 A missing or undecodable file raises `FileError` naming the path.
 """
 
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+from mediaengine.sdk import stamp
 from mediaengine.sdk.actor import Action, Actor, Context, Emit, OutPort, option
 from mediaengine.sdk.errors import FileError
 from mediaengine.sdk.formats import NS, Format, Frame, VideoFormat, check_frame_size
@@ -40,6 +44,8 @@ class ImageSourceOptions:
     height: int = option(0, range=(0, None),
                          doc="output height in pixels; 0 = the image's own (or follow the aspect ratio)")
     fps: float = option(15.0, range=(0.1, 240.0), doc="frames per second")
+    stamp: bool = option(False, doc="burn the frame number and wall-clock time into the top-left corner of "
+                                    "every frame (engine/sdk/stamp.py: tests and latency checks read it back)")
 
 
 # ---- pure-ish function (file in, array out) -------------------------------------------------------
@@ -129,6 +135,7 @@ class ImageSource(Actor[ImageSourceOptions]):
         return {"out": VideoFormat(w, h, o.fps)}
 
     def setup(self, ctx: Context) -> None:
+        self._ctx = ctx
         o = self.options
         declared = ctx.output_formats.get("out")
         if isinstance(declared, VideoFormat):  # the size fixed at load time, even if the file changed
@@ -145,6 +152,17 @@ class ImageSource(Actor[ImageSourceOptions]):
         assert interval is not None, "setup() not called"
         actions: list[Action] = []
         for k in video_indices_due(self._next, now_ns, interval):
-            actions.append(Emit("out", Frame(self._picture, pts_ns=k * interval, seq=k)))
+            picture = self._picture
+            if self.options.stamp:
+                picture = self._stamped(k)
+            actions.append(Emit("out", Frame(picture, pts_ns=k * interval, seq=k)))
             self._next = k + 1
         return actions
+
+    def _stamped(self, k: int) -> NDArray[np.uint8]:
+        out = self._ctx.output_buffer("out")
+        if out is None or out.shape != self._picture.shape:
+            out = np.empty_like(self._picture)
+        np.copyto(out, self._picture)
+        stamp.burn(out, k, time.time_ns() // 1_000_000)
+        return out

@@ -44,7 +44,7 @@ from .errors import (
     EngineError,
     OptionError,
 )
-from .formats import NS, Format, Frame, VideoFormat, checked_video_format
+from .formats import NS, Format, Frame, VideoFormat, checked_video_format, i420_shape
 from .pacing import video_indices_due
 from .pixels import frame_to_array
 
@@ -388,6 +388,11 @@ class CaptureSource(Actor[Any]):
         self._rgb_of = -1  # `PacedCapture.pictures` when `_rgb` was converted
         out_fmt = ctx.output_formats.get("out")
         self._pix_fmt = out_fmt.pix_fmt if isinstance(out_fmt, VideoFormat) else "rgb24"  # the loader's choice
+        # every device picture is converted into this one buffer: a new 1-3 MB array per frame costs
+        # glibc an mmap + munmap and some thousand page faults each time (+2-3 ms measured)
+        shape = i420_shape(self.options.width, self.options.height) if self._pix_fmt == "yuv420p" else (
+            self.options.height, self.options.width, 3)
+        self._converted: npt.NDArray[np.uint8] = np.empty(shape, np.uint8)
         self._announced = False
         self.frames_emitted = 0
         self.repeated_frames = 0  # frames that showed the same device picture as the frame before
@@ -405,6 +410,8 @@ class CaptureSource(Actor[Any]):
             if target is not None:
                 np.copyto(target, rgb)
                 rgb = target
+            elif rgb is self._converted:  # reused for the next picture: the frame keeps its own copy
+                rgb = rgb.copy()
             # meta `source` names the device: a consumer sees a camera switch in order with the frames
             actions.append(Emit("out", Frame(rgb, pts_ns=k * interval, seq=k,
                                              meta={"source": self.device.spec.describe()})))
@@ -426,8 +433,9 @@ class CaptureSource(Actor[Any]):
 
     def convert(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
         """A device picture as the output frame, in the edge's pixel format (a subclass may crop it first:
-        the camera's digital zoom)."""
-        return frame_to_array(frame, self.options.width, self.options.height, self._pix_fmt)
+        the camera's digital zoom).  Written into the source's one conversion buffer (the next picture
+        overwrites it; `on_tick` copies it into the ring slot)."""
+        return frame_to_array(frame, self.options.width, self.options.height, self._pix_fmt, self._converted)
 
     def opened(self) -> dict[str, Any]:
         """The `capture_opened` event: the device, the mode it gives, the mode asked for, and whether

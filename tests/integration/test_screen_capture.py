@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 import pytest
 from mediaengine.actors.screen import Screen
@@ -60,6 +61,27 @@ def test_screen_captures_exactly_the_painted_region(display: str) -> None:
         assert opened.data["device"] == f"x11grab:{display}+{x},{y}"
         assert (opened.data["width"], opened.data["height"], opened.data["fps"]) == (w, h, 30.0)
         assert opened.data["as_requested"] is True and opened.data["pix_fmt"] == "bgr0"
+    finally:
+        harness.stop()
+
+
+def test_screen_on_a_yuv420p_edge_gives_the_i420_of_the_painted_region(display: str) -> None:
+    """Into an encoder the edge carries I420: the same pixels the encoder makes from the rgb24 picture
+    (OpenCV's BT.601 limited range), converted from x11grab's bgr0 straight into the ring slot."""
+    paint_root(display, W, H, SCENE)
+    x, y, w, h = 40, 30, 320, 240
+    harness = ActorHarness(Screen, {"display": display, "x": x, "y": y, "width": w, "height": h, "fps": 30,
+                                    "draw_mouse": False}, node_id="scr", pix_fmts={"out": "yuv420p"})
+    try:
+        for k in range(3):
+            harness.tick(k * IV)
+        frames = captured(harness)
+        want = cv2.cvtColor(np.ascontiguousarray(picture(W, H, SCENE)[y: y + h, x: x + w]), cv2.COLOR_RGB2YUV_I420)
+        assert len(frames) == 3 and harness.zero_copy("out") == 3  # each frame written into the slot lent
+        for f in frames:
+            assert f.data.shape == (h * 3 // 2, w)
+            diff = np.argwhere(f.data != want)
+            assert not len(diff), f"frame {f.seq}: {len(diff)} values differ, first at {diff[0].tolist()}"
     finally:
         harness.stop()
 

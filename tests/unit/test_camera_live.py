@@ -216,22 +216,6 @@ def test_min_fps_above_fps_is_refused_at_load() -> None:
         camera(min_fps=40)
 
 
-# ---- the screen's own conversion ------------------------------------------------------------------
-
-def test_bgrx_rows_with_padding_convert_to_the_same_rgb_as_swscale() -> None:
-    import av
-    from mediaengine.actors.screen import bgrx_to_rgb
-
-    rng = np.random.default_rng(7)
-    bgrx = rng.integers(0, 256, (48, 64, 4), dtype=np.uint8)
-    padded = np.zeros((48, 64 * 4 + 32), np.uint8)  # rows longer than the picture, as x11grab may give
-    padded[:, :256] = bgrx.reshape(48, 256)
-    rgb = bgrx_to_rgb(padded.reshape(-1), 64, 48, 64 * 4 + 32)
-    assert np.array_equal(rgb, bgrx[..., 2::-1])
-    frame = av.VideoFrame.from_ndarray(bgrx, format="bgra")
-    assert np.array_equal(rgb, frame.reformat(format="rgb24").to_ndarray())
-
-
 def test_the_encoder_reports_the_first_frame_of_each_source() -> None:
     from mediaengine.actors.video_encoder import VideoEncoder
     from mediaengine.sdk.formats import VideoFormat

@@ -154,6 +154,39 @@ def test_a_decoded_i420_picture_is_copied_without_conversion_even_with_padded_li
     assert scaled.shape == (270, 320)
 
 
+def _bgr0_frame(bgrx: np.ndarray[Any, Any]) -> av.VideoFrame:
+    """A bgr0 frame (x11grab's format; PyAV cannot build one from an array) holding `bgrx`."""
+    h, w, _ = bgrx.shape
+    frame = av.VideoFrame(w, h, "bgr0")
+    line = frame.planes[0].line_size
+    rows = np.frombuffer(frame.planes[0], np.uint8).reshape(h, line)
+    rows[:, :w * 4] = bgrx.reshape(h, w * 4)
+    rows[:, w * 4:] = 77  # the padding at the end of each row must not leak into the picture
+    return frame
+
+
+@pytest.mark.parametrize("width", [64, 638])  # 638: rows padded beyond the picture
+def test_a_bgr0_picture_converts_with_opencv_to_the_pixels_the_encoder_makes_from_rgb24(width: int) -> None:
+    bgrx = np.random.default_rng(5).integers(0, 256, (360, width, 4), dtype=np.uint8)
+    bgrx[..., 3] = 0
+    frame = _bgr0_frame(bgrx)
+    assert (frame.planes[0].line_size > width * 4) == (width == 638)
+    rgb = frame_to_array(frame, width, 360, "rgb24")
+    assert np.array_equal(rgb, bgrx[..., 2::-1])
+    assert np.array_equal(rgb, frame.reformat(format="rgb24").to_ndarray())  # swscale's pixels, too
+    out = np.empty((540, width), np.uint8)  # the ring slot: written in place
+    i420 = frame_to_array(frame, width, 360, "yuv420p", out)
+    assert i420 is out
+    # BT.601 limited range, exactly what an rgb24 edge into the encoder (rgb_to_i420) would give
+    assert np.array_equal(i420, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420))
+
+
+def test_a_bgr0_picture_of_another_size_is_scaled_by_swscale() -> None:
+    frame = _bgr0_frame(np.full((48, 64, 4), (10, 200, 30, 0), np.uint8))
+    assert frame_to_array(frame, 32, 24, "yuv420p").shape == (36, 32)
+    assert (frame_to_array(frame, 32, 24, "rgb24") == (30, 200, 10)).all()
+
+
 def _encode(frames: list[np.ndarray[Any, Any]], pix_fmt: str) -> list[Packet]:
     h = ActorHarness(VideoEncoder, {"keepalive_ms": 0}, input_formats={"in": VideoFormat(64, 48, 30, pix_fmt)})
     for k, data in enumerate(frames):

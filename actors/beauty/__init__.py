@@ -16,9 +16,9 @@ enlarging on MediaPipe face-mesh landmarks, in real time.
   is lost, steadied so still faces do not shimmer, held `hold_frames` when a frame misses the face,
   faded out over `fade_frames` once it is gone).  Frames without a face pass through unchanged.
 - rgb24 in, rgb24 out, any size; the result is written straight into the output ring slot.
-- Events: `beauty_faces` {faces, was} when the number of faces found changes; `beauty_applied` {seq,
-  after_seq, enabled, strengths} on the first frame a live change applies to (`seq`), with the last
-  frame before it (`after_seq`): a change applies to the next frame that arrives.
+- Events: `beauty_faces` {faces, was} when the number of faces found changes; `beauty_applied` {pts_ns,
+  after_pts_ns, enabled, strengths} on the first frame a live change applies to (its `pts_ns`), with the
+  last frame before it (`after_pts_ns`): a change applies to the next frame that arrives.
 - Commands: `status` (enabled, level, effective strengths, faces), `presets` (the table).
 
 The media work is pure functions beside this actor: `regions.py` (landmark index sets, masks),
@@ -117,15 +117,15 @@ class Beauty(Actor[BeautyOptions]):
         self._frames = self._with_face = 0
         self._faces = 0
         self._ms: list[float] = []
-        self._last_seq: int | None = None  # of the last frame processed
-        self._changed_after: int | None = None  # a live change waits for the frame after this one
+        self._last_pts: int | None = None  # of the last frame processed
+        self._changed_after: int | None = None  # a live change applies from the frame after this one
         self._change_pending = False
         return None
 
     def on_option_changed(self, name: str, value: Any) -> Actions:
         self._strengths = strengths(self.options)
         if not self._change_pending:  # several options of one `set` arrive as several calls
-            self._changed_after, self._change_pending = self._last_seq, True
+            self._changed_after, self._change_pending = self._last_pts, True
         if name == "enabled" and not value:
             self._tracks.clear()  # on again: start from fresh landmarks, not stale ones
         return None
@@ -157,11 +157,11 @@ class Beauty(Actor[BeautyOptions]):
             np.copyto(target, src)
             seen = 0
         if self._change_pending:  # the first frame with the new settings: which one it is, for checks
-            actions.append(Event("beauty_applied", {"seq": media.seq, "after_seq": self._changed_after,
+            actions.append(Event("beauty_applied", {"pts_ns": media.pts_ns, "after_pts_ns": self._changed_after,
                                                     "enabled": self.options.enabled,
                                                     "strengths": dict(self._strengths)}))
             self._change_pending = False
-        self._last_seq = media.seq
+        self._last_pts = media.pts_ns
         if seen != self._faces:
             actions.append(Event("beauty_faces", {"faces": seen, "was": self._faces}))
             self._faces = seen

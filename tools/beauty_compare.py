@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from mediaengine.actors.beauty import Beauty
 from mediaengine.actors.beauty.regions import face_box
 from mediaengine.sdk.formats import Frame, VideoFormat

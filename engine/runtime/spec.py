@@ -12,6 +12,10 @@ from typing import Any
 
 from ..sdk.formats import Format
 
+#: comma-separated modules the fork server imports besides its own (runtime/preload.py): what the
+#: kinds of the running topology declare in `Actor.preload`
+PRELOAD_ENV = "MEDIAENGINE_KIND_PRELOAD"
+
 
 @dataclass(frozen=True)
 class ConsumerSpec:

@@ -239,6 +239,10 @@ class Actor(Generic[OptionsT]):
     #: built-in node commands (`stop`; `pause`/`resume` of video sources) that this kind answers in its
     #: own `on_control` instead: `music`'s `stop` stops the music, not the node
     own_commands: ClassVar[frozenset[str]] = frozenset()
+    #: modules the engine's fork server imports ahead of time when a topology uses this kind: heavy
+    #: libraries that `setup` would otherwise import in every new process, so a restart does not pay
+    #: for them (an import that fails there is left to `setup`, which reports it)
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: OptionsT) -> None:
         self.options = options  # frozen and validated by the loader; `set` replaces it with a new one

@@ -36,7 +36,7 @@ import zmq
 
 from ..control import protocol as proto
 from ..runtime.ring import FrameRing, segment_name
-from ..runtime.spec import ActorSpec, ConsumerSpec, InputSpec, OutputSpec
+from ..runtime.spec import PRELOAD_ENV, ActorSpec, ConsumerSpec, InputSpec, OutputSpec
 from ..sdk.errors import (
     ERRORS_BY_CODE,
     ActorAuthError,
@@ -57,6 +57,7 @@ from ..sdk.errors import (
 from ..sdk.formats import NS, EncodedFormat, format_to_wire
 from ..sdk.redact import redact_value
 from ..topology.loader import GroupSpec, NodeSpec, Topology
+from ..topology.registry import get_kind
 from .curve import CurveServer, check_exposure
 from .heap import bound_heap_growth, heap_usage
 from .policy import (
@@ -334,11 +335,21 @@ class Supervisor:
             # Every actor carries its engine's id in its environment: the only proof `reap_stale`
             # accepts before it kills a pid named in a dead engine's engine.json (rundir.py).
             os.environ[ENGINE_MARKER] = self.engine_id
+            # heavy modules this topology's kinds import in `setup` (mediapipe for `beauty`): loaded once
+            # in the fork server, so a restarted node does not import them again with its input stalled
+            os.environ[PRELOAD_ENV] = ",".join(self._kind_preloads())
 
             ctx = multiprocess.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)
             self.mp_ctx = ctx
         return self.mp_ctx
+
+    def _kind_preloads(self) -> list[str]:
+        """The modules the kinds of this topology declare in `Actor.preload`, each once, in node order."""
+        names: dict[str, None] = {}
+        for node in self.topo.nodes:
+            names.update(dict.fromkeys(get_kind(node.kind).preload))
+        return list(names)
 
     def _start(self, st: NodeState) -> None:
         from ..runtime.actor_runtime import actor_main

@@ -22,6 +22,11 @@ switcher: it goes on untouched from its own source to the encoder.
 
 A name that is neither `main`, `freeze` nor a linked input is refused with `UnknownLayerError`
 (1335); the selection stays.  Each switch publishes the event `selected` {from, to}.
+
+Network-poor picture: with `poor_input: poor` (an input, e.g. a "weak network" still) the live option
+`network_poor: true` shows that input instead of the selection, and `false` goes back to the selection
+(event `network_picture` {network_poor, showing}).  The RTMP sender's rate controller sets it on
+`network_poor` and clears it on `network_recovered` when its `abr_poor_switcher` names this node.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class SwitcherOptions:
         "image", choices=("image", "freeze"), live=True,
         doc="`select pause`: image = the `pause` input's picture, freeze = the last main picture (live)")
     initial: str = option("main", doc="the input selected at start")
+    poor_input: str = option("", doc="the input shown while `network_poor` is true (a 'weak network' slate)")
+    network_poor: bool = option(False, live=True,
+                                doc="show `poor_input` instead of the selection; set by the RTMP sender's rate "
+                                    "controller (its `abr_poor_switcher`) on network_poor / network_recovered")
 
 
 # ---- pure function --------------------------------------------------------------------------------
@@ -82,6 +91,9 @@ class Switcher(Actor[SwitcherOptions]):
         if input_formats and o.initial not in (*input_formats, FREEZE):
             raise OptionError(f"initial={o.initial!r} names no input; inputs: "
                               f"{', '.join(sorted(input_formats))}", where="initial")
+        if input_formats and o.poor_input and o.poor_input not in input_formats:
+            raise OptionError(f"poor_input={o.poor_input!r} names no input; inputs: "
+                              f"{', '.join(sorted(input_formats))}", where="poor_input")
 
     @classmethod
     def output_formats(cls, options: Any, input_formats: Mapping[str, Format]) -> dict[str, Format]:
@@ -131,6 +143,9 @@ class Switcher(Actor[SwitcherOptions]):
 
     def _showing(self) -> str:
         """The input whose picture goes out (FREEZE for the frozen main picture)."""
+        poor = self.options.poor_input
+        if self.options.network_poor and poor and poor in self._inputs:
+            return poor
         if self._selected == "pause" and (self.options.pause_mode == FREEZE or "pause" not in self._inputs):
             return FREEZE
         return self._selected
@@ -192,6 +207,14 @@ class Switcher(Actor[SwitcherOptions]):
         self._frames += 1
         return [Emit("out", Frame(target, pts_ns=pts_ns, seq=self._frames))]
 
+    def on_option_changed(self, name: str, value: Any) -> Actions:
+        if name != "network_poor":
+            return None
+        now = self._ctx.clock()  # the network picture goes out at once, like a `select`
+        pts = now if self._last_pts is None else min(now, self._last_pts + (self.tick_interval_ns or 0))
+        return [Event("network_picture", {"network_poor": bool(value), "showing": self._showing()}),
+                *self._emit(now, pts)]
+
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "select":
             positional = list(args.get("args", []) or [])
@@ -214,4 +237,5 @@ class Switcher(Actor[SwitcherOptions]):
         return super().on_control(command, args)
 
     def metrics(self) -> dict[str, Any]:
-        return {"frames": self._frames, "selected": self._selected, "switches": self._switches}
+        return {"frames": self._frames, "selected": self._selected, "switches": self._switches,
+                "showing": self._showing(), "network_poor": self.options.network_poor}

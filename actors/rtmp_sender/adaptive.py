@@ -100,4 +100,8 @@ class Adaptive:
         if max_fps is not None:
             out.append(Configure(self.encoder, {"max_fps": max_fps}))
         out += [Event(name, data) for name, data in events]
+        switcher = self.o.abr_poor_switcher
+        if switcher:  # the "weak network" picture, while the episode lasts
+            out += [Configure(switcher, {"network_poor": name == "network_poor"}) for name, _ in events
+                    if name in ("network_poor", "network_recovered")]
         return out

@@ -52,6 +52,9 @@ class RtmpSenderOptions:
                       doc="adaptive bit rate: the mode whose table drives abr_encoder's bit rate (off = fixed; "
                           "obs = OBS's algorithm from abr_target_kbps, the benchmark's reference)")
     abr_encoder: str = option("", doc="node id of the video_encoder the rate controller drives")
+    abr_poor_switcher: str = option("", doc="node id of a switcher whose `network_poor` the rate controller sets "
+                                            "on network_poor and clears on network_recovered (its `poor_input` "
+                                            "then goes out meanwhile)")
     abr_target_kbps: int = option(800, range=(100, 20000), live=True, doc="custom: highest video bit rate")
     abr_min_kbps: int = option(200, range=(100, 20000), live=True, doc="custom: the floor")
     abr_initial_kbps: int = option(800, range=(100, 20000), doc="custom: bit rate at the start")

@@ -83,3 +83,23 @@ def test_an_alternate_without_a_picture_yet_keeps_the_last_frame_going_out() -> 
     at(h, 2).frame("poor_network", Frame(solid(160, 90, 99), pts_ns=2 * IV))  # 1 fps: sent on the clock
     h.tick(2 * IV)
     assert values(h) == [10, 10, 99]
+
+
+def test_network_poor_shows_the_poor_input_at_once_and_back_when_cleared() -> None:
+    """What the RTMP sender's rate controller does on network_poor / network_recovered (`abr_poor_switcher`):
+    it sets `network_poor`, and the switcher shows `poor_input` instead of the selection until it is cleared."""
+    fmts = {"main": VideoFormat(160, 90, 10.0), "poor": VideoFormat(160, 90, 5.0)}
+    h = ActorHarness(Switcher, {"poor_input": "poor"}, input_formats=fmts, node_id="sel")
+    at(h, 0).frame("main", Frame(solid(160, 90, 10), pts_ns=0))
+    h.frame("poor", Frame(solid(160, 90, 99), pts_ns=0))
+    at(h, 1).set(network_poor=True)  # the slate goes out at once, then on the switcher's clock
+    h.tick(2 * IV)
+    at(h, 2.5).frame("main", Frame(solid(160, 90, 20), pts_ns=2 * IV))  # main goes on underneath, not shown
+    at(h, 3).set(network_poor=False)
+    at(h, 4).frame("main", Frame(solid(160, 90, 30), pts_ns=4 * IV))
+    assert values(h) == [10, 99, 99, 20, 30]
+    assert [e.data for e in h.events("network_picture")] == [{"network_poor": True, "showing": "poor"},
+                                                               {"network_poor": False, "showing": "main"}]
+    assert h.control("selected")["selected"] == "main"  # the selection itself never changed
+    with pytest.raises(OptionError, match="poor_input='slate' names no input"):
+        ActorHarness(Switcher, {"poor_input": "slate"}, input_formats=fmts)

@@ -145,3 +145,27 @@ def test_brightness_and_rosy_tone_act_on_the_skin() -> None:
         rosy = fk.mean_lab(beautified("rosy")[i], r["skin"])[1] - fk.mean_lab(before, r["skin"])[1]
         print(f"frame {i}: brightness L* {bright:+.2f}, rosy a* {rosy:+.2f}")
         assert bright >= 2.0 and rosy >= 2.0
+
+
+@pytest.mark.parametrize("size", [(640, 360), (1920, 1080)])
+def test_the_same_face_at_360p_and_1080p(size: tuple[int, int]) -> None:
+    """Eye enlarging and thinning scale with the frame: the same face at 360p (just above the detector's
+    smallest face) and at 1080p, both effects at 60, measured like the 720p clip."""
+    frames = fk.face_clip(n=12, size=size)
+    harness = ActorHarness(Beauty, {"level": 0, "eye": STRENGTH, "thin": STRENGTH},
+                           input_formats={"in": VideoFormat(*size, 30)})
+    try:
+        for i, f in enumerate(frames):
+            harness.frame("in", Frame(np.array(f), pts_ns=i * 33_333_333, seq=i))
+    finally:
+        harness.stop()
+    outs = [np.array(m.data) for m in harness.emitted("out")]
+    changes = []
+    for i in (6, 11):
+        before, after = fk.measure(frames[i], samples=5), fk.measure(outs[i], samples=5)
+        assert before is not None and after is not None
+        changes.append(after.change(before))
+    eye = float(np.mean([c["eye_area"] for c in changes]))
+    jaw = float(np.mean([c["jaw_width"] for c in changes]))
+    print(f"{size[0]}x{size[1]}: eye area {100 * eye:+.1f}%, jaw width {100 * jaw:+.1f}%")
+    assert eye >= 0.15 and jaw <= -0.05

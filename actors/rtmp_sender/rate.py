@@ -38,6 +38,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediaengine.sdk.resolution import RESOLUTIONS, nearest_preset
+
 NS = 1_000_000_000
 MS = 1_000_000
 
@@ -52,8 +54,7 @@ class ModeRow:
     fps_at_floor: bool  # at the floor, lower the frame rate to min_fps
 
 
-PRESETS: tuple[tuple[str, int], ...] = (("1080p", 1080), ("720p", 720), ("540p", 540), ("480p", 480),
-                                         ("360p", 360), ("240p", 240), ("180p", 180))
+PRESETS = RESOLUTIONS  # (name, height), largest first: mediaengine.sdk.resolution
 
 #: mode -> preset -> row.  resolution_first keeps the picture and spends bit rate on it (the SDK's
 #: 720p: 2000/600/1500, 540p: 800/200/800); fluency_first aims at about half that, with a lower
@@ -77,7 +78,7 @@ MODE_NAMES = ("resolution_first", "fluency_first", "custom")
 
 def preset_for(height: int) -> str:
     """The preset nearest to a frame height (1080p .. 180p)."""
-    return min(PRESETS, key=lambda p: abs(p[1] - height))[0]
+    return nearest_preset(height)
 
 
 def mode_row(mode: str, height: int, custom: ModeRow | None = None) -> ModeRow:

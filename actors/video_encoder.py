@@ -38,6 +38,13 @@
   the new format: the encoder drains and closes x264, then opens it again at the new size (the next
   frame is an IDR whose keyframe `params` carry the new size and SPS/PPS; event `encoder_started`
   with `reopen`).  A size H.264 cannot take (odd) is a FormatChangeError.
+- `resolution` (live): the size pushed, whatever the source's: a preset (1080p, 720p, 540p, 480p,
+  360p, 240p, 180p: that height, the input's aspect ratio, even sizes, never larger than the input)
+  or `source`.  Input frames are scaled before the encoder (`scale_i420`, OpenCV INTER_AREA into a
+  kept buffer); a change drains x264 and reopens it at the new size the same way as a format change
+  (IDR, new SPS/PPS in the keyframe `params`, which the RTMP sender turns into a new AVC sequence
+  header).  Event `resolution_changed` {width, height, previous, resolution, reason}: `set` (ctl,
+  API or the rate controller's `Configure`) or `input` (the input size changed).
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ from mediaengine.sdk.codec import packet_from_av, video_params
 from mediaengine.sdk.errors import EncoderError, FormatChangeError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import H264, NS, Format, Frame, Packet, VideoFormat
 from mediaengine.sdk.h264 import CODECS, PIX_FMTS, RETARGETS_IN_PLACE, EncoderSettings, open_h264
+from mediaengine.sdk.resolution import RESOLUTION_NAMES, SOURCE, scaled_size
 
 TIME_BASE = Fraction(1, 90_000)
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
@@ -98,12 +106,33 @@ class VideoEncoderOptions:
                             "h264_vaapi, h264_qsv, h264_v4l2m2m")
     fallback: bool = option(False, doc="a named hardware codec that cannot open falls back to libx264 "
                                        "(event encoder_fallback) instead of failing (error 1350)")
+    resolution: str = option(SOURCE, choices=(SOURCE, *RESOLUTION_NAMES), live=True,
+                             doc="size pushed: source, or 1080p/720p/540p/480p/360p/240p/180p (input aspect "
+                                 "ratio, even, never above the input); live: reopens at the new size (IDR)")
 
 
 def rgb_to_i420(rgb: np.ndarray[Any, np.dtype[np.uint8]],
                 out: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint8]]:
     """Convert an HxWx3 rgb24 picture into a (H*3/2)xW I420 (yuv420p) buffer, BT.601 limited range."""
     cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=out)
+    return out
+
+
+def scale_i420(src: np.ndarray[Any, np.dtype[np.uint8]],
+               out: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """Resize an I420 picture ((H*3/2)xW) into `out` ((h*3/2)xw), plane by plane: INTER_AREA when
+    shrinking (no aliasing), bilinear when enlarging.  Both sizes must be even."""
+    sh, sw = src.shape[0] * 2 // 3, src.shape[1]
+    dh, dw = out.shape[0] * 2 // 3, out.shape[1]
+    interp = cv2.INTER_AREA if dw <= sw and dh <= sh else cv2.INTER_LINEAR
+    s, d = src.reshape(-1), out.reshape(-1)  # views: the planes are consecutive
+    s_y, d_y = sh * sw, dh * dw
+    s_c, d_c = s_y // 4, d_y // 4
+    planes = ((s[:s_y].reshape(sh, sw), d[:d_y].reshape(dh, dw)),
+              (s[s_y:s_y + s_c].reshape(sh // 2, sw // 2), d[d_y:d_y + d_c].reshape(dh // 2, dw // 2)),
+              (s[s_y + s_c:s_y + 2 * s_c].reshape(sh // 2, sw // 2), d[d_y + d_c:].reshape(dh // 2, dw // 2)))
+    for plane, dst in planes:
+        cv2.resize(plane, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interp)
     return out
 
 
@@ -179,7 +208,17 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self.fps = fmt.fps if fmt.fps > 0 else 30.0
         self.interval = max(1, round(TIME_BASE.denominator / (self.fps * TIME_BASE.numerator)))
         self.tick_interval_ns = round(NS / self.fps) if self.options.keepalive_ms > 0 else None
-        self._yuv = np.empty((fmt.height * 3 // 2, fmt.width), np.uint8)
+        self._set_size()
+
+    def _set_size(self) -> None:
+        """The encoded size (`resolution` applied to the input's) and its buffers: `_yuv` holds the
+        picture x264 takes; `_rgb` the scaled rgb24 input before conversion (rgb24 inputs only)."""
+        fmt = self.fmt
+        self.width, self.height = scaled_size(fmt.width, fmt.height, self.options.resolution)
+        self.scaled = (self.width, self.height) != (fmt.width, fmt.height)
+        self._yuv = np.empty((self.height * 3 // 2, self.width), np.uint8)
+        self._rgb = (np.empty((self.height, self.width, 3), np.uint8)
+                     if self.scaled and fmt.pix_fmt != "yuv420p" else None)
 
     # ---- encoder lifecycle -----------------------------------------------------------------
 
@@ -189,7 +228,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         for could not open.  A reopen uses the codec the first open chose (no new hardware probe)."""
         o = self.options
         gop = max(1, round(o.gop_s * self.fps))
-        settings = EncoderSettings(self.fmt.width, self.fmt.height, self.fps, TIME_BASE, gop, o.bframes,
+        settings = EncoderSettings(self.width, self.height, self.fps, TIME_BASE, gop, o.bframes,
                                    bitrate_kbps, o.vbv_buffer_s, o.threads, o.preset, o.tune, o.profile,
                                    COLORSPACE_SMPTE170M, COLOR_RANGE_MPEG)
         codec = self.codec or o.codec
@@ -202,7 +241,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
                 "requested": codec, "codec": self.codec,
                 "failed": [{"codec": f.codec, "error": f.error} for f in failures]}))
         return [*actions, Event("encoder_started", {
-            "codec": self.codec, "width": self.fmt.width, "height": self.fmt.height, "fps": self.fps,
+            "codec": self.codec, "width": self.width, "height": self.height, "fps": self.fps,
             "bitrate_kbps": bitrate_kbps, "gop": gop, "preset": o.preset, "tune": o.tune,
             "bframes": o.bframes, "reopen": self.reopens})]
 
@@ -266,7 +305,14 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
             self.dropped_frames += 1
             return None
         if self.fmt.pix_fmt == "yuv420p":
-            np.copyto(self._yuv, data)  # already what x264 takes: no conversion
+            if self.scaled:
+                scale_i420(data, self._yuv)
+            else:
+                np.copyto(self._yuv, data)  # already what x264 takes: no conversion
+        elif self._rgb is not None:
+            interp = cv2.INTER_AREA if self.width <= self.fmt.width else cv2.INTER_LINEAR
+            cv2.resize(data, (self.width, self.height), dst=self._rgb, interpolation=interp)
+            rgb_to_i420(self._rgb, self._yuv)
         else:
             rgb_to_i420(data, self._yuv)
         self._have_picture = True
@@ -321,7 +367,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
                 "repeated_frames": self.repeated_frames, "dropped_frames": self.dropped_frames,
                 "packets_out": self.packets_out, "reopens": self.reopens,
                 "skipped_frames": self.skipped_frames, "codec": self.codec,
-                "bitrate_kbps": self.options.bitrate_kbps}
+                "bitrate_kbps": self.options.bitrate_kbps, "width": self.width, "height": self.height}
 
     def on_control(self, command: str, args: dict[str, Any]) -> Actions:
         if command == "keyframe":
@@ -332,6 +378,8 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
     def on_option_changed(self, name: str, value: Any) -> Actions:
         if name == "max_fps":
             return [Event("fps_changed", {"max_fps": float(value), "input_fps": self.fps})]
+        if name == "resolution":
+            return self._resize("set")
         if name != "bitrate_kbps":
             return None
         kbps = int(value)
@@ -357,11 +405,32 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
             raise FormatChangeError(f"H.264 (yuv420p) needs an even frame size, got {fmt.describe()}",
                                     where=self.node_id or None)
         actions = self._flush()  # packets of the old size go out first
+        before = (self.width, self.height)
         self._set_input(fmt)
         self._have_picture = False  # the last picture has the old size: no keepalive repeat of it
         self.reopens += 1
         actions.extend(self._open(self.options.bitrate_kbps))
+        if (self.width, self.height) != before:
+            actions.append(self._resolution_event(before, "input"))
         return actions
+
+    def _resize(self, reason: str) -> list[Action]:
+        """`resolution` changed: reopen at the new encoded size (nothing happens if the size stays)."""
+        before = (self.width, self.height)
+        if scaled_size(self.fmt.width, self.fmt.height, self.options.resolution) == before:
+            return []
+        actions = self._flush()  # packets of the old size go out first
+        self._set_size()
+        self._have_picture = False  # the kept picture has the old size: the next frame is the first
+        self.reopens += 1
+        actions.extend(self._open(self.options.bitrate_kbps))
+        actions.append(self._resolution_event(before, reason))
+        return actions
+
+    def _resolution_event(self, before: tuple[int, int], reason: str) -> Event:
+        return Event("resolution_changed", {
+            "width": self.width, "height": self.height, "previous": list(before),
+            "resolution": self.options.resolution, "reason": reason})
 
     def on_eos(self, pad: str) -> Actions:
         self._have_picture = False  # no keepalive after the input ended

@@ -1,6 +1,7 @@
 """The rate controller inside the sender: samples the link every 250 ms, runs `rate.RateController`
-and turns its decisions into actions: `Configure` of the encoder node (`bitrate_kbps`, `max_fps`),
-the probe filler the writer adds, and events.  See docs/architecture.md "Adaptive bit rate".
+and turns its decisions into actions: `Configure` of the encoder node (`bitrate_kbps`, `max_fps`,
+`resolution`), the probe filler the writer adds, and events.  See docs/architecture.md "Adaptive bit
+rate" and "Dynamic resolution".
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from mediaengine.sdk.actor import Action, Configure, Event
+from mediaengine.sdk.resolution import SOURCE, nearest_preset, scaled_size
 
 from .options import RtmpSenderOptions
 from .publisher import Link
-from .rate import ModeRow, ObsController, RateController, Sample, Tuning, mode_row
+from .rate import RESOLUTION_DOWN_KBPS, Ladder, ModeRow, ObsController, RateController, Sample, Tuning, mode_row
 
 PERIOD_NS = 250_000_000  # one sample
 RESYNC_NS = 2_000_000_000  # a decision needs this long to show in the encoder's keyframe params
@@ -28,6 +30,7 @@ class Adaptive:
         self.o = options
         self.encoder = options.abr_encoder
         self.height = int(params.get("height") or 720)
+        self.width = int(params.get("width") or self.height * 16 // 9)  # the source's (the encoder starts at it)
         fps = float(params.get("fps") or 30.0)
         self.fps = fps
         self.obs: ObsController | None = None
@@ -36,7 +39,9 @@ class Adaptive:
             row = custom_row(options)
         else:
             row = mode_row(options.abr, self.height, custom_row(options) if options.abr == "custom" else None)
-        self.controller = RateController(row, fps=fps, min_fps=options.abr_min_fps or fps, tuning=tuning)
+        ladder = Ladder(options.abr, nearest_preset(self.height)) if options.abr in RESOLUTION_DOWN_KBPS else None
+        self.controller = RateController(row, fps=fps, min_fps=options.abr_min_fps or fps, tuning=tuning,
+                                         ladder=ladder)
         self.next_ns = 0
         self.last_configure_ns = 0
 
@@ -67,7 +72,7 @@ class Adaptive:
         if options.abr != "custom":
             return []
         d = self.controller.set_row(custom_row(options))
-        return self._actions(d.bitrate_kbps, None, d.events)
+        return self._actions(d.bitrate_kbps, None, None, d.events)
 
     def tick(self, now_ns: int, link: Link) -> list[Action]:
         c = self.controller
@@ -89,19 +94,30 @@ class Adaptive:
         else:
             d = c.step(sample)
         link.filler_kbps = d.probe_kbps
-        return self._actions(d.bitrate_kbps, d.max_fps, d.events)
+        return self._actions(d.bitrate_kbps, d.max_fps, d.resolution, d.events)
 
-    def _actions(self, bitrate: int | None, max_fps: float | None,
+    def _actions(self, bitrate: int | None, max_fps: float | None, preset: str | None,
                  events: list[tuple[str, dict[str, Any]]]) -> list[Action]:
         out: list[Action] = []
+        if preset is not None:  # first: the bit rate that follows is the new size's
+            out.append(Configure(self.encoder, {"resolution": self._encoder_resolution(preset)}))
         if bitrate is not None:
             self.last_configure_ns = self.next_ns - PERIOD_NS
             out.append(Configure(self.encoder, {"bitrate_kbps": bitrate}))
         if max_fps is not None:
             out.append(Configure(self.encoder, {"max_fps": max_fps}))
-        out += [Event(name, data) for name, data in events]
+        for name, data in events:
+            if name == "resolution_changed":  # the size the encoder will push, for the app
+                width, height = scaled_size(self.width, self.height, self._encoder_resolution(str(data["resolution"])))
+                data = {**data, "width": width, "height": height}
+            out.append(Event(name, data))
         switcher = self.o.abr_poor_switcher
         if switcher:  # the "weak network" picture, while the episode lasts
             out += [Configure(switcher, {"network_poor": name == "network_poor"}) for name, _ in events
                     if name in ("network_poor", "network_recovered")]
         return out
+
+    def _encoder_resolution(self, preset: str) -> str:
+        """The encoder's `resolution` for a preset: the top of the ladder is the source's own size."""
+        ladder = self.controller.ladder
+        return SOURCE if ladder is not None and preset == ladder.presets[0] else preset

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import av
+import av.bitstream
 import av.container
 import av.stream
 from mediaengine.sdk.codec import add_stream_from_params, packet_to_av
@@ -30,6 +31,7 @@ class FlvConnection:
         self.container: av.container.OutputContainer = av.open(
             url, "w", format="flv", container_options=dict(MUX_OPTIONS))
         self.streams: dict[str, av.stream.Stream] = {}
+        self._extract: dict[str, av.bitstream.BitStreamFilterContext] = {}  # new sequence headers
         self.sock: tuple[int, int] | None = None  # (fd, inode)
         try:
             for kind, p in params.items():
@@ -52,10 +54,25 @@ class FlvConnection:
             close_output_io(self.container)  # PyAV closes it only after a written header
             raise
 
-    def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None) -> None:
-        """Send one packet, timestamps shifted back by `offset` (in the packet's time base)."""
-        pkt = packet if data is None else packet.replace(data=data)
-        self.container.mux(packet_to_av(pkt, self.streams[kind], offset=offset))
+    def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None,
+            new_header: bool = False) -> None:
+        """Send one packet, timestamps shifted back by `offset` (in the packet's time base).
+
+        `new_header`: the packet (a keyframe) carries new SPS/PPS in-band; FFmpeg's `extract_extradata`
+        bitstream filter copies them into the packet's NEW_EXTRADATA side data, on which the FLV muxer
+        writes a new AVC sequence header (AVCDecoderConfigurationRecord) right before this packet.
+        PyAV cannot attach that side data from bytes, hence the filter."""
+        stream = self.streams[kind]
+        pkt = packet_to_av(packet if data is None else packet.replace(data=data), stream, offset=offset)
+        if not new_header:
+            self.container.mux(pkt)
+            return
+        bsf = self._extract.get(kind)
+        if bsf is None:
+            bsf = self._extract[kind] = av.bitstream.BitStreamFilterContext("extract_extradata", in_stream=stream)
+        for out in bsf.filter(pkt):
+            out.stream = stream
+            self.container.mux(out)
 
     def close(self) -> None:
         self.container.close()
@@ -77,7 +94,8 @@ class Connection(Protocol):
     """What the writer needs from a connection (FlvConnection; fakes in the unit tests)."""
 
     def start(self) -> None: ...
-    def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None) -> None: ...
+    def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None,
+            new_header: bool = False) -> None: ...
     def close(self) -> None: ...
     def locate(self, port: int, addresses: set[str]) -> None: ...
     def stats(self) -> tuple[int, int] | None: ...

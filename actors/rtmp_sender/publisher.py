@@ -305,8 +305,7 @@ class Link:
     def _pump(self, conn: Connection, tracks: dict[str, dict[str, Any]]) -> str:
         """Mux queued packets until the end ("end") or a failure ("lost")."""
         gate = StartGate("video" in tracks)
-        header_extradata = tracks.get("video", {}).get("extradata")  # SPS/PPS in this connection's header
-        announced = header_extradata
+        header = tracks.get("video", {}).get("extradata")  # SPS/PPS of this connection's sequence header
         connected_ns = self.clock()
         drain_deadline: float | None = None
         while True:
@@ -339,14 +338,20 @@ class Link:
                     self._count_drop(item, why)
                 continue
             data = None
+            new_header = False
             if item.kind == "video" and item.key and item.packet.params:
-                new = item.packet.params.get("extradata")
+                params = item.packet.params
+                new = params.get("extradata")
                 annexb = isinstance(new, bytes) and new.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
-                if annexb and isinstance(new, bytes) and new != header_extradata:
-                    data = insert_sei(item.packet.data, new)  # new SPS/PPS in-band, before the slices
-                    if new != announced:
-                        announced = new
-                        self.emit("stream_params_changed", pad="video", note="new SPS/PPS sent in-band")
+                if annexb and isinstance(new, bytes) and new != header:
+                    # the encoder reopened (new size): SPS/PPS in-band before the slices, and a new AVC
+                    # sequence header before this keyframe (connection.mux), which nginx-rtmp relays to
+                    # its viewers and caches for those who join later
+                    data = insert_sei(item.packet.data, new)
+                    new_header = True
+                    header = new
+                    self.emit("stream_params_changed", pad="video", width=params.get("width"),
+                              height=params.get("height"), note="new AVC sequence header")
             filler = b""
             if item.kind == "video":
                 # filler for the media time since the previous video packet (the frame rate may be lowered)
@@ -360,7 +365,7 @@ class Link:
             with self.lock:
                 self._mux_started_ns = start
             try:
-                conn.mux(item.kind, item.packet, offset, data)
+                conn.mux(item.kind, item.packet, offset, data, new_header)
             except (OSError, av.FFmpegError) as exc:
                 with self.lock:
                     self._mux_started_ns = None

@@ -24,6 +24,15 @@ media waiting to go out (backlog + unsent socket bytes, in ms) and the bit rate 
   steady link the bit rate never turns around because of a probe: it goes down on congestion only.
 - **Frame rate.**  Where the mode's table says so, reaching the bit rate floor lowers the frame rate
   to `min_fps`; it comes back once the bit rate is `fps_restore` x the floor.
+- **Resolution** (`fluency_first`; `RESOLUTION_DOWN_KBPS`).  A cut whose measured bit rate is under
+  the current preset's threshold steps the picture down, straight to the largest preset whose
+  threshold it meets (the link's rate, without the queue's temporary drain), once the measure settled
+  (`down_settle`, 0.5 s: the cut's bit rate applies at once, in place; each step costs an IDR), and
+  the bit rate follows that preset's row (its lower floor).  Back up one preset at a time, after the bit rate held
+  `up_share` (0.8) of the current row's target with a clear queue for `up_hold`; each threshold is
+  0.65x the target of the preset below, so the step up lands 1.23x above the step-down point of the
+  preset it returns to: hysteresis.  A step up undone by a step down
+  within `up_backoff` blocks the next step up for that long (doubling).
 - **Network events.**  `network_poor` at the first cut of an episode, `network_recovered` when the bit
   rate is back to `recovered_share` of the target with the queue clear for `recovered_hold`: once
   each per episode, with the figures that decided it.
@@ -37,6 +46,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from mediaengine.sdk.resolution import RESOLUTIONS, nearest_preset
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -52,8 +63,7 @@ class ModeRow:
     fps_at_floor: bool  # at the floor, lower the frame rate to min_fps
 
 
-PRESETS: tuple[tuple[str, int], ...] = (("1080p", 1080), ("720p", 720), ("540p", 540), ("480p", 480),
-                                         ("360p", 360), ("240p", 240), ("180p", 180))
+PRESETS = RESOLUTIONS  # (name, height), largest first: mediaengine.sdk.resolution
 
 #: mode -> preset -> row.  resolution_first keeps the picture and spends bit rate on it (the SDK's
 #: 720p: 2000/600/1500, 540p: 800/200/800); fluency_first aims at about half that, with a lower
@@ -74,10 +84,19 @@ MODES: dict[str, dict[str, ModeRow]] = {
 }
 MODE_NAMES = ("resolution_first", "fluency_first", "custom")
 
+#: mode -> preset -> step down when a cut measures the video bit rate under this (kbit/s).  Each is 0.65x
+#: the target of the preset below, so the step back up (at `up_share` = 0.8 of that preset's target) is
+#: 1.23x above it.
+#: Only fluency_first changes the picture size (resolution_first keeps it; custom has no table); the
+#: lowest preset has no threshold.
+RESOLUTION_DOWN_KBPS: dict[str, dict[str, int]] = {
+    "fluency_first": {"1080p": 780, "720p": 325, "540p": 260, "480p": 195, "360p": 130, "240p": 100},
+}
+
 
 def preset_for(height: int) -> str:
     """The preset nearest to a frame height (1080p .. 180p)."""
-    return min(PRESETS, key=lambda p: abs(p[1] - height))[0]
+    return nearest_preset(height)
 
 
 def mode_row(mode: str, height: int, custom: ModeRow | None = None) -> ModeRow:
@@ -113,6 +132,10 @@ class Tuning:
     fps_restore: float = 1.5  # restore the frame rate at this x the floor
     recovered_share: float = 0.8
     recovered_hold_ns: int = 2 * NS
+    up_share: float = 0.8  # at this share of the row's target (probes land a little under it) ...
+    up_hold_ns: int = 1000 * MS  # ... with a clear queue this long: one preset up
+    down_settle_ns: int = 500 * MS  # a step down waits this long for the link's measure to settle
+    up_backoff_ns: int = 10 * NS  # a step up undone this soon blocks the next one this long (doubling)
 
 
 @dataclass(frozen=True)
@@ -134,16 +157,47 @@ class Decision:
 
     bitrate_kbps: int | None = None
     max_fps: float | None = None
+    resolution: str | None = None  # a preset the encoder should switch to
     probe_kbps: int = 0
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class Ladder:
+    """The presets a mode may step through (`RESOLUTION_DOWN_KBPS`), from the source's own (`top`)
+    down to 180p, and where the controller stands on them."""
+
+    def __init__(self, mode: str, top: str) -> None:
+        self.mode = mode
+        self.down = RESOLUTION_DOWN_KBPS[mode]
+        names = [name for name, _ in PRESETS]
+        self.presets = tuple(names[names.index(top):])
+        self.index = 0
+        self.up_since_ns: int | None = None  # at the row's target, queue clear, since
+        self.pending: tuple[int, int, int] | None = None  # a step down: (since ns, link fits kbit/s, lowest cut)
+        self.last_up_ns: int | None = None
+        self.blocked_until_ns = 0
+        self.backoff_ns = 0
+
+    @property
+    def preset(self) -> str:
+        return self.presets[self.index]
+
+    def fit(self, kbps: float) -> int:
+        """The index of the largest preset, from the current one down, whose threshold `kbps` meets."""
+        for i in range(self.index, len(self.presets)):
+            threshold = self.down.get(self.presets[i])
+            if threshold is None or kbps >= threshold:
+                return i
+        return len(self.presets) - 1
 
 
 class RateController:
     """The state machine (see the module docstring).  `bitrate_kbps` is the current video target."""
 
     def __init__(self, row: ModeRow, *, fps: float = 30.0, min_fps: float = 8.0,
-                 tuning: Tuning | None = None) -> None:
+                 tuning: Tuning | None = None, ladder: Ladder | None = None) -> None:
         self.row = row
+        self.ladder = ladder
         self.t = tuning or Tuning()
         self.fps = fps
         self.min_fps = min(min_fps, fps)
@@ -224,6 +278,9 @@ class RateController:
         elif clear:
             self.draining = False
             self._maybe_probe(d, s)
+        if self.ladder is not None:
+            self._settle_down(d, s)
+            self._step_up(d, s, clear)
         self._frame_rate(d)
         self._recovered(d, s)
         if self.probe_start_ns is not None:
@@ -248,9 +305,11 @@ class RateController:
     def _congested(self, d: Decision, s: Sample, thr: float) -> None:
         queued_kbit = s.queued_ms / 1000 * (self.bitrate_kbps + s.other_kbps)
         fits = int(self.t.headroom * thr - s.other_kbps - queued_kbit / self.t.drain_s)
-        new = min(max(fits, self.row.min_kbps), self.row.target_kbps)
         if self.draining and thr > 0.85 * self.cut_link_kbps:
             return  # the queue of the last cut is still draining and the link did not fall again
+        if self.ladder is not None:  # the size for what the link carries (the queue's drain is temporary)
+            self._step_down(s, int(self.t.headroom * thr - s.other_kbps), fits)
+        new = min(max(fits, self.row.min_kbps), self.row.target_kbps)
         self.draining = True
         self.cut_link_kbps = thr
         self.probe_factor = self.t.probe_factor
@@ -263,6 +322,70 @@ class RateController:
             d.events.append(("network_poor", {
                 "link_kbps": round(thr, 1), "queued_ms": round(s.queued_ms, 1), "bitrate_kbps": self.bitrate_kbps,
                 "target_kbps": self.row.target_kbps}))
+
+    def _step_down(self, s: Sample, link_fits: int, cut_fits: int) -> None:
+        """A cut measured that the link carries `link_fits` kbit/s of video: under the preset's
+        threshold, a step down is due.  It waits `down_settle` (the cut's bit rate applies at once, in
+        place): the throughput measured in the first moments of a drop still holds bytes of the faster
+        past, then dips while TCP recovers, and each step costs an IDR on the congested link; so the
+        link's measure at the end of that time picks the preset (at least one down), once."""
+        ladder = self.ladder
+        assert ladder is not None
+        if ladder.pending is not None:
+            since, _, lowest = ladder.pending
+            ladder.pending = (since, link_fits, min(lowest, cut_fits))
+        elif ladder.fit(link_fits) > ladder.index:
+            ladder.pending = (s.t_ns, link_fits, cut_fits)
+
+    def _settle_down(self, d: Decision, s: Sample) -> None:
+        ladder = self.ladder
+        assert ladder is not None
+        if ladder.pending is None or s.t_ns - ladder.pending[0] < self.t.down_settle_ns:
+            return
+        _, link_fits, lowest = ladder.pending
+        ladder.pending = None
+        if s.t_ns - self.acks[0][0] >= self.t.window_ns // 2:  # the link's rate now
+            link_fits = int(self.t.headroom * self.link_kbps - s.other_kbps)
+        index = min(len(ladder.presets) - 1, max(ladder.index + 1, ladder.fit(link_fits)))
+        if ladder.last_up_ns is not None and s.t_ns - ladder.last_up_ns < self.t.up_backoff_ns:
+            ladder.backoff_ns = max(self.t.up_backoff_ns, 2 * ladder.backoff_ns)  # the step up did not hold
+            ladder.blocked_until_ns = s.t_ns + ladder.backoff_ns
+        self._set_preset(d, index, "congestion", self.link_kbps)
+        new = min(max(lowest, self.row.min_kbps), self.row.target_kbps)  # the new row's floor is lower
+        if new < self.bitrate_kbps:
+            self._set_bitrate(d, new, "congestion", self.link_kbps)
+
+    def _step_up(self, d: Decision, s: Sample, clear: bool) -> None:
+        """One preset up after `up_share` of the row's target held with a clear queue for `up_hold`."""
+        ladder = self.ladder
+        assert ladder is not None
+        holding = (clear and ladder.index > 0 and not self.draining
+                   and self.bitrate_kbps >= self.t.up_share * self.row.target_kbps
+                   and s.t_ns >= ladder.blocked_until_ns)
+        if not holding:
+            ladder.up_since_ns = None
+            return
+        if ladder.up_since_ns is None:
+            ladder.up_since_ns = s.t_ns
+        if s.t_ns - ladder.up_since_ns < self.t.up_hold_ns:
+            return
+        ladder.last_up_ns = s.t_ns
+        self._set_preset(d, ladder.index - 1, "recovered", self.link_kbps)
+        self.next_probe_ns = s.t_ns  # the bigger picture's target is higher: probe towards it at once
+
+    def _set_preset(self, d: Decision, index: int, reason: str, link_kbps: float) -> None:
+        ladder = self.ladder
+        assert ladder is not None
+        old = ladder.preset
+        ladder.index = index
+        ladder.up_since_ns = None
+        self.row = MODES[ladder.mode][ladder.preset]
+        d.resolution = ladder.preset
+        d.events.append(("resolution_changed", {"resolution": ladder.preset, "previous": old, "reason": reason,
+                                                "bitrate_kbps": self.bitrate_kbps, "link_kbps": round(link_kbps, 1)}))
+        clamped = min(max(self.bitrate_kbps, self.row.min_kbps), self.row.target_kbps)
+        if clamped != self.bitrate_kbps:
+            self._set_bitrate(d, clamped, "limits", link_kbps)
 
     def _maybe_probe(self, d: Decision, s: Sample) -> None:
         if self.bitrate_kbps >= self.row.target_kbps or s.t_ns < self.next_probe_ns:

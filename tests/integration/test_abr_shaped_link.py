@@ -4,6 +4,10 @@ a veth pair, `tc tbf` on the engine's end stepping 4 Mbit/s -> 1 -> 0.3 -> 4 whi
 (42 s); the longer one and the comparison with OBS's algorithm and a fixed bit rate are the `abr`
 benchmark (`python -m tools.bench abr`), which runs the same `run_profile`.
 
+A second run (`fluency`, 36 s) pushes a 1280x720 source in `fluency_first`: at 300 kbit/s the
+resolution steps down once and comes back to 720p after the rise, the encoder applies each step and
+the player decodes every size.
+
 The engine runs in the test's own namespace (the engine's side of the veth pair, the shaped one);
 the server and the player in the new one.  Needs root and nginx's RTMP module, skipped otherwise.
 """
@@ -54,3 +58,30 @@ def test_rate_controller_follows_a_shaped_link(tmp_path: Path) -> None:
     assert run.audio_dropped == 0, report
     assert not run.events_named("configure_failed"), run.events_named("configure_failed")
     assert run.frames > 0 and run.decode_errors == 0
+
+
+#: fluency_first's resolution steps: 720p source, the link drops to 300 kbit/s and rises again
+FLUENCY_PROFILE: tuple[tuple[float, int], ...] = ((0, 4000), (6, 300), (16, 4000))
+FLUENCY_S = 36.0
+
+
+@pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+def test_fluency_first_steps_the_resolution_down_at_300k_and_back_after_the_rise(tmp_path: Path) -> None:
+    run = run_profile("fluency", FLUENCY_PROFILE, FLUENCY_S, tmp_path, width=1280, height=720, fps=15)
+    steps = [(round(e["t"], 2), e["data"]["resolution"], e["data"]["reason"], e["data"]["width"], e["data"]["height"])
+             for e in run.events_named("resolution_changed")]
+    applied = [(round(e["t"], 2), e["data"]["width"], e["data"]["height"], e["data"]["reason"])
+               for e in run.events_named("resolution_changed", node="venc")]
+    print({"steps": steps, "encoder": applied, **run.to_json()})
+    drop, rise = FLUENCY_PROFILE[1][0], FLUENCY_PROFILE[2][0]
+    down = [s for s in steps if s[2] == "congestion"]
+    up = [s for s in steps if s[2] == "recovered"]
+    # down once, within 1.5 s of the drop, to a preset the 300 kbit/s link carries (360p or below)
+    assert len(down) == 1 and drop <= down[0][0] <= drop + 1.5 and down[0][4] <= 360, steps
+    # back to 720p after the rise (one preset at a time), none of it before the rise
+    assert up and all(s[0] >= rise for s in up) and up[-1][1:] == ("720p", "recovered", 1280, 720), steps
+    # the encoder applied each step (its own event, reason "set"), ending at the source's size
+    assert [(w, h) for _, w, h, _ in applied] == [(s[3], s[4]) for s in steps], (applied, steps)
+    # the viewer decoded across every size change, and audio was never dropped
+    assert run.frames > 0 and run.decode_errors == 0, run.to_json()
+    assert run.audio_dropped == 0 and not run.events_named("configure_failed"), run.to_json()

@@ -10,15 +10,23 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import cv2
 import msgpack
 import numpy as np
 import pytest
 from mediaengine.actors.audio_encoder import AudioEncoder, AudioEncoderOptions, s16_to_planar
-from mediaengine.actors.video_encoder import VideoEncoder, VideoEncoderOptions, ns_to_ticks, rgb_to_i420
+from mediaengine.actors.video_encoder import (
+    VideoEncoder,
+    VideoEncoderOptions,
+    ns_to_ticks,
+    rgb_to_i420,
+    scale_i420,
+)
 from mediaengine.runtime.wire import packet_from_wire, packet_to_wire
 from mediaengine.sdk.actor import Emit, EndOfStream, Event
 from mediaengine.sdk.errors import EncoderError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import AAC, H264, NS, AudioFormat, Frame, Packet, VideoFormat
+from mediaengine.sdk.resolution import nearest_preset, scaled_size
 from mediaengine.testing import ActorHarness
 
 START_NS = 3_200_000_000  # the engine timeline does not start at 0 for an encoder
@@ -206,6 +214,62 @@ def test_bitrate_changes_live_down_in_place_and_up_by_reopening() -> None:
     assert [e.data["reopen"] for e in enc.events("encoder_started")] == [0, 1]
     assert 4 * fps in keys  # the reopened encoder starts with an IDR
     assert enc.actor.reopens == 1
+
+
+def test_resolution_presets_keep_the_aspect_ratio_even_and_never_enlarge() -> None:
+    sizes = [scaled_size(1920, 1080, name) for name in ("1080p", "720p", "540p", "480p", "360p", "240p", "180p")]
+    assert sizes == [(1920, 1080), (1280, 720), (960, 540), (854, 480), (640, 360), (426, 240), (320, 180)]
+    assert scaled_size(640, 480, "360p") == (480, 360)  # 4:3
+    assert scaled_size(1280, 720, "1080p") == (1280, 720) and scaled_size(1280, 720, "source") == (1280, 720)
+    assert scaled_size(720, 1280, "360p") == (202, 360)  # portrait: the height is the preset's
+    assert nearest_preset(544) == "540p" and nearest_preset(200) == "180p"
+    with pytest.raises(OptionError):
+        scaled_size(1280, 720, "999p")
+
+
+def test_scale_i420_matches_scaling_the_rgb_picture() -> None:
+    rgb = gradient(3, 640, 360)
+    i420 = rgb_to_i420(rgb, np.empty((540, 640), np.uint8))
+    out = np.full((270, 320), 7, np.uint8)
+    assert scale_i420(i420, out) is out
+    want = rgb_to_i420(cv2.resize(rgb, (320, 180), interpolation=cv2.INTER_AREA), np.empty((270, 320), np.uint8))
+    assert np.abs(out.astype(int) - want.astype(int)).max() <= 3  # every plane written, same picture
+
+
+@pytest.mark.parametrize("pix_fmt", ["rgb24", "yuv420p"])
+def test_resolution_changes_live_with_an_idr_and_new_params(pix_fmt: str) -> None:
+    fps = 15
+    enc = ActorHarness(VideoEncoder, {"keepalive_ms": 0, "gop_s": 10},
+                       input_formats={"in": VideoFormat(640, 360, fps, pix_fmt=pix_fmt)}, node_id="venc")
+    pkts: list[Packet] = []
+    for i in range(3 * fps):
+        if i == fps:
+            enc.set(resolution="180p")
+        if i == 2 * fps:
+            enc.set(resolution="source")
+        img = gradient(i)
+        data = rgb_to_i420(img, np.empty((540, 640), np.uint8)) if pix_fmt == "yuv420p" else img
+        pkts += packets(enc.frame("in", Frame(data, START_NS + i * NS // fps)))
+    pkts += packets(enc.stop())
+    assert len(pkts) == 3 * fps
+    keys = [(i, (p.params or {}).get("width"), (p.params or {}).get("height"))
+            for i, p in enumerate(pkts) if p.keyframe]
+    assert keys == [(0, 640, 360), (fps, 320, 180), (2 * fps, 640, 360)]  # an IDR with new params at each change
+    changed = [e.data for e in enc.events("resolution_changed")]
+    assert changed == [
+        {"width": 320, "height": 180, "previous": [640, 360], "resolution": "180p", "reason": "set"},
+        {"width": 640, "height": 360, "previous": [320, 180], "resolution": "source", "reason": "set"}]
+    assert enc.actor.reopens == 2 and enc.metrics()["height"] == 360
+    enc.set(resolution="720p")  # above the input: no upscaling, nothing to do
+    assert len(enc.events("resolution_changed")) == 2 and enc.actor.reopens == 2
+    # each run decodes at its size and shows the right picture
+    for start in (0, fps, 2 * fps):
+        frames = decode_video(pkts[start:start + fps])
+        assert len(frames) == fps
+        w, h = frames[0].width, frames[0].height
+        got = frames[3].to_ndarray(format="rgb24").astype(int)
+        want = cv2.resize(gradient(start + 3), (w, h), interpolation=cv2.INTER_AREA).astype(int)
+        assert np.abs(got - want).mean() < 8, (start, w, h)
 
 
 def test_keepalive_repeats_last_frame_while_input_stalls() -> None:

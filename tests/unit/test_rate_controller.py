@@ -3,8 +3,13 @@ a fluid model of a bottleneck link (`tools.bench.abr_sim`), no processes, no clo
 
 from __future__ import annotations
 
+import itertools
+
 from mediaengine.actors.rtmp_sender.rate import (
     MODES,
+    PRESETS,
+    RESOLUTION_DOWN_KBPS,
+    Ladder,
     ModeRow,
     ObsController,
     RateController,
@@ -99,3 +104,52 @@ def test_obs_controller_cuts_then_climbs_10_percent_every_4_s() -> None:
     assert d.bitrate_kbps == 900  # 1000 - 64 audio, rounded down to 100
     assert c.step(Sample(3_000_000_000, 375_000, 0.0)).bitrate_kbps is None
     assert c.step(Sample(5_000_000_000, 625_000, 0.0)).bitrate_kbps == 1100
+
+
+def fluency(top: str = "720p") -> RateController:
+    return RateController(mode_row("fluency_first", 720), min_fps=8.0, ladder=Ladder("fluency_first", top))
+
+
+def test_resolution_thresholds_are_data_with_hysteresis() -> None:
+    down = RESOLUTION_DOWN_KBPS["fluency_first"]
+    names = [name for name, _ in PRESETS]
+    for upper, lower in itertools.pairwise(names):
+        # the step back up happens at 80% of the lower preset's target: 1.2x over the step-down point
+        assert 0.8 * MODES["fluency_first"][lower].target_kbps >= 1.2 * down[upper], (upper, lower)
+    assert names[-1] not in down  # nothing under 180p
+    assert "resolution_first" not in RESOLUTION_DOWN_KBPS  # it keeps the picture
+    ladder = Ladder("fluency_first", "720p")
+    assert ladder.presets == ("720p", "540p", "480p", "360p", "240p", "180p")
+    assert [ladder.fit(k) for k in (1000, 325, 324, 191, 129, 50)] == [0, 0, 1, 3, 4, 5]
+
+
+def test_fluency_first_steps_the_resolution_down_at_300k_and_back_after_the_rise() -> None:
+    c = fluency()
+    tr = simulate(c, [(0, 4000), (10, 300), (25, 4000)], 45, audio_kbps=AUDIO)
+    steps = [(t, e["previous"], e["resolution"], e["reason"])
+             for t, name, e in tr.events if name == "resolution_changed"]
+    down = [s for s in steps if s[3] == "congestion"]
+    up = [s for s in steps if s[3] == "recovered"]
+    # one step straight down to the preset the measured rate fits, at the first cut (within 1 s)
+    assert len(down) == 1 and down[0][1:3] == ("720p", "360p") and 10 <= down[0][0] <= 11, steps
+    # and up one preset at a time after the rise, back to 720p within 12 s, never down again
+    assert [s[2] for s in up] == ["480p", "540p", "720p"] and up[-1][0] - 25 <= 12, steps
+    assert all(s[0] > 25 for s in up)
+    assert c.ladder is not None and c.ladder.preset == "720p" and c.row == MODES["fluency_first"]["720p"]
+    # at 300 kbit/s the 360p row applies: its floor is low enough that the bit rate fits the link
+    i = first_at_or_after(tr.t, 15)
+    assert all(tr.target[j] + AUDIO < 300 for j in range(i, first_at_or_after(tr.t, 25))), tr.target[i:i + 40]
+
+
+def test_resolution_steady_link_no_oscillation() -> None:
+    for link in (330.0, 450.0, 1500.0):  # around 480p's and 720p's thresholds, 720p's target
+        c = fluency()
+        tr = simulate(c, [(0, 4000), (5, link)], 300, audio_kbps=AUDIO)
+        steps = [(round(t, 2), e["resolution"]) for t, name, e in tr.events if name == "resolution_changed"]
+        assert len(steps) <= 2 + 295 / 60, (link, steps)  # settles: at most one more change a minute
+
+
+def test_resolution_first_and_custom_keep_the_picture() -> None:
+    c = RateController(mode_row("resolution_first", 720))
+    tr = simulate(c, [(0, 4000), (5, 300), (20, 4000)], 30, audio_kbps=AUDIO)
+    assert not [e for e in tr.events if e[1] == "resolution_changed"]

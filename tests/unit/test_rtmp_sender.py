@@ -5,14 +5,19 @@ wait is on a condition with a deadline)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 from mediaengine.actors.rtmp_sender import (
     RtmpSender,
@@ -22,13 +27,16 @@ from mediaengine.actors.rtmp_sender import (
     reconnect_delay_ms,
     redact_url,
 )
+from mediaengine.actors.rtmp_sender.connection import FlvConnection
 from mediaengine.actors.rtmp_sender.queue import Backlog, Item, RateWindow, StartGate
 from mediaengine.actors.rtmp_sender.socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
-from mediaengine.sdk.actor import Actions, Context, Event, Reply
+from mediaengine.actors.video_encoder import VideoEncoder
+from mediaengine.sdk.actor import Actions, Context, Emit, Event, Reply
 from mediaengine.sdk.errors import ConnectError, FieldError, OptionError
-from mediaengine.sdk.formats import AAC, H264, Packet
+from mediaengine.sdk.formats import AAC, H264, NS, Frame, Packet, VideoFormat
 from mediaengine.sdk.options import check_instance
 from mediaengine.sdk.sei import OUR_UUID, parse_sei_payloads
+from mediaengine.testing import ActorHarness
 
 from tests.helpers import wait_for
 
@@ -250,6 +258,7 @@ class FakeConn:
     def __init__(self, net: FakeNet, url: str, params: dict[str, dict[str, Any]]) -> None:
         self.net, self.url, self.params = net, url, params
         self.muxed: list[tuple[str, Packet, int, bytes | None]] = []
+        self.new_headers: list[int] = []  # dts of the packets a new sequence header went before
         self.closed = False
         self.aborted = threading.Event()
 
@@ -259,7 +268,8 @@ class FakeConn:
                 self.net.refuse -= 1
                 raise av.error.ConnectionRefusedError(111, "Connection refused", self.url)
 
-    def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None) -> None:
+    def mux(self, kind: str, packet: Packet, offset: int, data: bytes | None = None,
+            new_header: bool = False) -> None:
         if self.aborted.is_set():
             raise av.error.BrokenPipeError(32, "Broken pipe", self.url)
         if self.net.block:
@@ -269,6 +279,8 @@ class FakeConn:
             self.net.fail_mux_after = None
             raise av.error.BrokenPipeError(32, "Broken pipe", self.url)
         self.muxed.append((kind, packet, offset, data))
+        if new_header:
+            self.new_headers.append(packet.dts)
 
     def close(self) -> None:
         self.closed = True
@@ -565,23 +577,27 @@ def test_probe_needs_an_rtmp_answer_in_time() -> None:
         probe_rtmp("rtmp", "127.0.0.1", port, 1.0)
 
 
-def test_new_sps_pps_go_in_band_on_keyframes(make: Callable[..., Harness]) -> None:
+def test_new_sps_pps_make_a_new_sequence_header_at_each_change(make: Callable[..., Harness]) -> None:
     h = make()
     h.feed(10)
     h.wait_event("connected")
     extradata = b"\x00\x00\x00\x01gNEWSPS\x00\x00\x00\x01hNEWPPS"
-    new_params = {**VPARAMS, "extradata": extradata}
-    for i in (10, 11, 20):  # two keyframes carrying new params (an encoder reopened)
-        pkt = Packet(SLICE + bytes([i]), i * 3000, i * 3000, TB_V, i % 10 == 0, new_params if i % 10 == 0 else None)
-        h.collect(h.sender.on_frame("video", pkt))
-    wait_for(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 13, 5, "video muxed")
+    new_params = {**VPARAMS, "extradata": extradata, "width": 320, "height": 180}
+    # an encoder reopened at a new size (10, 20: same new params) and back at the first one (30)
+    for i, params in ((10, new_params), (11, None), (20, new_params), (30, VPARAMS), (40, VPARAMS)):
+        h.collect(h.sender.on_frame("video", Packet(SLICE + bytes([i]), i * 3000, i * 3000, TB_V,
+                                                    params is not None, params)))
+    wait_for(lambda: sum(1 for m in h.net.muxed() if m[0] == "video") == 15, 5, "video muxed")
     sent = {m[1].dts // 3000: m[3] for m in h.net.muxed() if m[0] == "video"}
     assert sent[0] is None  # the header's own SPS/PPS: nothing added
-    assert sent[10] == extradata + SLICE + bytes([10])
-    assert sent[11] is None
-    assert sent[20] is not None and sent[20].startswith(extradata)
-    h.wait_event("stream_params_changed")
-    assert h.names().count("stream_params_changed") == 1
+    assert sent[10] == extradata + SLICE + bytes([10])  # in-band for the decoder, and a new header
+    assert sent[11] is None and sent[20] is None  # the connection's header is the new one already
+    assert sent[30] is not None and sent[30].startswith(VPARAMS["extradata"])  # back: a header again
+    assert sent[40] is None
+    assert [dts // 3000 for c in h.net.conns for dts in c.new_headers] == [10, 30]
+    h.wait_event("stream_params_changed", count=2)
+    changed = [e.data for e in h.seen if e.name == "stream_params_changed"]
+    assert [(c["width"], c["height"]) for c in changed] == [(320, 180), (VPARAMS["width"], VPARAMS["height"])]
 
 
 def test_stop_never_blocks_on_a_server_that_stopped_reading(make: Callable[..., Harness]) -> None:
@@ -599,3 +615,45 @@ def test_stop_never_blocks_on_a_server_that_stopped_reading(make: Callable[..., 
     assert took < 1.1, f"stop() took {took:.2f}s"
     assert h.names()[-1] == "stream_ended" and h.seen[-1].data["trailer"] is False
     assert "connection_lost" not in h.names()
+
+
+def test_a_size_change_reaches_the_flv_as_a_new_sequence_header(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    """The real FlvConnection (FFmpeg's FLV muxer, into a file instead of RTMP) fed by a real encoder
+    switching 640x360 -> 320x180 -> 640x360: the file holds three sequence headers and decodes, by
+    Debian's ffprobe/ffmpeg, frames of both sizes with no error."""
+    path = tmp_path / "switch.flv"
+    monkeypatch.setattr(RtmpSender, "connector", lambda url, params: FlvConnection(str(path), params))
+    monkeypatch.setattr(RtmpSender, "prober", None)
+    sender = RtmpSender(RtmpSenderOptions(url=URL))
+    sender.setup(Context(node_id="push", input_formats={"video": H264}))
+    h = Harness(sender, FakeNet())
+    fps = 15
+    enc = ActorHarness(VideoEncoder, {"keepalive_ms": 0, "gop_s": 1}, input_formats={"in": VideoFormat(640, 360, fps)})
+    for i in range(3 * fps):
+        if i in (fps, 2 * fps):
+            enc.set(resolution="180p" if i == fps else "source")
+        img = np.zeros((360, 640, 3), np.uint8)
+        img[:, :, 0] = (np.arange(640) + 8 * i) % 256
+        for action in enc.frame("in", Frame(img, NS + i * NS // fps)):
+            if isinstance(action, Emit) and isinstance(action.media, Packet):
+                h.collect(sender.on_frame("video", action.media))
+    for action in enc.stop():
+        if isinstance(action, Emit) and isinstance(action.media, Packet):
+            h.collect(sender.on_frame("video", action.media))
+    wait_for(lambda: sender.metrics()["packets_sent"] == 3 * fps, 10, "every packet muxed")
+    h.collect(sender.stop())
+    assert h.names().count("stream_params_changed") == 2, h.names()
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=width,height",
+                            "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60, check=True)
+    sizes = [tuple(line.split(",")[:2]) for line in probe.stdout.split() if line.count(",") >= 1 and line[0].isdigit()]
+    runs = [(size, len(list(group))) for size, group in itertools.groupby(sizes)]
+    assert runs == [(("640", "360"), fps), (("320", "180"), fps), (("640", "360"), fps)], runs
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=60)
+    assert decode.returncode == 0 and decode.stderr == "", decode.stderr
+    # FFmpeg's FLV demuxer reports each AVC sequence header after the first as new extradata
+    debug = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_packets", "-show_data_hash",
+                            "sha256", "-of", "json", str(path)], capture_output=True, text=True, timeout=60, check=True)
+    side = [p for p in json.loads(debug.stdout)["packets"] if p.get("side_data_list")]
+    assert len(side) == 2, [p.get("side_data_list") for p in side]

@@ -52,13 +52,14 @@ SMOKE_PROFILE: tuple[tuple[float, int], ...] = ((0, 4000), (5, 1000), (10, 300),
 SMOKE_S = 24.0
 
 
-def topology(url: str, controller: str, *, width: int = 640, height: int = 360) -> dict[str, Any]:
-    """The pushed graph; `controller` is `engine` (custom mode at TARGET_KBPS), `obs` or `fixed`."""
+def topology(url: str, controller: str, *, width: int = 640, height: int = 360, fps: float = 30) -> dict[str, Any]:
+    """The pushed graph; `controller` is `engine` (custom mode at TARGET_KBPS), `obs`, `fixed`, or
+    `fluency` (fluency_first's tables, which also step the resolution)."""
     push: dict[str, Any] = {"url": url, "abr_encoder": "venc", "abr_target_kbps": TARGET_KBPS, "abr_min_kbps": MIN_KBPS,
                             "abr_initial_kbps": 1500, "abr_min_fps": 8}
-    push["abr"] = {"engine": "custom", "obs": "obs", "fixed": "off"}[controller]
+    push["abr"] = {"engine": "custom", "obs": "obs", "fixed": "off", "fluency": "fluency_first"}[controller]
     return {"version": 1, "name": f"abr_{controller}", "nodes": [
-        {"id": "src", "kind": "test_pattern", "options": {"width": width, "height": height, "fps": 30,
+        {"id": "src", "kind": "test_pattern", "options": {"width": width, "height": height, "fps": fps,
                                                           "pattern": "noise"}},
         {"id": "tone", "kind": "tone", "options": {"rate": 48000, "channels": 1}},
         {"id": "venc", "kind": "video_encoder", "inputs": {"in": "src"},
@@ -170,7 +171,8 @@ def _player(link: netshape.ShapedLink, url: str, duration_s: float,
     return proc, reader
 
 
-def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duration_s: float, workdir: Path) -> Run:
+def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duration_s: float, workdir: Path,
+                *, width: int = 640, height: int = 360, fps: float = 30) -> Run:
     """Push with `controller` through a link following `profile`; everything it started is stopped."""
     key = f"abr_{controller}_{secrets.token_hex(4)}"
     events: list[dict[str, Any]] = []
@@ -182,7 +184,7 @@ def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duratio
         reader: threading.Thread | None = None
         try:
             os.environ["ABR_PUSH_URL"] = server.url(stream=key)
-            topo = topology("${ABR_PUSH_URL}", controller)
+            topo = topology("${ABR_PUSH_URL}", controller, width=width, height=height, fps=fps)
             with Engine.start(topo) as eng:
                 eng.wait_running()
                 eng.subscribe(lambda topic, ev: events.append(ev))

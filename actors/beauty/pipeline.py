@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from .effects import ToneAmounts, ToneScratch, apply_tone, tone_lut
 from .regions import Box, Landmarks, face_box
-from .warp import WarpAmounts, WarpMaps, warp_maps
+from .warp import WarpAmounts, WarpMaps, map_buffer, warp_maps
 
 __all__ = ["EFFECTS", "PRESETS_FILE", "BeautyScratch", "Face", "FaceResult", "beautify", "load_presets",
            "preset"]
@@ -91,6 +91,7 @@ class BeautyScratch:
     lut_key: tuple[float, float, float] | None = None
     lut: NDArray[np.uint8] | None = None
     maps: dict[int, tuple[bytes, WarpAmounts, Box, WarpMaps | None]] = field(default_factory=dict)
+    map_store: dict[int, NDArray[np.float32]] = field(default_factory=dict)  # the remap tables live here
 
     def box_buffer(self, index: int, shape: tuple[int, ...]) -> NDArray[np.uint8]:
         return _buffer(self.box, index, shape)
@@ -165,6 +166,7 @@ def _cached_maps(scratch: BeautyScratch, index: int, lms: Landmarks, box: Box, s
     hit = scratch.maps.get(index)
     if hit is not None and hit[0] == key and hit[1] == amounts and hit[2] == box:
         return hit[3]
-    maps = warp_maps(lms, box, shape, amounts)
+    store = scratch.map_store[index] = map_buffer(scratch.map_store.get(index), box)
+    maps = warp_maps(lms, box, shape, amounts, buffer=store)
     scratch.maps[index] = (key, amounts, box, maps)
     return maps

@@ -2,7 +2,8 @@
 
 `beautify(src, out, faces, strengths)` copies `src` into `out` (the output ring slot) and then, per
 face, tones and smooths the skin (`effects.apply_tone`) and reshapes it (`warp.warp_maps` + one
-`cv2.remap`), only inside the face's box.  All strengths 0, or no face: `out` is a bit-exact copy.
+`cv2.remap` of the part of the face's box that moves), only inside the face's box.  All strengths 0,
+or no face: `out` is a bit-exact copy.
 
 Strengths are 0..100 per effect (`EFFECTS`); `presets.yaml` beside this module gives them per `level`.
 """
@@ -146,14 +147,17 @@ def beautify(src: NDArray[np.uint8], out: NDArray[np.uint8], faces: Sequence[Fac
             if tw >= 8 and th >= 8:
                 skin = out[ty:ty + th, tx:tx + tw]
                 if maps is not None:
-                    apply_tone(skin, lms, tbox, tone_amt, scratch.lut, work[ty - y:ty - y + th, tx - x:tx - x + tw],
-                               scratch.tone)
+                    toned = work[ty - y:ty - y + th, tx - x:tx - x + tw]
+                    apply_tone(skin, lms, tbox, tone_amt, scratch.lut, toned, scratch.tone)
+                    np.copyto(skin, toned)  # the remap below rewrites only the part of the box that moves
                 else:
                     toned = scratch.tone_buffer(index, skin.shape)
                     apply_tone(skin, lms, tbox, tone_amt, scratch.lut, toned, scratch.tone)
                     np.copyto(skin, toned)
-        if maps is not None:
-            cv2.remap(work, maps.xy, None, cv2.INTER_LINEAR, dst=region, borderMode=cv2.BORDER_REPLICATE)
+        if maps is not None:  # the rest of the box is the identity: `region` already holds it
+            rx, ry, rw, rh = maps.rect
+            cv2.remap(work, maps.xy[ry:ry + rh, rx:rx + rw], None, cv2.INTER_LINEAR,
+                      dst=region[ry:ry + rh, rx:rx + rw], borderMode=cv2.BORDER_REPLICATE)
         results.append(FaceResult(box, maps.scale if maps else 1.0, maps.max_shift if maps else 0.0))
     return results
 

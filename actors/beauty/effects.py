@@ -146,5 +146,5 @@ def _blush(dst: NDArray[np.uint8], lms: Landmarks, box: Box, strength: float) ->
     for x0, y0, wgt in cheek_patches(lms, box):
         h, w = wgt.shape
         patch = dst[y0:y0 + h, x0:x0 + w]
-        g = np.float32(1.0) + wgt[:, :, None] * gain[None, None, :]
-        np.copyto(patch, np.minimum(patch * g + np.float32(0.5), np.float32(255.0)), casting="unsafe")
+        g = cv2.merge([cv2.addWeighted(wgt, float(gc), wgt, 0.0, 1.0) for gc in gain])  # 1 + wgt * gain
+        cv2.multiply(patch, g, dst=patch, dtype=cv2.CV_8U)  # rounded and saturated, in place

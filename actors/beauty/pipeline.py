@@ -2,7 +2,8 @@
 
 `beautify(src, out, faces, strengths)` copies `src` into `out` (the output ring slot) and then, per
 face, tones and smooths the skin (`effects.apply_tone`) and reshapes it (`warp.warp_maps` + one
-`cv2.remap`), only inside the face's box.  All strengths 0, or no face: `out` is a bit-exact copy.
+`cv2.remap` of the part of the face's box that moves), only inside the face's box.  All strengths 0,
+or no face: `out` is a bit-exact copy.
 
 Strengths are 0..100 per effect (`EFFECTS`); `presets.yaml` beside this module gives them per `level`.
 """
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 
 from .effects import ToneAmounts, ToneScratch, apply_tone, tone_lut
 from .regions import Box, Landmarks, face_box
-from .warp import WarpAmounts, WarpMaps, warp_maps
+from .warp import WarpAmounts, WarpMaps, map_buffer, warp_maps
 
 __all__ = ["EFFECTS", "PRESETS_FILE", "BeautyScratch", "Face", "FaceResult", "beautify", "load_presets",
            "preset"]
@@ -91,6 +92,7 @@ class BeautyScratch:
     lut_key: tuple[float, float, float] | None = None
     lut: NDArray[np.uint8] | None = None
     maps: dict[int, tuple[bytes, WarpAmounts, Box, WarpMaps | None]] = field(default_factory=dict)
+    map_store: dict[int, NDArray[np.float32]] = field(default_factory=dict)  # the remap tables live here
 
     def box_buffer(self, index: int, shape: tuple[int, ...]) -> NDArray[np.uint8]:
         return _buffer(self.box, index, shape)
@@ -145,14 +147,17 @@ def beautify(src: NDArray[np.uint8], out: NDArray[np.uint8], faces: Sequence[Fac
             if tw >= 8 and th >= 8:
                 skin = out[ty:ty + th, tx:tx + tw]
                 if maps is not None:
-                    apply_tone(skin, lms, tbox, tone_amt, scratch.lut, work[ty - y:ty - y + th, tx - x:tx - x + tw],
-                               scratch.tone)
+                    toned = work[ty - y:ty - y + th, tx - x:tx - x + tw]
+                    apply_tone(skin, lms, tbox, tone_amt, scratch.lut, toned, scratch.tone)
+                    np.copyto(skin, toned)  # the remap below rewrites only the part of the box that moves
                 else:
                     toned = scratch.tone_buffer(index, skin.shape)
                     apply_tone(skin, lms, tbox, tone_amt, scratch.lut, toned, scratch.tone)
                     np.copyto(skin, toned)
-        if maps is not None:
-            cv2.remap(work, maps.xy, None, cv2.INTER_LINEAR, dst=region, borderMode=cv2.BORDER_REPLICATE)
+        if maps is not None:  # the rest of the box is the identity: `region` already holds it
+            rx, ry, rw, rh = maps.rect
+            cv2.remap(work, maps.xy[ry:ry + rh, rx:rx + rw], None, cv2.INTER_LINEAR,
+                      dst=region[ry:ry + rh, rx:rx + rw], borderMode=cv2.BORDER_REPLICATE)
         results.append(FaceResult(box, maps.scale if maps else 1.0, maps.max_shift if maps else 0.0))
     return results
 
@@ -165,6 +170,7 @@ def _cached_maps(scratch: BeautyScratch, index: int, lms: Landmarks, box: Box, s
     hit = scratch.maps.get(index)
     if hit is not None and hit[0] == key and hit[1] == amounts and hit[2] == box:
         return hit[3]
-    maps = warp_maps(lms, box, shape, amounts)
+    store = scratch.map_store[index] = map_buffer(scratch.map_store.get(index), box)
+    maps = warp_maps(lms, box, shape, amounts, buffer=store)
     scratch.maps[index] = (key, amounts, box, maps)
     return maps

@@ -11,13 +11,17 @@ frame pays one remap whatever is on (measured ~1.4 ms for a 720p face box, see B
   and the field stays as smooth as phi (a per-pixel normalisation made it steep enough to fold).
 
 Safety nets that keep the picture whole (a naive local warp tore at its edge):
-- the field is computed on a coarse grid (every `GRID` pixels) and scaled up, so it is smooth;
+- the field is computed on a coarse grid (every `GRID` pixels, at the centres of GRID x GRID cells) and
+  scaled up with one bilinear `cv2.resize` (its pixel-centre convention puts the nodes exactly there), so
+  it is smooth;
 - it is tapered to 0 at the box's sides that lie inside the frame, so the box joins the untouched frame;
 - the Jacobian of the map is checked on the grid: if it would fold anywhere (det <= MIN_DET) the whole
   field is scaled down until it does not (`WarpMaps.scale` says by how much).
 
 Where the field is exactly 0 the map is exactly the identity, and `cv2.remap` then copies the pixel
-unchanged: pixels outside the support, and everything outside the box, are bit-exact.
+unchanged: pixels outside the support, and everything outside the box, are bit-exact.  `WarpMaps.rect`
+is the part of the box the field reaches (about 60% of it with every effect on, less with one): only
+it needs remapping.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from numpy.typing import NDArray
 
 from .regions import CHIN, CHIN_SIDES, CHIN_SLIM_L, CHIN_SLIM_R, EYE_L, EYE_R, JAW_L, JAW_R, Box, Landmarks, face_frame
 
-__all__ = ["GRID", "MIN_DET", "WarpAmounts", "WarpMaps", "displacement", "fold_margin", "warp_maps"]
+__all__ = ["GRID", "MIN_DET", "WarpAmounts", "WarpMaps", "displacement", "fold_margin", "map_buffer", "warp_maps"]
 
 #: coarse-grid step in pixels of the displacement field
 GRID = 8
@@ -60,16 +64,19 @@ class WarpMaps:
     xy: NDArray[np.float32]  # (h, w, 2): the source (x, y) of every box pixel, in box coordinates
     scale: float  # 1.0, or less when the fold check scaled the field down
     max_shift: float  # the largest displacement in pixels
+    rect: Box = (0, 0, 0, 0)  # (x, y, w, h) in the box: the part that moves; outside it `xy` is the identity
 
 
 def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRID
                  ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """The inverse displacement (dx, dy) on a coarse grid over `box`: grid node (i, j) is box pixel
-    (j * step, i * step); the source of an output pixel p is p + D(p)."""
+    (j * step + c, i * step + c) with c = (step - 1) / 2 (the centre of cell (i, j) when the grid is scaled
+    up `step` times by `cv2.resize`); the source of an output pixel p is p + D(p)."""
     x0, y0, w, h = box
     ny, nx = h // step + 2, w // step + 2
-    gx = (np.arange(nx, dtype=np.float32) * step + x0)[None, :]
-    gy = (np.arange(ny, dtype=np.float32) * step + y0)[:, None]
+    c = (step - 1) / 2
+    gx = (np.arange(nx, dtype=np.float32) * step + (x0 + c))[None, :]
+    gy = (np.arange(ny, dtype=np.float32) * step + (y0 + c))[:, None]
     dx = np.zeros((ny, nx), np.float32)
     dy = np.zeros((ny, nx), np.float32)
     ff = face_frame(lms)
@@ -114,8 +121,12 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
         dl = land[:, None, :] - land[None, :, :]
         at_points = (1.0 - np.minimum(np.sum(dl * dl, axis=2) * inv_r2[:, :, 0], 1.0)) ** 2
         norm = np.float32(max(1.0, float(at_points.sum(axis=0).max())))
-        dx -= np.tensordot(t[:, 0], phi, axes=1) / norm
-        dy -= np.tensordot(t[:, 1], phi, axes=1) / norm
+        # a weighted sum over the points, written out: np.tensordot would call BLAS (gemv), and OpenBLAS then
+        # wakes its thread pool, whose threads spin for a while after each call: at 30 fps that burnt most of
+        # a second core (BENCHMARKS.md, beauty)
+        t_over = t / norm
+        dx -= np.sum(t_over[:, 0, None, None] * phi, axis=0)
+        dy -= np.sum(t_over[:, 1, None, None] * phi, axis=0)
     if amounts.eye > 0:
         a = 0.42 * amounts.eye
         for idx in (EYE_R, EYE_L):
@@ -132,22 +143,25 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
 
 
 def _taper(box: Box, frame_shape: tuple[int, ...], ny: int, nx: int, step: int) -> NDArray[np.float32]:
-    """1 inside, falling to 0 at the box's sides that are inside the frame (over ~8% of the box)."""
+    """1 inside, falling to 0 at the box's sides that are inside the frame (over ~8% of the box): 0 at the
+    first node and at every node within one step past the last pixel, so the scaled-up field is exactly 0
+    on the box's edge pixels."""
     x0, y0, w, h = box
     fh, fw = frame_shape[:2]
-    gx = np.arange(nx, dtype=np.float32) * step
-    gy = np.arange(ny, dtype=np.float32) * step
+    c = (step - 1) / 2
+    gx = np.arange(nx, dtype=np.float32) * step + np.float32(c)
+    gy = np.arange(ny, dtype=np.float32) * step + np.float32(c)
     band_x, band_y = max(step, 0.08 * w), max(step, 0.08 * h)
     tx = np.ones(nx, np.float32)
     ty = np.ones(ny, np.float32)
     if x0 > 0:
-        tx = np.minimum(tx, np.clip(gx / band_x, 0, 1))
+        tx = np.minimum(tx, np.clip((gx - c) / band_x, 0, 1))
     if x0 + w < fw:
-        tx = np.minimum(tx, np.clip((w - 1 - gx) / band_x, 0, 1))
+        tx = np.minimum(tx, np.clip((w - 1 - step - gx) / band_x, 0, 1))
     if y0 > 0:
-        ty = np.minimum(ty, np.clip(gy / band_y, 0, 1))
+        ty = np.minimum(ty, np.clip((gy - c) / band_y, 0, 1))
     if y0 + h < fh:
-        ty = np.minimum(ty, np.clip((h - 1 - gy) / band_y, 0, 1))
+        ty = np.minimum(ty, np.clip((h - 1 - step - gy) / band_y, 0, 1))
     t: NDArray[np.float32] = ty[:, None] * tx[None, :]
     return t
 
@@ -163,8 +177,10 @@ def fold_margin(dx: NDArray[np.float32], dy: NDArray[np.float32], step: int = GR
 
 
 def warp_maps(lms: Landmarks, box: Box, frame_shape: tuple[int, ...], amounts: WarpAmounts,
-              step: int = GRID) -> WarpMaps | None:
-    """The remap tables of the face box for `amounts`, or None when nothing moves."""
+              step: int = GRID, buffer: NDArray[np.float32] | None = None) -> WarpMaps | None:
+    """The remap tables of the face box for `amounts`, or None when nothing moves.  With `buffer` (from
+    `map_buffer`, kept by the caller from frame to frame) the tables are a view into it, not a new array
+    (a face box's tables are ~2 MB: a new one per frame costs page faults)."""
     if not amounts.any() or box[2] < 2 or box[3] < 2:
         return None
     _x0, _y0, w, h = box
@@ -181,16 +197,37 @@ def warp_maps(lms: Landmarks, box: Box, frame_shape: tuple[int, ...], amounts: W
     max_shift = float(np.sqrt(dx * dx + dy * dy).max())
     if max_shift == 0.0:
         return None
-    # scale the grid field up to every pixel (node (i, j) sits on pixel (j*step, i*step)), add the identity
-    m = np.array([[1.0 / step, 0, 0], [0, 1.0 / step, 0]], np.float32)  # pixel -> grid coordinates
-    xy = cv2.warpAffine(cv2.merge([dx, dy]), m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                        borderMode=cv2.BORDER_REPLICATE)
-    xy += _identity(w, h)
-    return WarpMaps(xy, scale, max_shift)
+    # scale the grid field up to every pixel: resizing by exactly `step` puts node (i, j) on the centre
+    # of cell (i, j), pixel (j*step + c, i*step + c), and interpolates bilinearly between nodes (edge
+    # pixels before the first node take its value); then add the identity
+    ny, nx = dx.shape
+    store = map_buffer(buffer, box, step)
+    n_big = ny * step * nx * step * 2
+    big = store[:n_big].reshape(ny * step, nx * step, 2)
+    xy = store[n_big:n_big + h * w * 2].reshape(h, w, 2)
+    cv2.resize(cv2.merge([dx, dy]), (nx * step, ny * step), dst=big, interpolation=cv2.INTER_LINEAR)
+    cv2.add(big[:h, :w], _identity(*frame_shape[:2][::-1])[:h, :w], dst=xy)
+    # pixel p reads nodes floor((p - c) / step) and the next: only pixels near a moving node move
+    moving = (dx != 0) | (dy != 0)
+    rows, cols = np.flatnonzero(moving.any(axis=1)), np.flatnonzero(moving.any(axis=0))
+    rx, ry = max(0, (int(cols[0]) - 1) * step), max(0, (int(rows[0]) - 1) * step)
+    rw, rh = min(w, (int(cols[-1]) + 2) * step) - rx, min(h, (int(rows[-1]) + 2) * step) - ry
+    return WarpMaps(xy, scale, max_shift, (rx, ry, rw, rh))
 
 
-@lru_cache(maxsize=8)
+def map_buffer(buffer: NDArray[np.float32] | None, box: Box, step: int = GRID) -> NDArray[np.float32]:
+    """Flat float32 storage for `warp_maps` of `box`: `buffer` when it is big enough, else a new one with
+    room to grow.  Keep it from frame to frame and pass it back (the tables then live in it)."""
+    _x0, _y0, w, h = box
+    need = 2 * ((h // step + 2) * step * (w // step + 2) * step + h * w)
+    if buffer is None or buffer.size < need:
+        buffer = np.empty(need + need // 2, np.float32)
+    return buffer
+
+
+@lru_cache(maxsize=4)
 def _identity(w: int, h: int) -> NDArray[np.float32]:
+    """(h, w, 2) pixel coordinates of a frame; a box's own are its top-left [:bh, :bw] corner."""
     grid = np.empty((h, w, 2), np.float32)
     grid[..., 0] = np.arange(w, dtype=np.float32)[None, :]
     grid[..., 1] = np.arange(h, dtype=np.float32)[:, None]

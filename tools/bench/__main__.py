@@ -29,7 +29,7 @@ from typing import Any
 from ._common import Result, Settings, machine_info
 
 BENCHMARKS = ("ring", "chain", "push_cpu", "latency", "restart", "footprint", "screen_capture", "capture_encode",
-              "effects", "compositor", "preview", "audio", "abr")
+              "effects", "compositor", "preview", "audio", "abr", "beauty")
 
 
 def _on_term(signum: int, frame: FrameType | None) -> None:

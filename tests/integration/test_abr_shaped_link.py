@@ -78,8 +78,12 @@ def test_fluency_first_steps_the_resolution_down_at_300k_and_back_after_the_rise
     up = [s for s in steps if s[2] == "recovered"]
     # down once, within 1.5 s of the drop, to a preset the 300 kbit/s link carries (360p or below)
     assert len(down) == 1 and drop <= down[0][0] <= drop + 1.5 and down[0][4] <= 360, steps
-    # back to 720p after the rise (one preset at a time), none of it before the rise
-    assert up and all(s[0] >= rise for s in up) and up[-1][1:] == ("720p", "recovered", 1280, 720), steps
+    # back to 720p after the rise (one preset at a time).  Before the rise a step up may only go as far as
+    # the 300 kbit/s link carries (the step down can overshoot to 180p while TCP recovers; coming back to
+    # 240p on the slow link is right), never above 360p
+    assert up and up[-1][1:] == ("720p", "recovered", 1280, 720), steps
+    assert all(s[4] <= 360 for s in up if s[0] < rise), steps
+    assert any(s[0] >= rise for s in up), steps
     # the encoder applied each step (its own event, reason "set"), ending at the source's size
     assert [(w, h) for _, w, h, _ in applied] == [(s[3], s[4]) for s in steps], (applied, steps)
     # the viewer decoded across every size change, and audio was never dropped

@@ -67,7 +67,21 @@ class FaceFrame:
     height: float  # forehead top to chin
 
 
+_FRAMES: dict[bytes, FaceFrame] = {}  # the last few faces' frames: every stage of a frame asks for them
+
+
 def face_frame(lms: Landmarks) -> FaceFrame:
+    """The face's axes and size (cached for the last few landmark sets: a frame asks several times)."""
+    key = lms.tobytes()
+    ff = _FRAMES.get(key)
+    if ff is None:
+        if len(_FRAMES) >= 8:
+            _FRAMES.pop(next(iter(_FRAMES)))
+        ff = _FRAMES[key] = _face_frame(lms)
+    return ff
+
+
+def _face_frame(lms: Landmarks) -> FaceFrame:
     centre = lms[NOSE_BRIDGE]
     axis = lms[CHIN] - lms[FOREHEAD]
     height = float(np.hypot(*axis)) or 1.0

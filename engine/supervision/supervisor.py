@@ -332,6 +332,10 @@ class Supervisor:
             # Per-frame temporaries of 1-3 MB would otherwise be mmapped and unmapped by glibc on every
             # frame (thousands of page faults, +2-3 ms); the fork server and so every actor inherit this.
             os.environ.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)
+            # One BLAS thread per actor: each actor is its own process on purpose, and OpenBLAS's idle
+            # workers spin after every call (np.tensordot in the beauty warp woke one that then burned
+            # ~23 ms of CPU per 30 fps frame, measured by the beauty benchmark)
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
             # Every actor carries its engine's id in its environment: the only proof `reap_stale`
             # accepts before it kills a pid named in a dead engine's engine.json (rundir.py).
             os.environ[ENGINE_MARKER] = self.engine_id

@@ -156,7 +156,7 @@ def beautify(src: NDArray[np.uint8], out: NDArray[np.uint8], faces: Sequence[Fac
                     np.copyto(skin, toned)
         if maps is not None:  # the rest of the box is the identity: `region` already holds it
             rx, ry, rw, rh = maps.rect
-            cv2.remap(work, maps.xy[ry:ry + rh, rx:rx + rw], None, cv2.INTER_LINEAR,
+            cv2.remap(work, maps.xy, None, cv2.INTER_LINEAR,
                       dst=region[ry:ry + rh, rx:rx + rw], borderMode=cv2.BORDER_REPLICATE)
         results.append(FaceResult(box, maps.scale if maps else 1.0, maps.max_shift if maps else 0.0))
     return results

@@ -38,7 +38,7 @@ from .regions import CHIN, CHIN_SIDES, CHIN_SLIM_L, CHIN_SLIM_R, EYE_L, EYE_R, J
 __all__ = ["GRID", "MIN_DET", "WarpAmounts", "WarpMaps", "displacement", "fold_margin", "map_buffer", "warp_maps"]
 
 #: coarse-grid step in pixels of the displacement field
-GRID = 8
+GRID = 12
 #: the smallest Jacobian determinant allowed (1 = no area change; 0 = a fold)
 MIN_DET = 0.25
 
@@ -61,10 +61,17 @@ class WarpAmounts:
 
 @dataclass
 class WarpMaps:
-    xy: NDArray[np.float32]  # (h, w, 2): the source (x, y) of every box pixel, in box coordinates
+    xy: NDArray[np.float32]  # (rect h, rect w, 2): the source (x, y) of every pixel of `rect`, in box coordinates
     scale: float  # 1.0, or less when the fold check scaled the field down
     max_shift: float  # the largest displacement in pixels
-    rect: Box = (0, 0, 0, 0)  # (x, y, w, h) in the box: the part that moves; outside it `xy` is the identity
+    rect: Box = (0, 0, 0, 0)  # (x, y, w, h) in the box: the part that moves; outside it the map is the identity
+
+    def full(self, w: int, h: int) -> NDArray[np.float32]:
+        """The map of the whole w x h box (the identity outside `rect`): for checks, not per frame."""
+        grid = np.array(_identity(w, h))
+        x, y, rw, rh = self.rect
+        grid[y:y + rh, x:x + rw] = self.xy
+        return grid
 
 
 def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRID
@@ -197,21 +204,27 @@ def warp_maps(lms: Landmarks, box: Box, frame_shape: tuple[int, ...], amounts: W
     max_shift = float(np.sqrt(dx * dx + dy * dy).max())
     if max_shift == 0.0:
         return None
-    # scale the grid field up to every pixel: resizing by exactly `step` puts node (i, j) on the centre
-    # of cell (i, j), pixel (j*step + c, i*step + c), and interpolates bilinearly between nodes (edge
-    # pixels before the first node take its value); then add the identity
-    ny, nx = dx.shape
-    store = map_buffer(buffer, box, step)
-    n_big = ny * step * nx * step * 2
-    big = store[:n_big].reshape(ny * step, nx * step, 2)
-    xy = store[n_big:n_big + h * w * 2].reshape(h, w, 2)
-    cv2.resize(cv2.merge([dx, dy]), (nx * step, ny * step), dst=big, interpolation=cv2.INTER_LINEAR)
-    cv2.add(big[:h, :w], _identity(*frame_shape[:2][::-1])[:h, :w], dst=xy)
-    # pixel p reads nodes floor((p - c) / step) and the next: only pixels near a moving node move
+    # only the part that moves: pixel p reads nodes floor((p - c) / step) and the next, so the nodes that
+    # move and one still node on each side cover it
     moving = (dx != 0) | (dy != 0)
     rows, cols = np.flatnonzero(moving.any(axis=1)), np.flatnonzero(moving.any(axis=0))
-    rx, ry = max(0, (int(cols[0]) - 1) * step), max(0, (int(rows[0]) - 1) * step)
-    rw, rh = min(w, (int(cols[-1]) + 2) * step) - rx, min(h, (int(rows[-1]) + 2) * step) - ry
+    ny, nx = dx.shape
+    i0, i1 = max(0, int(rows[0]) - 1), min(ny - 1, int(rows[-1]) + 1)
+    j0, j1 = max(0, int(cols[0]) - 1), min(nx - 1, int(cols[-1]) + 1)
+    rx, ry = j0 * step, i0 * step
+    rw, rh = min(w, (j1 + 1) * step) - rx, min(h, (i1 + 1) * step) - ry
+    # scale that part of the grid field up to every pixel: resizing by exactly `step` puts node (i, j) on
+    # the centre of cell (i, j), pixel (j*step + c, i*step + c), and interpolates bilinearly between nodes
+    # (pixels before the first node take its value: a still node, 0, as the nodes before it); then add
+    # the identity
+    gh, gw = i1 - i0 + 1, j1 - j0 + 1
+    store = map_buffer(buffer, box, step)
+    n_big = gh * step * gw * step * 2
+    big = store[:n_big].reshape(gh * step, gw * step, 2)
+    xy = store[n_big:n_big + rh * rw * 2].reshape(rh, rw, 2)
+    cv2.resize(cv2.merge([dx[i0:i1 + 1, j0:j1 + 1], dy[i0:i1 + 1, j0:j1 + 1]]), (gw * step, gh * step), dst=big,
+               interpolation=cv2.INTER_LINEAR)
+    cv2.add(big[:rh, :rw], _identity(*frame_shape[:2][::-1])[ry:ry + rh, rx:rx + rw], dst=xy)
     return WarpMaps(xy, scale, max_shift, (rx, ry, rw, rh))
 
 

@@ -131,14 +131,14 @@ def test_the_reshaping_map_never_folds(scale: float) -> None:
     box = face_box(lms, frame.shape)
     maps = warp_maps(lms, box, frame.shape, WarpAmounts(thin=1, chin_slim=1, chin_short=1, eye=1))
     assert maps is not None and maps.max_shift > 3
-    gx_x, gy_x = np.gradient(maps.xy[..., 0], axis=(1, 0))
-    gx_y, gy_y = np.gradient(maps.xy[..., 1], axis=(1, 0))
+    xy = maps.full(box[2], box[3])
+    gx_x, gy_x = np.gradient(xy[..., 0], axis=(1, 0))
+    gx_y, gy_y = np.gradient(xy[..., 1], axis=(1, 0))
     det = gx_x * gy_y - gy_x * gx_y
     assert det.min() > 0.2, f"the map folds: Jacobian determinant {det.min():.3f}"
     # and at the box's sides inside the frame it is the identity, so the box joins the frame seamlessly
     ident = np.stack(np.meshgrid(np.arange(box[2]), np.arange(box[3])), axis=-1).astype(np.float32)
-    for side in (maps.xy[0] - ident[0], maps.xy[-1] - ident[-1], maps.xy[:, 0] - ident[:, 0],
-                 maps.xy[:, -1] - ident[:, -1]):
+    for side in (xy[0] - ident[0], xy[-1] - ident[-1], xy[:, 0] - ident[:, 0], xy[:, -1] - ident[:, -1]):
         assert np.abs(side).max() < 0.05
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -143,3 +144,40 @@ class EventWatcher:
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def encoder_frames(eng: BenchEngine, node: str = "venc") -> int:
+    """Frames the encoder node has taken in so far (its `frames_in` metric)."""
+    for n in eng.ps()["nodes"]:
+        if n["id"] == node:
+            return int(sum((n["metrics"].get("frames_in") or {}).values()))
+    raise RuntimeError(f"no {node} node")
+
+
+@dataclass
+class CpuWindow:
+    """One measurement window of a running engine: the encoder's input rate and the CPU of its process tree."""
+
+    fps: float
+    cpu_s: float
+    wall_s: float
+    per_node_cpu_s: dict[str, float]  # node id -> CPU seconds of its actor process
+
+
+def measure_cpu_window(eng: BenchEngine, window_s: float) -> CpuWindow:
+    """Sample the engine's whole process tree for `window_s` (supervisor and fork server included) and
+    count the encoder's input frames over the same window; the engine must still be alive at the end."""
+    from ._procs import TreeSampler
+
+    eng.wait_metrics()
+    pids = eng.node_pids()
+    frames0, t0 = encoder_frames(eng), time.monotonic()
+    sampler = TreeSampler([eng.pid], interval_s=0.5)
+    sampler.start()
+    time.sleep(window_s)
+    sampler.stop()
+    frames1, t1 = encoder_frames(eng), time.monotonic()
+    eng.check_alive()
+    by_pid = sampler.cpu_by_pid()
+    return CpuWindow((frames1 - frames0) / (t1 - t0), sampler.cpu_s, sampler.wall_s,
+                     {nid: by_pid.get(pid, 0.0) for nid, pid in pids.items()})

@@ -321,33 +321,22 @@ def cores(cpu_s: float, wall_s: float) -> float:
 
 def measure_push(server: Any, stream: str, clip: str, settings: Settings, with_beauty: bool, warm_s: float,
                  window_s: float) -> dict[str, Any]:
-    from ._engine import BenchEngine
-    from ._procs import TreeSampler
-    from .preview import _encoder_frames
+    from ._engine import BenchEngine, measure_cpu_window
     from .push_cpu import wait_publishing
 
     with BenchEngine.start(topology(server.url(stream=stream), clip, with_beauty), settings.workdir) as eng:
         eng.wait_running()
         wait_publishing(server, stream, 20, eng.check_alive)
         time.sleep(warm_s)
-        eng.wait_metrics()
-        pids = eng.node_pids()
-        frames0, t0 = _encoder_frames(eng), time.monotonic()
-        sampler = TreeSampler([eng.pid], interval_s=0.5)
-        sampler.start()
-        time.sleep(window_s)
-        sampler.stop()
-        frames1, t1 = _encoder_frames(eng), time.monotonic()
-        eng.check_alive()
+        window = measure_cpu_window(eng, window_s)
         if not any(c.publishing for c in server.clients(stream)):
             raise RuntimeError("the engine stopped publishing during the measurement")
         beauty_metrics = next(((n.get("metrics") or {}).get("actor") or {} for n in eng.ps()["nodes"]
                                if n["id"] == BEAUTY_NODE), {})
         eng.stop()
-    by_pid = sampler.cpu_by_pid()
-    per_node = {nid: by_pid.get(pid, 0.0) for nid, pid in pids.items()}
-    return {"cpu_s": sampler.cpu_s, "wall_s": sampler.wall_s, "fps": (frames1 - frames0) / (t1 - t0),
-            "per_node_cpu_s": per_node, "other_cpu_s": sampler.cpu_s - sum(per_node.values()),
+    per_node = window.per_node_cpu_s
+    return {"cpu_s": window.cpu_s, "wall_s": window.wall_s, "fps": window.fps,
+            "per_node_cpu_s": per_node, "other_cpu_s": window.cpu_s - sum(per_node.values()),
             "beauty": beauty_metrics}
 
 

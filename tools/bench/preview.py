@@ -19,8 +19,8 @@ from typing import Any
 from tools.rtmp_server import RtmpServer
 
 from ._common import Result, Settings, Spread, Table, Target, fmt_pct, fmt_rate, fmt_s, fmt_x, ratios
-from ._engine import BenchEngine
-from ._procs import TreeSampler, die_with_parent, kill_tree
+from ._engine import BenchEngine, measure_cpu_window
+from ._procs import die_with_parent, kill_tree
 from ._push import bench_push_topology
 from .push_cpu import wait_publishing
 
@@ -37,13 +37,6 @@ def topology(url: str, with_preview: bool) -> dict[str, Any]:
     return topo
 
 
-def _encoder_frames(eng: BenchEngine) -> int:
-    for n in eng.ps()["nodes"]:
-        if n["id"] == "venc":
-            return int(sum((n["metrics"].get("frames_in") or {}).values()))
-    raise RuntimeError("no venc node")
-
-
 def measure(server: RtmpServer, stream: str, settings: Settings, with_preview: bool, warm_s: float,
             window_s: float) -> dict[str, Any]:
     with BenchEngine.start(topology(server.url(stream=stream), with_preview), settings.workdir) as eng:
@@ -58,15 +51,7 @@ def measure(server: RtmpServer, stream: str, settings: Settings, with_preview: b
                                       preexec_fn=die_with_parent)
         try:
             time.sleep(warm_s)
-            pids = eng.node_pids()
-            eng.wait_metrics()
-            frames0, t0 = _encoder_frames(eng), time.monotonic()
-            sampler = TreeSampler([eng.pid], interval_s=0.5)
-            sampler.start()
-            time.sleep(window_s)
-            sampler.stop()
-            frames1, t1 = _encoder_frames(eng), time.monotonic()
-            eng.check_alive()
+            window = measure_cpu_window(eng, window_s)
             if viewer is not None and viewer.poll() is not None:
                 raise RuntimeError(f"the MJPEG viewer exited ({viewer.returncode}): the preview did not serve")
             shown = eng.ps()
@@ -75,10 +60,9 @@ def measure(server: RtmpServer, stream: str, settings: Settings, with_preview: b
                 kill_tree(viewer.pid)
                 viewer.wait(5)
         eng.stop()
-    by_pid = sampler.cpu_by_pid()
-    per_node = {nid: by_pid.get(pid, 0.0) for nid, pid in pids.items()}
+    per_node = window.per_node_cpu_s
     prev_metrics = next((n["metrics"].get("actor") or {} for n in shown["nodes"] if n["id"] == PREVIEW), {})
-    return {"fps": (frames1 - frames0) / (t1 - t0), "wall_s": sampler.wall_s,
+    return {"fps": window.fps, "wall_s": window.wall_s,
             "push_cpu_s": sum(v for k, v in per_node.items() if k != PREVIEW),
             "preview_cpu_s": per_node.get(PREVIEW, 0.0), "per_node_cpu_s": per_node,
             "preview_shown": prev_metrics.get("shown")}

@@ -13,7 +13,9 @@
 - Rate control: average bit rate with VBV (`maxrate` = `bufsize`/`vbv_buffer_s` = the bit rate at
   open), which is what lets `bitrate_kbps` change live: lowering it (or raising it back up to the rate
   the encoder was opened with) retargets x264 in place; raising it above that cap reopens the encoder
-  (the next frame is an IDR, new params go out with it).
+  (the next frame is an IDR, new params go out with it).  A reopened x264 starts with its VBV buffer
+  30% full (`REOPEN_VBV_INIT`), not x264's 90%: else its first frames spend almost a whole buffer at
+  once, a burst the sender's rate controller reads as congestion.
 - Timestamps: packets are in a 1/90000 time base on the engine timeline (`Frame.pts_ns` rounded), so
   audio and video packets from different processes line up.  Output pts strictly increase: a frame
   whose pts is not after the last encoded one is dropped (counted in `dropped_frames`), e.g. a
@@ -74,7 +76,7 @@ from mediaengine.sdk.actor import (
 from mediaengine.sdk.codec import packet_from_av, video_params
 from mediaengine.sdk.errors import EncoderError, FormatChangeError, FormatError, FormatMismatchError, OptionError
 from mediaengine.sdk.formats import H264, NS, Format, Frame, Packet, VideoFormat
-from mediaengine.sdk.h264 import CODECS, PIX_FMTS, RETARGETS_IN_PLACE, EncoderSettings, open_h264
+from mediaengine.sdk.h264 import CODECS, PIX_FMTS, REOPEN_VBV_INIT, RETARGETS_IN_PLACE, EncoderSettings, open_h264
 from mediaengine.sdk.resolution import RESOLUTION_NAMES, SOURCE, scaled_size
 
 TIME_BASE = Fraction(1, 90_000)
@@ -230,7 +232,8 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         gop = max(1, round(o.gop_s * self.fps))
         settings = EncoderSettings(self.width, self.height, self.fps, TIME_BASE, gop, o.bframes,
                                    bitrate_kbps, o.vbv_buffer_s, o.threads, o.preset, o.tune, o.profile,
-                                   COLORSPACE_SMPTE170M, COLOR_RANGE_MPEG)
+                                   COLORSPACE_SMPTE170M, COLOR_RANGE_MPEG,
+                                   vbv_init=REOPEN_VBV_INIT if self.reopens else 0.0)
         codec = self.codec or o.codec
         ctx, self.codec, failures = open_h264(codec, o.fallback, settings, where=self.node_id or None)
         self._ctx = ctx

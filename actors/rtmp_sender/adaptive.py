@@ -13,7 +13,17 @@ from mediaengine.sdk.resolution import SOURCE, nearest_preset, scaled_size
 
 from .options import RtmpSenderOptions
 from .publisher import Link
-from .rate import RESOLUTION_DOWN_KBPS, Ladder, ModeRow, ObsController, RateController, Sample, Tuning, mode_row
+from .rate import (
+    RESOLUTION_DOWN_KBPS,
+    Decision,
+    Ladder,
+    ModeRow,
+    ObsController,
+    RateController,
+    Sample,
+    Tuning,
+    mode_row,
+)
 
 PERIOD_NS = 250_000_000  # one sample
 RESYNC_NS = 2_000_000_000  # a decision needs this long to show in the encoder's keyframe params
@@ -94,7 +104,19 @@ class Adaptive:
         else:
             d = c.step(sample)
         link.filler_kbps = d.probe_kbps
-        return self._actions(d.bitrate_kbps, d.max_fps, d.resolution, d.events)
+        actions = self._actions(d.bitrate_kbps, d.max_fps, d.resolution, d.events)
+        if self.o.abr_trace:
+            actions.append(Event("abr_sample", self._trace(sample, d)))
+        return actions
+
+    def _trace(self, s: Sample, d: Decision) -> dict[str, Any]:
+        """What one sample measured and what the controller made of it (`abr_trace`)."""
+        c = self.controller
+        return {"queued_ms": round(s.queued_ms, 1), "in_flight_bytes": s.sent_bytes - s.acked_bytes,
+                "link_kbps": round(c.link_kbps, 1), "video_kbps": round(s.video_kbps, 1),
+                "audio_kbps": round(s.other_kbps, 1), "probe_kbps": d.probe_kbps,
+                "bitrate_kbps": self.obs.bitrate_kbps if self.obs is not None else c.bitrate_kbps,
+                "probing": c.probe_start_ns is not None, "draining": c.draining, "grace": c.grace, "poor": c.poor}
 
     def _actions(self, bitrate: int | None, max_fps: float | None, preset: str | None,
                  events: list[tuple[str, dict[str, Any]]]) -> list[Action]:

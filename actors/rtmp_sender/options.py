@@ -59,6 +59,8 @@ class RtmpSenderOptions:
     abr_min_kbps: int = option(200, range=(100, 20000), live=True, doc="custom: the floor")
     abr_initial_kbps: int = option(800, range=(100, 20000), doc="custom: bit rate at the start")
     abr_min_fps: float = option(8.0, range=(0, 240), doc="frame rate at the bit rate floor (0 = keep the frame rate)")
+    abr_trace: bool = option(False, live=True, doc="emit `abr_sample` every 250 ms: what the rate controller measured "
+                                                   "and its state (tuning, test reports)")
 
 
 

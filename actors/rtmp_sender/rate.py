@@ -22,6 +22,11 @@ media waiting to go out (backlog + unsent socket bytes, in ms) and the bit rate 
   succeeds when the server acknowledged `probe_carried` of the bytes sent meanwhile, and the bit rate
   rises to at most `headroom_up` x what the link carried.  So on a
   steady link the bit rate never turns around because of a probe: it goes down on congestion only.
+- **A raise's keyframe is not congestion.**  A raise above the rate the encoder opened with, or a
+  step up in size, reopens it: its IDR comes as a burst (up to a third of a second of the new rate)
+  that queues for one sample on a link with room.  For `raise_grace` after a raise, queued media is
+  congestion only when it was already over `cut_ms` at the sample before and still grew (or is over
+  twice `cut_ms`); a real drop in that second is cut one sample later.
 - **Frame rate.**  Where the mode's table says so, reaching the bit rate floor lowers the frame rate
   to `min_fps`; it comes back once the bit rate is `fps_restore` x the floor.
 - **Resolution** (`fluency_first`; `RESOLUTION_DOWN_KBPS`).  A cut whose measured bit rate is under
@@ -136,6 +141,7 @@ class Tuning:
     up_hold_ns: int = 1000 * MS  # ... with a clear queue this long: one preset up
     down_settle_ns: int = 500 * MS  # a step down waits this long for the link's measure to settle
     up_backoff_ns: int = 10 * NS  # a step up undone this soon blocks the next one this long (doubling)
+    raise_grace_ns: int = 1 * NS  # after a raise, an IDR burst: congestion only if the queue persists
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,8 @@ class RateController:
         self.next_probe_ns = 0
         self.acks: deque[tuple[int, int]] = deque()
         self.link_kbps = 0.0
+        self.now_ns = 0  # the sample being decided
+        self.raised_ns: int | None = None  # the last raise of the bit rate or the size (an encoder reopen)
 
     def set_row(self, row: ModeRow) -> Decision:
         """New targets (custom mode changed live, another resolution): the bit rate stays inside."""
@@ -260,8 +268,10 @@ class RateController:
             self.clear_since_ns = None
         # rising: bytes in flight (sent, not acknowledged) grew; ms of media would also "grow" when the
         # filler stops (the same bytes at a lower rate)
+        self.now_ns = s.t_ns
         in_flight = s.sent_bytes - s.acked_bytes
         rising = in_flight > self.last_in_flight + 1500 if s.sent_bytes else s.queued_ms > self.last_queued_ms
+        was_over = self.last_queued_ms > self.t.cut_ms
         self.last_in_flight = in_flight
         self.last_queued_ms = s.queued_ms
         if clear:
@@ -270,7 +280,7 @@ class RateController:
             self._end_probe(s, failed=True)  # the filler queued: it stops now, the bit rate stays
             self.grace = True
         elif s.queued_ms > self.t.cut_ms and thr is not None and thr < self.t.carried_less * self._sending(s) and (
-                not self.grace or rising or s.queued_ms > 2 * self.t.cut_ms):
+                self._persists(s, rising, was_over)):
             self._end_probe(s, failed=True)
             self._congested(d, s, thr)
         elif self.probe_start_ns is not None:
@@ -287,6 +297,17 @@ class RateController:
             video = s.video_kbps if s.video_kbps >= 0 else self.bitrate_kbps
             d.probe_kbps = max(0, round(self.probe_level - video))
         return d
+
+    def _persists(self, s: Sample, rising: bool, was_over: bool) -> bool:
+        """Whether queued media over `cut_ms` is congestion, not a burst the link drains by itself:
+        always over twice `cut_ms`; in the `raise_grace` after a raise (the reopened encoder's IDR) only
+        when the queue was already over `cut_ms` at the last sample and still grew; while an aborted
+        probe's filler drains (`grace`) when it grows."""
+        if s.queued_ms > 2 * self.t.cut_ms:
+            return True
+        if self.raised_ns is not None and s.t_ns - self.raised_ns <= self.t.raise_grace_ns:
+            return was_over and rising
+        return not self.grace or rising
 
     def _probe_queued(self, s: Sample, in_flight: int) -> float:
         """ms of the probe's rate that queued since it started: bytes sent and not acknowledged grew
@@ -370,6 +391,7 @@ class RateController:
         if s.t_ns - ladder.up_since_ns < self.t.up_hold_ns:
             return
         ladder.last_up_ns = s.t_ns
+        self.raised_ns = s.t_ns  # the encoder reopens at the bigger size: an IDR
         self._set_preset(d, ladder.index - 1, "recovered", self.link_kbps)
         self.next_probe_ns = s.t_ns  # the bigger picture's target is higher: probe towards it at once
 
@@ -426,6 +448,8 @@ class RateController:
 
     def _set_bitrate(self, d: Decision, kbps: int, reason: str, link_kbps: float, **more: Any) -> None:
         old, self.bitrate_kbps = self.bitrate_kbps, kbps
+        if kbps > old:
+            self.raised_ns = self.now_ns
         d.bitrate_kbps = kbps
         d.events.append(("bitrate_changed", {"bitrate_kbps": kbps, "previous_kbps": old, "reason": reason,
                                              "link_kbps": round(link_kbps, 1), **more}))

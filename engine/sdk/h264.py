@@ -53,6 +53,15 @@ class EncoderSettings:
     profile: str = ""
     colorspace: int = 0  # AVColorSpace tag (0 = unspecified)
     color_range: int = 0  # AVColorRange tag (0 = unspecified)
+    vbv_init: float = 0.0  # x264: the VBV buffer's fill at open, as a share of it (0 = x264's own, 0.9)
+
+
+#: x264's VBV fill for an encoder reopened mid-stream (a bit rate raise, a new size): x264 starts 90%
+#: full, so its first frames (the IDR above all) may spend almost a whole buffer at once: with noise at
+#: 2 Mbit/s, 2.0 Mbit in the first 250 ms, which queues for half a second on a link with room and reads
+#: as congestion.  At 0.3: 0.8 Mbit (nominal 0.5), the IDR still gets 0.3 s of the bit rate
+#: (tools/bench notes in docs/architecture.md "Adaptive bit rate").
+REOPEN_VBV_INIT = 0.3
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,8 @@ def codec_options(codec: str, s: EncoderSettings) -> dict[str, str]:
             opts["tune"] = s.tune
         if s.profile:
             opts["profile"] = s.profile
+        if s.vbv_init:
+            opts["x264-params"] = f"vbv-init={s.vbv_init:g}"
         return opts
     if codec == "h264_nvenc":
         opts = {"preset": "p1", "tune": "ll", "rc": "cbr", "zerolatency": "1", "delay": "0",

@@ -48,7 +48,8 @@ def test_rate_controller_follows_a_shaped_link(tmp_path: Path) -> None:
     # too.  The events alternate, the first poor comes with the first drop, and the push ends recovered
     network = [(e["name"], e["t"]) for e in run.events if e["name"].startswith("network_")]
     assert [n for n, _ in network] == ["network_poor", "network_recovered"] * (len(network) // 2), report
-    assert network and QUICK_PROFILE[1][0] <= network[0][1] <= QUICK_PROFILE[2][0], network
+    assert network and QUICK_PROFILE[1][0] <= network[0][1] <= QUICK_PROFILE[2][0], (
+        network, run.samples_near(network[0][1]) if network else run.samples)
     poor = run.events_named("network_poor")[0]["data"]
     assert {"link_kbps", "queued_ms", "bitrate_kbps", "target_kbps"} <= set(poor)
     # at the floor the frame rate went down to min_fps, and back up after the rise

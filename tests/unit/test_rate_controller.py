@@ -14,6 +14,7 @@ from mediaengine.actors.rtmp_sender.rate import (
     ObsController,
     RateController,
     Sample,
+    Tuning,
     mode_row,
     preset_for,
 )
@@ -153,3 +154,39 @@ def test_resolution_first_and_custom_keep_the_picture() -> None:
     c = RateController(mode_row("resolution_first", 720))
     tr = simulate(c, [(0, 4000), (5, 300), (20, 4000)], 30, audio_kbps=AUDIO)
     assert not [e for e in tr.events if e[1] == "resolution_changed"]
+
+
+def test_a_raise_keyframe_burst_is_not_congestion() -> None:
+    """A raise above the encoder's VBV cap reopens it; its IDR queues for one sample (measured with
+    x264's own 90% VBV fill: 2.0 Mbit in the first 250 ms at 2 Mbit/s, 480 ms of media queued on a
+    4 Mbit/s link with room, which fired network_poor at 4 Mbit/s).  Not a cut, not an episode; yet a
+    real drop right after a raise is still cut, one sample later at most."""
+    # headroom_up 1.0: the probe that proves the target raises straight to it, so no probe follows
+    # (a probe's filler would take the burst as a failed probe instead): the case that failed
+    for burst in (0.5, 0.6):
+        c = RateController(ROW, tuning=Tuning(headroom_up=1.0))
+        tr = simulate(c, [(0, 4000)], 30, audio_kbps=AUDIO, raise_burst_s=burst)
+        raises = [j for j in range(1, len(tr.t)) if tr.target[j] > tr.target[j - 1]]
+        assert raises and max(tr.queued_ms[j + 1] for j in raises) > 300, "the burst queued"
+        assert not [e for e in tr.events if e[1] == "network_poor"], (burst, tr.events)
+        assert not [e for e in tr.events if e[1] == "bitrate_changed" and e[2]["reason"] == "congestion"]
+        # the same without the grace after a raise: the burst is taken for congestion
+        c = RateController(ROW, tuning=Tuning(headroom_up=1.0, raise_grace_ns=0))
+        tr = simulate(c, [(0, 4000)], 30, audio_kbps=AUDIO, raise_burst_s=burst)
+        assert [e for e in tr.events if e[1] == "network_poor"], burst
+    # a drop in the second after a raise: cut within 0.75 s of the first sample that shows it
+    c = RateController(ROW)
+    first_raise: list[float] = []
+
+    def note(t: float) -> None:
+        if not first_raise and c.raised_ns is not None:
+            first_raise.append(t)
+
+    simulate(c, [(0, 4000)], 30, audio_kbps=AUDIO, raise_burst_s=0.5, on_step=note)
+    drop = first_raise[0] + 0.25
+    c = RateController(ROW)
+    tr = simulate(c, [(0, 4000), (drop, 800)], drop + 5, audio_kbps=AUDIO, raise_burst_s=0.5)
+    i = first_at_or_after(tr.t, drop)
+    seen = next(j for j in range(i, len(tr.t)) if tr.queued_ms[j] > 300)
+    cut = next(j for j in range(i, len(tr.t)) if tr.target[j] + AUDIO < 800)
+    assert tr.t[cut] - tr.t[seen] <= 0.25 and tr.t[cut] - drop <= 1.0, (tr.t[seen] - drop, tr.t[cut] - drop)

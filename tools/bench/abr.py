@@ -56,7 +56,7 @@ def topology(url: str, controller: str, *, width: int = 640, height: int = 360, 
     """The pushed graph; `controller` is `engine` (custom mode at TARGET_KBPS), `obs`, `fixed`, or
     `fluency` (fluency_first's tables, which also step the resolution)."""
     push: dict[str, Any] = {"url": url, "abr_encoder": "venc", "abr_target_kbps": TARGET_KBPS, "abr_min_kbps": MIN_KBPS,
-                            "abr_initial_kbps": 1500, "abr_min_fps": 8}
+                            "abr_initial_kbps": 1500, "abr_min_fps": 8, "abr_trace": True}
     push["abr"] = {"engine": "custom", "obs": "obs", "fixed": "off", "fluency": "fluency_first"}[controller]
     return {"version": 1, "name": f"abr_{controller}", "nodes": [
         {"id": "src", "kind": "test_pattern", "options": {"width": width, "height": height, "fps": fps,
@@ -87,6 +87,7 @@ class Run:
     frames: int = 0
     decode_errors: int = 0
     stalls: list[tuple[float, float]] = field(default_factory=list)  # (start s, duration s) at the puller
+    samples: list[dict[str, Any]] = field(default_factory=list)  # the sender's `abr_sample` trace, t relative
 
     def link_at(self, t: float) -> int:
         rate = self.changes[0][1]
@@ -130,6 +131,10 @@ class Run:
 
     def events_named(self, name: str, node: str = "push") -> list[dict[str, Any]]:
         return [e for e in self.events if e["name"] == name and e["node"] == node]
+
+    def samples_near(self, t: float, before_s: float = 2.0, after_s: float = 0.5) -> list[dict[str, Any]]:
+        """The controller's trace around `t` (what decided an event there)."""
+        return [x for x in self.samples if t - before_s <= x["t"] <= t + after_s]
 
     def to_json(self) -> dict[str, Any]:
         return {"controller": self.controller, "link": self.changes, "bitrate": self.bitrate,
@@ -215,7 +220,9 @@ def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duratio
             os.environ.pop("ABR_PUSH_URL", None)
     run = Run(controller, changes)
     for ev in events:
-        if ev["node"] in ("push", "venc"):
+        if ev["name"] == "abr_sample":
+            run.samples.append({"t": round(ev["t"] - t_start, 2), **ev["data"]})
+        elif ev["node"] in ("push", "venc"):
             run.events.append({**ev, "t": ev["t"] - t_start})
     started = [e for e in run.events if e["node"] == "venc" and e["name"] == "encoder_started"]
     if started:

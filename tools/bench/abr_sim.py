@@ -4,12 +4,15 @@ the controller's unit tests and the `abr` benchmark's simulated profile.
 Each step of `dt` (the controller's sample period): the encoder's output follows its target with a
 first-order lag (`encoder_lag_s`, x264's VBV settles in about a second), the sender offers video +
 audio + probe filler, the link carries at most its rate, the rest waits in the queue; the sample the
-controller gets is what the sender measures: bytes acknowledged and the queue in ms of media.
+controller gets is what the sender measures: bytes acknowledged and the queue in ms of media.  With
+`raise_burst_s`, each raise of the target also sends that many seconds of the new rate at once (the
+IDR of an encoder that reopens to go above its VBV cap).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -49,6 +52,7 @@ class Trace:
 
 def simulate(controller: Controller, profile: Profile, duration_s: float, *, audio_kbps: float = 64.0,
              dt_s: float = 0.25, encoder_lag_s: float = 0.4, fps: float = 30.0,
+             raise_burst_s: float = 0.0, rate_window_s: float = 1.0,
              on_step: Callable[[float], None] | None = None) -> Trace:
     tr = Trace()
     out = float(controller.bitrate_kbps)
@@ -59,17 +63,26 @@ def simulate(controller: Controller, profile: Profile, duration_s: float, *, aud
     cur_fps = fps
     n = round(duration_s / dt_s)
     alpha = min(1.0, dt_s / encoder_lag_s)
+    last_target = controller.bitrate_kbps
+    video_window: deque[float] = deque(maxlen=max(1, round(rate_window_s / dt_s)))
     for i in range(1, n + 1):
         t = i * dt_s
         link = link_at(profile, t)
         out += (controller.bitrate_kbps - out) * alpha
-        offered = out + audio_kbps + probe
+        rate = out + audio_kbps + probe  # the queue's ms are at this rate
+        video = out
+        if controller.bitrate_kbps > last_target:  # the reopened encoder's IDR, in this step
+            video += raise_burst_s * controller.bitrate_kbps / dt_s
+        last_target = controller.bitrate_kbps
+        offered = video + audio_kbps + probe
+        video_window.append(video)  # the sender measures the video it sent over its rate window
+        video_kbps = sum(video_window) / len(video_window)
         carried = min(link, queue_kbit / dt_s + offered)
         queue_kbit = max(0.0, queue_kbit + (offered - carried) * dt_s)
         acked += carried * dt_s * 1000 / 8
         sent += offered * dt_s * 1000 / 8
-        queued_ms = queue_kbit / max(offered, 1.0) * 1000
-        d = controller.step(Sample(round(t * NS), round(acked), queued_ms, audio_kbps, round(sent), out))
+        queued_ms = queue_kbit / max(rate, 1.0) * 1000
+        d = controller.step(Sample(round(t * NS), round(acked), queued_ms, audio_kbps, round(sent), video_kbps))
         probe = d.probe_kbps
         if d.max_fps is not None:
             cur_fps = d.max_fps or fps

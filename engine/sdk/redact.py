@@ -10,7 +10,8 @@ used wherever an error, event, metric or log line is made:
   and its longer values), so that they are hidden even where they appear outside the URL (FFmpeg
   messages sometimes quote the stream name alone);
 - `redact_text(text, secrets)`: every URL in free text passed through `redact_url`, then every
-  secret replaced; `redact_value` does the same for every string inside a msgpack-able value.
+  secret replaced where it stands as a whole token; `redact_value` does the same for every string
+  inside a msgpack-able value, keys included (keys that redact alike are kept apart: `***`, `***#2`).
 
 A local path (no `scheme://`) keeps its folder: `/tmp/media/key.flv` -> `/tmp/media/***`.
 """
@@ -26,9 +27,13 @@ __all__ = ["MASK", "SHORT_SECRET", "redact_secrets", "redact_text", "redact_url"
 
 MASK = "***"
 
-#: secrets shorter than this are only redacted as whole tokens, so `OUT=x` does not turn "expected"
-#: into "e***pected"; longer ones (stream keys, URLs) are redacted wherever they appear
+#: secrets shorter than this are not collected from URLs (`url_secrets`): a query value such as `x=1`
+#: is no secret worth hiding everywhere
 SHORT_SECRET = 6
+#: a secret is replaced where it stands as a whole token: not inside a longer word or identifier, so
+#: the stream key `stream` hides `live/stream` and `'stream'` but leaves `packets_sent_by_stream` (a
+#: metric's name) whole; `OUT=x` does not turn "expected" into "e***pected"
+_WORD = "A-Za-z0-9_"
 
 #: a URL inside free text: scheme://, then anything up to white space or a quote
 _URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
@@ -92,14 +97,10 @@ def url_secrets(url: str) -> set[str]:
 
 
 def redact_secrets(text: str, secrets: Iterable[str]) -> str:
-    """`text` with each secret replaced by ``***`` (longest first; short ones as whole tokens only)."""
+    """`text` with each secret replaced by ``***`` where it stands as a whole token (longest first)."""
     for secret in sorted(set(secrets), key=len, reverse=True):
-        if not secret:
-            continue
-        if len(secret) >= SHORT_SECRET:
-            text = text.replace(secret, MASK)
-        else:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK, text)
+        if secret and secret in text:
+            text = re.sub(rf"(?<![{_WORD}]){re.escape(secret)}(?![{_WORD}])", MASK, text)
     return text
 
 
@@ -144,8 +145,15 @@ def _strings(value: Any) -> Iterable[str]:
 def _apply(value: Any, known: frozenset[str]) -> Any:
     if isinstance(value, str):
         return redact_text(value, known)
-    if isinstance(value, dict):
-        return {_apply(k, known): _apply(v, known) for k, v in value.items()}
+    if isinstance(value, dict):  # two keys that both redact to the same text both stay
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            key = _apply(k, known)
+            n = 2
+            while key in out:
+                key, n = f"{_apply(k, known)}#{n}", n + 1
+            out[key] = _apply(v, known)
+        return out
     if isinstance(value, list | tuple):
         return [_apply(v, known) for v in value]
     return value

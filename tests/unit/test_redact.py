@@ -106,3 +106,18 @@ def test_hide_in_argv_masks_the_key_in_the_process_command_line() -> None:
     finally:
         proc.communicate("", timeout=10)
     assert hide_in_argv([]) is True
+
+
+def test_a_stream_key_that_is_a_common_word_hides_itself_but_no_field_name() -> None:
+    """A stream pushed as rtmp://host/live/stream: the key `stream` is hidden where it stands alone, but
+    metric names that contain it (`packets_sent_by_stream`) stay whole, and two keys that redact alike
+    are both kept (a dict keyed by the secret loses no entry)."""
+    secrets = url_secrets("rtmp://h/live/stream")
+    assert secrets == {"stream"}
+    metrics = {"packets_sent_by_stream": {"video": 3}, "stream": "video", "error": "no stream 'stream' here",
+               "url": "rtmp://h/live/stream", "***": 1}
+    clean = redact_value(metrics, secrets)
+    assert clean["packets_sent_by_stream"] == {"video": 3}
+    assert clean["***"] == "video" and clean["***#2"] == 1  # the key itself was the secret
+    assert clean["error"] == "no *** '***' here" and clean["url"] == "rtmp://h/live/***"
+    assert redact_text("stream_1 streamer mystream", {"stream"}) == "stream_1 streamer mystream"

@@ -149,6 +149,8 @@ def _apply(value: Any, known: frozenset[str]) -> Any:
         out: dict[Any, Any] = {}
         for k, v in value.items():
             key = _apply(k, known)
+            if isinstance(key, list):  # a tuple key stays a (hashable) tuple
+                key = tuple(key)
             n = 2
             while key in out:
                 key, n = f"{_apply(k, known)}#{n}", n + 1

@@ -121,3 +121,5 @@ def test_a_stream_key_that_is_a_common_word_hides_itself_but_no_field_name() -> 
     assert clean["***"] == "video" and clean["***#2"] == 1  # the key itself was the secret
     assert clean["error"] == "no *** '***' here" and clean["url"] == "rtmp://h/live/***"
     assert redact_text("stream_1 streamer mystream", {"stream"}) == "stream_1 streamer mystream"
+    # a tuple key (a Python value, before msgpack) stays a key
+    assert redact_value({("stream", 1): "x"}, secrets) == {("***", 1): "x"}

@@ -60,7 +60,7 @@ class EncoderSettings:
 #: full, so its first frames (the IDR above all) may spend almost a whole buffer at once: with noise at
 #: 2 Mbit/s, 2.0 Mbit in the first 250 ms, which queues for half a second on a link with room and reads
 #: as congestion.  At 0.3: 0.8 Mbit (nominal 0.5), the IDR still gets 0.3 s of the bit rate
-#: (tools/bench notes in docs/architecture.md "Adaptive bit rate").
+#: (measured: docs/architecture.md "A raise's keyframe is not congestion").
 REOPEN_VBV_INIT = 0.3
 
 

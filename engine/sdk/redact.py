@@ -148,12 +148,12 @@ def _apply(value: Any, known: frozenset[str]) -> Any:
     if isinstance(value, dict):  # two keys that both redact to the same text both stay
         out: dict[Any, Any] = {}
         for k, v in value.items():
-            key = _apply(k, known)
-            if isinstance(key, list):  # a tuple key stays a (hashable) tuple
-                key = tuple(key)
-            n = 2
+            base = _apply(k, known)
+            if isinstance(base, list):  # a tuple key stays a (hashable) tuple
+                base = tuple(base)
+            key, n = base, 2
             while key in out:
-                key, n = f"{_apply(k, known)}#{n}", n + 1
+                key, n = f"{base}#{n}", n + 1
             out[key] = _apply(v, known)
         return out
     if isinstance(value, list | tuple):

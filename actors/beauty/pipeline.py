@@ -16,14 +16,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 from numpy.typing import NDArray
 
 from .effects import ToneAmounts, ToneScratch, apply_tone, tone_lut
 from .regions import Box, Landmarks, face_box
-from .warp import WarpAmounts, WarpMaps, map_buffer, warp_maps
+from .warp import WarpAmounts, WarpMaps, map_buffer, remap_rect, warp_maps
 
 __all__ = ["EFFECTS", "PRESETS_FILE", "BeautyScratch", "Face", "FaceResult", "beautify", "load_presets",
            "preset"]
@@ -155,9 +154,7 @@ def beautify(src: NDArray[np.uint8], out: NDArray[np.uint8], faces: Sequence[Fac
                     apply_tone(skin, lms, tbox, tone_amt, scratch.lut, toned, scratch.tone)
                     np.copyto(skin, toned)
         if maps is not None:  # the rest of the box is the identity: `region` already holds it
-            rx, ry, rw, rh = maps.rect
-            cv2.remap(work, maps.xy, None, cv2.INTER_LINEAR,
-                      dst=region[ry:ry + rh, rx:rx + rw], borderMode=cv2.BORDER_REPLICATE)
+            remap_rect(work, maps, region)
         results.append(FaceResult(box, maps.scale if maps else 1.0, maps.max_shift if maps else 0.0))
     return results
 

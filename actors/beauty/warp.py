@@ -21,7 +21,9 @@ Safety nets that keep the picture whole (a naive local warp tore at its edge):
 Where the field is exactly 0 the map is exactly the identity, and `cv2.remap` then copies the pixel
 unchanged: pixels outside the support, and everything outside the box, are bit-exact.  `WarpMaps.rect`
 is the part of the box the field reaches (about 60% of it with every effect on, less with one): only
-it needs remapping.
+it needs remapping.  The table holds the displacement itself, not source coordinates: `cv2.remap` adds
+each pixel's own position (`cv2.WARP_RELATIVE_MAP`, OpenCV 4.10), which spares a full-size pass that
+added an identity table (`remap_rect` does the call).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from numpy.typing import NDArray
 
 from .regions import CHIN, CHIN_SIDES, CHIN_SLIM_L, CHIN_SLIM_R, EYE_L, EYE_R, JAW_L, JAW_R, Box, Landmarks, face_frame
 
-__all__ = ["GRID", "MIN_DET", "WarpAmounts", "WarpMaps", "displacement", "fold_margin", "map_buffer", "warp_maps"]
+__all__ = ["GRID", "MIN_DET", "WarpAmounts", "WarpMaps", "displacement", "fold_margin", "map_buffer", "remap_rect",
+           "warp_maps"]
 
 #: coarse-grid step in pixels of the displacement field
 GRID = 12
@@ -61,7 +64,7 @@ class WarpAmounts:
 
 @dataclass
 class WarpMaps:
-    xy: NDArray[np.float32]  # (rect h, rect w, 2): the source (x, y) of every pixel of `rect`, in box coordinates
+    d: NDArray[np.float32]  # (rect h, rect w, 2): the displacement (dx, dy) to the source of every pixel of `rect`
     scale: float  # 1.0, or less when the fold check scaled the field down
     max_shift: float  # the largest displacement in pixels
     rect: Box = (0, 0, 0, 0)  # (x, y, w, h) in the box: the part that moves; outside it the map is the identity
@@ -70,7 +73,7 @@ class WarpMaps:
         """The map of the whole w x h box (the identity outside `rect`): for checks, not per frame."""
         grid = np.array(_identity(w, h))
         x, y, rw, rh = self.rect
-        grid[y:y + rh, x:x + rw] = self.xy
+        grid[y:y + rh, x:x + rw] += self.d
         return grid
 
 
@@ -187,7 +190,7 @@ def warp_maps(lms: Landmarks, box: Box, frame_shape: tuple[int, ...], amounts: W
               step: int = GRID, buffer: NDArray[np.float32] | None = None) -> WarpMaps | None:
     """The remap tables of the face box for `amounts`, or None when nothing moves.  With `buffer` (from
     `map_buffer`, kept by the caller from frame to frame) the tables are a view into it, not a new array
-    (a face box's tables are ~2 MB: a new one per frame costs page faults)."""
+    (a face box's table is ~1 MB: a new one per frame costs page faults)."""
     if not amounts.any() or box[2] < 2 or box[3] < 2:
         return None
     _x0, _y0, w, h = box
@@ -215,24 +218,31 @@ def warp_maps(lms: Landmarks, box: Box, frame_shape: tuple[int, ...], amounts: W
     rw, rh = min(w, (j1 + 1) * step) - rx, min(h, (i1 + 1) * step) - ry
     # scale that part of the grid field up to every pixel: resizing by exactly `step` puts node (i, j) on
     # the centre of cell (i, j), pixel (j*step + c, i*step + c), and interpolates bilinearly between nodes
-    # (pixels before the first node take its value: a still node, 0, as the nodes before it); then add
-    # the identity
+    # (pixels before the first node take its value: a still node, 0, as the nodes before it); the rect's
+    # part of it is the table (a view: remap takes a row stride)
     gh, gw = i1 - i0 + 1, j1 - j0 + 1
     store = map_buffer(buffer, box, step)
-    n_big = gh * step * gw * step * 2
-    big = store[:n_big].reshape(gh * step, gw * step, 2)
-    xy = store[n_big:n_big + rh * rw * 2].reshape(rh, rw, 2)
+    big = store[:gh * step * gw * step * 2].reshape(gh * step, gw * step, 2)
     cv2.resize(cv2.merge([dx[i0:i1 + 1, j0:j1 + 1], dy[i0:i1 + 1, j0:j1 + 1]]), (gw * step, gh * step), dst=big,
                interpolation=cv2.INTER_LINEAR)
-    cv2.add(big[:rh, :rw], _identity(*frame_shape[:2][::-1])[ry:ry + rh, rx:rx + rw], dst=xy)
-    return WarpMaps(xy, scale, max_shift, (rx, ry, rw, rh))
+    return WarpMaps(big[:rh, :rw], scale, max_shift, (rx, ry, rw, rh))
+
+
+def remap_rect(src: NDArray[np.uint8], maps: WarpMaps, dst: NDArray[np.uint8]) -> None:
+    """Write the warped `rect` of the box `src` into the same rect of `dst` (both box-sized, not the same
+    array).  The table is relative to each output pixel of the rect, so the source is read from a view
+    that starts at the rect's corner: the rect's first rows and columns do not move (a still node), so no
+    pixel reads before that corner."""
+    rx, ry, rw, rh = maps.rect
+    cv2.remap(src[ry:, rx:], maps.d, None, cv2.INTER_LINEAR | cv2.WARP_RELATIVE_MAP,
+              dst=dst[ry:ry + rh, rx:rx + rw], borderMode=cv2.BORDER_REPLICATE)
 
 
 def map_buffer(buffer: NDArray[np.float32] | None, box: Box, step: int = GRID) -> NDArray[np.float32]:
     """Flat float32 storage for `warp_maps` of `box`: `buffer` when it is big enough, else a new one with
-    room to grow.  Keep it from frame to frame and pass it back (the tables then live in it)."""
+    room to grow.  Keep it from frame to frame and pass it back (the table then lives in it)."""
     _x0, _y0, w, h = box
-    need = 2 * ((h // step + 2) * step * (w // step + 2) * step + h * w)
+    need = 2 * (h // step + 2) * step * (w // step + 2) * step
     if buffer is None or buffer.size < need:
         buffer = np.empty(need + need // 2, np.float32)
     return buffer

@@ -26,7 +26,8 @@
 - Every keyframe packet carries the stream `params` (see `mediaengine.sdk.codec`), with the SPS/PPS in
   `extradata` (the encoder uses GLOBAL_HEADER, so keyframes do not repeat them in-band); each packet's
   `meta["src_pts_ns"]` is the pts of the frame it encodes.
-- Control command `keyframe` makes the next frame an IDR.
+- Control command `keyframe` makes the next frame an IDR; so does any new value of the live option
+  `keyframe_request` (the RTMP sender's rate controller sets it after dropping stale queued video).
 - Event `source_changed` when the input frames' meta `source` changes (a camera named its device
   there and switched): the first frame of the new device has reached the encoder.
 - Encoder: `codec: auto` tries the hardware encoders the FFmpeg build has and the machine can open,
@@ -34,7 +35,8 @@
   is a HardwareEncoderError (1350) unless `fallback: true` (`mediaengine.sdk.h264`).  Only libx264
   retargets its bit rate in place; a hardware encoder reopens at the new rate.
 - `max_fps` (live): encode at most this many frames per second by skipping input frames (the rate
-  controller lowers it at its bit rate floor in `fluency_first`); event `fps_changed`.
+  controller lowers it at its bit rate floor in `fluency_first`); event `fps_changed`.  The keyframe
+  interval stays `gop_s` in time meanwhile (x264 counts it in frames of the input rate).
 
 - A change of frame size or rate mid-stream arrives as `on_format_changed` before the first frame of
   the new format: the encoder drains and closes x264, then opens it again at the new size (the next
@@ -91,6 +93,9 @@ COLOR_RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited ("tv") range
 @dataclass(frozen=True)
 class VideoEncoderOptions:
     bitrate_kbps: int = option(1200, range=(100, 20000), live=True, doc="target bit rate; live (100..20000)")
+    keyframe_request: int = option(0, range=(0, None), live=True,
+                                   doc="live: any new value makes the next frame an IDR (what the `keyframe` "
+                                       "command does, for a node that steers this one with Configure)")
     preset: str = option("veryfast", choices=PRESETS, doc="x264 preset: ultrafast .. placebo")
     tune: str = option("zerolatency", doc='x264 tune(s), comma separated; "" for none')
     gop_s: float = option(2.0, doc="keyframe interval in seconds")
@@ -186,6 +191,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._have_picture = False  # _yuv holds the last encoded picture
         self._source: Any = None  # the input frames' meta `source` (a camera names its device there)
         self._last_pts: int | None = None  # last pts given to the encoder (ticks)
+        self._last_key_pts: int | None = None  # pts of the last keyframe out (ticks)
         self._last_src_ns = 0
         self._src_ns: dict[int, int] = {}  # pts -> source pts_ns, until the packet comes out
         self._force_key = False
@@ -268,7 +274,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         frame.time_base = TIME_BASE
         frame.colorspace = COLORSPACE_SMPTE170M
         frame.color_range = COLOR_RANGE_MPEG
-        if self._force_key:
+        if self._force_key or self._gop_elapsed(pts):
             frame.pict_type = PictureType.I
             self._force_key = False
         self._last_pts = pts
@@ -284,6 +290,8 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         actions: list[Action] = []
         for pkt in out:
             params = video_params(ctx, self.fps) if pkt.is_keyframe else None
+            if pkt.is_keyframe and pkt.pts is not None:
+                self._last_key_pts = pkt.pts
             src = self._src_ns.pop(pkt.pts, None) if pkt.pts is not None else None
             packet = packet_from_av(pkt, params=params, meta={} if src is None else {"src_pts_ns": src})
             self.packets_out += 1
@@ -336,6 +344,16 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._source = source
         return [Event("source_changed", {"source": source, "pts_ns": media.pts_ns, "frames_in": self.frames_in})]
 
+    def _gop_elapsed(self, pts: int) -> bool:
+        """While `max_fps` skips frames, x264's keyframe interval (counted in frames, set at open from the
+        input rate) would stretch (2 s at 30 fps is 7.5 s at 8 fps): a keyframe is then forced once
+        `gop_s` has passed since the last one, so a viewer joining, or a sender waiting for a keyframe
+        after dropping video, waits no longer than at the full rate."""
+        cap = self.options.max_fps
+        if cap <= 0 or cap >= self.fps or self._last_key_pts is None:
+            return False
+        return pts - self._last_key_pts >= self.options.gop_s * TIME_BASE.denominator - self.interval / 2
+
     def _skip_for_fps(self, pts: int) -> bool:
         """`max_fps` below the input rate: skip a frame that comes less than one output interval
         (minus half an input interval, for jitter) after the last encoded one."""
@@ -379,6 +397,9 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         return super().on_control(command, args)
 
     def on_option_changed(self, name: str, value: Any) -> Actions:
+        if name == "keyframe_request":
+            self._force_key = True
+            return None
         if name == "max_fps":
             return [Event("fps_changed", {"max_fps": float(value), "input_fps": self.fps})]
         if name == "resolution":

@@ -6,6 +6,7 @@ or a viewer downstream would get.
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from typing import Any
 
@@ -181,6 +182,38 @@ def test_forced_keyframe() -> None:
         pkts += packets(enc.frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30)))
     assert [i for i, p in enumerate(pkts) if p.keyframe] == [0, 11]
     assert pkts[11].params is not None and pkts[11].data.find(b"\x00\x00\x01\x65") >= 0  # an IDR slice
+    assert len(decode_video(pkts)) == 20
+
+
+def test_the_keyframe_interval_stays_in_seconds_while_max_fps_skips_frames() -> None:
+    """gop_s 1 at 30 fps is keyint 30 frames; at max_fps 8 those 30 frames would take 3.75 s.  The encoder
+    forces a keyframe once gop_s passed since the last, so they stay about 1 s apart (and 30 frames apart
+    at the full rate, as x264 places them)."""
+    enc = video_encoder(320, 240, gop_s=1, keepalive_ms=0)
+    pkts: list[Packet] = []
+    for i in range(60):  # 2 s at the full rate
+        pkts += packets(enc.frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30)))
+    full = [p.pts for p in pkts if p.keyframe]
+    assert [(b - a) / 90_000 for a, b in itertools.pairwise(full)] == [1.0], full
+    enc.set(max_fps=8)
+    for i in range(60, 60 + 30 * 5):  # 5 s at 8 fps
+        pkts += packets(enc.frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30)))
+    keys = [p.pts for p in pkts if p.keyframe]
+    gaps = [(b - a) / 90_000 for a, b in itertools.pairwise(keys)]
+    assert len(keys) >= 6 and all(0.9 <= g <= 1.2 for g in gaps), gaps
+    assert len(decode_video(pkts)) == len(pkts)
+
+
+def test_a_new_keyframe_request_value_makes_the_next_frame_an_idr() -> None:
+    """`keyframe_request` (live): what the `keyframe` command does, for a node that steers the encoder
+    with Configure (the RTMP sender after dropping stale video)."""
+    enc = video_encoder(320, 240)
+    pkts: list[Packet] = []
+    for i in range(20):
+        if i in (7, 13):
+            enc.set(keyframe_request=i)
+        pkts += packets(enc.frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30)))
+    assert [i for i, p in enumerate(pkts) if p.keyframe] == [0, 7, 13]
     assert len(decode_video(pkts)) == 20
 
 

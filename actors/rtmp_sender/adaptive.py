@@ -54,6 +54,7 @@ class Adaptive:
                                          ladder=ladder)
         self.next_ns = 0
         self.last_configure_ns = 0
+        self.keyframes_asked = 0  # the encoder's `keyframe_request`, counted up for each skip
 
     def start(self) -> list[Action]:
         """The encoder starts at the mode's initial bit rate."""
@@ -95,7 +96,11 @@ class Adaptive:
             return []
         rates = snap["bitrate_kbps"]
         video_kbps = rates["video"]  # media only (the filler is counted apart)
-        sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], rates["audio"], snap["bytes_sent"], video_kbps)
+        # the audio the link has to carry: what the encoder hands over, not what got out lately (under
+        # congestion audio waits in the backlog, and its sent rate dips by a third: the room left for
+        # video would read that much too large)
+        audio_kbps = snap.get("input_kbps", {}).get("audio", rates["audio"])
+        sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], audio_kbps, snap["bytes_sent"], video_kbps)
         if self.obs is not None:
             d = self.obs.step(sample)
             if d.bitrate_kbps is not None:
@@ -104,10 +109,21 @@ class Adaptive:
         else:
             d = c.step(sample)
         link.filler_kbps = d.probe_kbps
+        if self.obs is None:  # the socket holds at most `abr_in_flight_ms` of this beyond a round trip
+            link.plan_kbps = c.bitrate_kbps + sample.other_kbps + d.probe_kbps
         actions = self._actions(d.bitrate_kbps, d.max_fps, d.resolution, d.events)
+        if d.skip_video:
+            actions += self._skip(link, sample)
         if self.o.abr_trace:
             actions.append(Event("abr_sample", self._trace(sample, d)))
         return actions
+
+    def _skip(self, link: Link, s: Sample) -> list[Action]:
+        """Drop the queued video and ask the encoder for a keyframe (see rate.py "Skip")."""
+        dropped = link.drop_stale_video()
+        self.keyframes_asked += 1
+        return [Configure(self.encoder, {"keyframe_request": self.keyframes_asked}),
+                Event("video_skipped", {"packets": dropped, "queued_ms": round(s.queued_ms, 1)})]
 
     def _trace(self, s: Sample, d: Decision) -> dict[str, Any]:
         """What one sample measured and what the controller made of it (`abr_trace`)."""

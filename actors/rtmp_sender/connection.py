@@ -14,7 +14,7 @@ import av.stream
 from mediaengine.sdk.codec import add_stream_from_params, packet_to_av
 from mediaengine.sdk.formats import Packet
 
-from .socket import find_socket, shutdown_socket, socket_stats
+from .socket import find_socket, limit_in_flight, shutdown_socket, socket_stats
 from .tls import close_output_io, open_output_io
 
 MUX_OPTIONS = {"flush_packets": "1", "max_interleave_delta": "1"}
@@ -89,6 +89,10 @@ class FlvConnection:
         """Shut the socket down so that any blocked or later write fails at once."""
         return shutdown_socket(*self.sock) if self.sock is not None else False
 
+    def limit_in_flight(self, bytes_per_s: float, slack_s: float, floor: int) -> int | None:
+        """Bound what the socket holds (see socket.limit_in_flight)."""
+        return limit_in_flight(*self.sock, bytes_per_s, slack_s, floor) if self.sock is not None else None
+
 
 class Connection(Protocol):
     """What the writer needs from a connection (FlvConnection; fakes in the unit tests)."""
@@ -100,6 +104,7 @@ class Connection(Protocol):
     def locate(self, port: int, addresses: set[str]) -> None: ...
     def stats(self) -> tuple[int, int] | None: ...
     def abort(self) -> bool: ...
+    def limit_in_flight(self, bytes_per_s: float, slack_s: float, floor: int) -> int | None: ...
 
 
 Connector = Callable[[str, Mapping[str, dict[str, Any]]], Connection]

@@ -40,7 +40,7 @@ class RtmpSenderOptions:
     backlog_ms: int = option(
         3000, range=(200, None), doc="most media kept queued (while disconnected or congested); oldest dropped beyond")
     video_drop_ms: int = option(
-        1000, doc="beyond this much queued media, drop non-keyframe video (0 = only at backlog_ms)")
+        1000, doc="beyond this much queued video, drop non-keyframe video (0 = only at backlog_ms)")
     audio_offset_ms: float = option(
         40.0, range=(0, 500), doc="audio timestamps moved later by this much so video is never held (0..500)")
     probe: bool = option(
@@ -59,6 +59,10 @@ class RtmpSenderOptions:
     abr_min_kbps: int = option(200, range=(100, 20000), live=True, doc="custom: the floor")
     abr_initial_kbps: int = option(800, range=(100, 20000), doc="custom: bit rate at the start")
     abr_min_fps: float = option(8.0, range=(0, 240), doc="frame rate at the bit rate floor (0 = keep the frame rate)")
+    abr_in_flight_ms: int = option(
+        75, range=(0, 2000), doc="with abr (not obs): most media the socket may hold beyond one round trip, in ms "
+                                 "of the planned rate (the rest waits in the sender, where a cut drops stale video); "
+                                 "0 = the kernel's own")
     abr_trace: bool = option(False, live=True, doc="emit `abr_sample` every 250 ms: what the rate controller measured "
                                                    "and its state (tuning, test reports)")
 

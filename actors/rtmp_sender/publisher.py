@@ -36,6 +36,7 @@ def filler_nal(size: int) -> bytes:
     return b"\x00\x00\x00\x01\x0c" + b"\xff" * max(1, size - 6) + b"\x80"
 
 WATCH_S = 0.05  # watchdog period
+IN_FLIGHT_FLOOR = 8192  # bytes the socket may always hold (a few packets)
 MISSING_INPUT_NS = 2 * NS  # connect without an input that sent no params after this much media
 RATE_WINDOW_NS = 2 * NS  # bit rate and throughput window
 BLOCK_WINDOW_NS = NS  # mux blocking time window
@@ -90,7 +91,8 @@ class Link:
         self.sei_counts: dict[int, list[int]] = {}  # message id -> [sent, dropped]
         self.audio_offset_ns = round(options.audio_offset_ms * 1_000_000)
         self.t0_ns: int | None = None  # engine time that becomes 0 on the wire
-        self.rates = {k: RateWindow(RATE_WINDOW_NS) for k in ("video", "audio")}
+        self.rates = {k: RateWindow(RATE_WINDOW_NS) for k in ("video", "audio")}  # sent
+        self.arrivals = {k: RateWindow(RATE_WINDOW_NS) for k in ("video", "audio")}  # handed to the sender
         self.blocks = RateWindow(BLOCK_WINDOW_NS)
         self.acks = RateWindow(RATE_WINDOW_NS)
         # current connection, for the watchdog
@@ -103,6 +105,10 @@ class Link:
         self._threads: list[threading.Thread] = []
         # the rate controller's probe: H.264 filler data added to each video packet (0 = none)
         self.filler_kbps = 0
+        # the rate controller's plan (video + audio + probe, kbit/s): what the socket may hold is bounded
+        # from it (0 = the kernel's own bound)
+        self.plan_kbps = 0.0
+        self._bound_plan = 0.0  # the plan the socket's bound was set for
         self._last_video_ns = 0  # dts of the last video packet sent (filler pacing)
 
     # ---- called from the main thread --------------------------------------------------------
@@ -131,10 +137,21 @@ class Link:
 
     def push(self, item: Item) -> None:
         with self.lock:
+            self.arrivals[item.kind].add(self.clock(), len(item.packet.data))
             dropped = self.backlog.push(item)
             for it in dropped:
                 self._count_drop(it, "backlog")
             self.lock.notify_all()
+
+    def drop_stale_video(self) -> int:
+        """Drop the queued video that is not a keyframe, and the video that comes until the next
+        keyframe (the rate controller asks the encoder for one): after a cut, what was queued for the
+        old link would reach the viewer seconds late; audio stays.  Returns how many packets went."""
+        with self.lock:
+            dropped = self.backlog.drop_video()
+            for it in dropped:
+                self._count_drop(it, "stale")
+            return len(dropped)
 
     def finish(self, reason: str, timeout_s: float = END_WAIT_S) -> None:
         """Send what is queued (bounded), close the stream and stop the threads.  If that takes more
@@ -296,6 +313,7 @@ class Link:
             raise
         conn.locate(self.port, self._addresses)
         with self.lock:
+            self._bound_plan = 0.0  # a new socket: bound at the next watchdog round
             self._conn = conn
             self._timed_out = False
             self._last_acked = None
@@ -449,6 +467,19 @@ class Link:
             except OSError:
                 continue  # /proc or the socket went away under us: next round
 
+    def _bound_in_flight(self, conn: Connection) -> None:
+        """Keep the socket's bound at the rate controller's plan (`abr_in_flight_ms`), set again only
+        when the plan moved by more than 15% since: the round trip it includes is read then, so when
+        the link falls the bound still holds the round trip of before, not one that the stream's own
+        queue has already stretched."""
+        plan = self.plan_kbps
+        if plan <= 0 or not self.o.abr_in_flight_ms:
+            return
+        if abs(plan - self._bound_plan) <= 0.15 * plan:
+            return
+        conn.limit_in_flight(plan * 125, self.o.abr_in_flight_ms / 1000, IN_FLIGHT_FLOOR)
+        self._bound_plan = plan
+
     def _watch_once(self) -> None:
         now = self.clock()
         limit_ns = self.o.send_timeout_ms * 1_000_000
@@ -457,6 +488,7 @@ class Link:
             if conn is None or self._timed_out:
                 return
         stats = conn.stats()
+        self._bound_in_flight(conn)
         fire = ""
         with self.lock:
             if stats is not None:
@@ -503,6 +535,8 @@ class Link:
                 "backlog_bytes": self.backlog.bytes,
                 "bitrate_kbps": {"video": round(rates["video"], 1), "audio": round(rates["audio"], 1),
                                  "total": round(sum(rates.values()), 1)},
+                "input_kbps": {k: round(w.total(now) * 8 / (RATE_WINDOW_NS / NS) / 1000, 1)
+                               for k, w in self.arrivals.items()},
                 "throughput_kbps": round(self.acks.total(now) * 8 / (RATE_WINDOW_NS / NS) / 1000, 1),
                 "mux_block_ms": {"max": round(max(blocks, default=0.0), 3),
                                  "avg": round(sum(blocks) / len(blocks), 3) if blocks else 0.0},

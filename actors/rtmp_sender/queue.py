@@ -42,7 +42,7 @@ class Item:
 class Backlog:
     """The send queue with its drop policy (not thread-safe: the caller holds a lock).
 
-    `push` returns what it dropped.  Beyond `video_drop_ns` of queued media, non-keyframe video goes
+    `push` returns what it dropped.  Beyond `video_drop_ns` of queued video, non-keyframe video goes
     first (the rest of the oldest GOP, then incoming video until a keyframe); beyond `limit_ns`, the
     oldest packets go, whatever they are, with the video that depends on a dropped keyframe.
     """
@@ -65,6 +65,14 @@ class Backlog:
         newest = max(self._last_of(k) for k in ("video", "audio"))
         return max(0, newest - oldest)
 
+    def video_span_ns(self) -> int:
+        """Media time covered by the queued video alone: dropping video cannot shorten a queue that is
+        audio (after a cut dropped the queued video, fresh video waits only behind the audio still
+        queued, which drains by itself; measured over both, each fresh picture would be dropped until
+        the next keyframe)."""
+        first, last = self._first_of("video"), self._last_of("video")
+        return max(0, last - first) if first <= last else 0
+
     def _first_of(self, kind: Kind) -> int:
         for it in self.items:
             if it.kind == kind:
@@ -86,7 +94,7 @@ class Backlog:
         self.items.append(item)
         self.bytes += len(item.packet.data)
         dropped: list[Item] = []
-        if self.video_drop_ns and item.droppable and self.span_ns() > self.video_drop_ns:
+        if self.video_drop_ns and item.droppable and self.video_span_ns() > self.video_drop_ns:
             dropped += self._drop_video_run(self._index_of_first_droppable())
         while self.span_ns() > self.limit_ns:
             head = self.items.popleft()
@@ -108,6 +116,20 @@ class Backlog:
         self.items.clear()
         self.bytes = 0
         return items
+
+    def drop_video(self) -> list[Item]:
+        """Drop every queued non-keyframe video packet, and incoming ones until a keyframe comes."""
+        kept: deque[Item] = deque()
+        dropped: list[Item] = []
+        for it in self.items:
+            if it.droppable:
+                dropped.append(it)
+                self.bytes -= len(it.packet.data)
+            else:
+                kept.append(it)
+        self.items = kept
+        self.need_key = True
+        return dropped
 
     def _index_of_first_droppable(self) -> int:
         for i, it in enumerate(self.items):

@@ -11,6 +11,10 @@ media waiting to go out (backlog + unsent socket bytes, in ms) and the bit rate 
   `headroom` x the throughput acknowledged over the last `window` minus the audio, at once (one
   sample period), not in fixed steps.  While that queue drains no second cut, unless the measured
   link fell again.
+- **Skip what the old link queued.**  A cut with more than `skip_ms` queued also drops the queued
+  video (not the audio) and asks the encoder for a keyframe (`skip_video`): what was queued for the
+  faster link would reach the viewer a second or more late and freeze the picture while it drains;
+  the viewer's picture jumps to the keyframe instead, and the sound never stops.
 - **Probe upward without touching the picture.**  Below the target and with a clear queue, the
   controller asks the sender for `probe_kbps` of H.264 filler data (NAL type 12, which decoders
   skip) on top of the video for `probe` (0.5 s).  If the queue stayed clear, the link proved it
@@ -132,6 +136,7 @@ class Tuning:
     probe_carried: float = 0.9  # a probe succeeds if the link acknowledged this share of what was sent
     headroom_up: float = 0.9  # a successful probe raises to at most this share of what the link carried
     drain_s: float = 2.0  # a cut also takes off the queue's bits spread over this long
+    skip_ms: float = 400.0  # a cut with more than this queued also drops the queued video (0 = never)
     probe_every_ns: int = 1500 * MS  # wait after a failed probe
     clear_hold_ns: int = 500 * MS  # the queue clear this long before a probe
     fps_restore: float = 1.5  # restore the frame rate at this x the floor
@@ -165,6 +170,7 @@ class Decision:
     max_fps: float | None = None
     resolution: str | None = None  # a preset the encoder should switch to
     probe_kbps: int = 0
+    skip_video: bool = False  # drop the queued video and ask the encoder for a keyframe
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -337,6 +343,7 @@ class RateController:
         self.next_probe_ns = s.t_ns + self.t.probe_every_ns
         if new < self.bitrate_kbps:
             self._set_bitrate(d, new, "congestion", thr, queued_ms=round(s.queued_ms, 1))
+            d.skip_video = bool(self.t.skip_ms) and s.queued_ms > self.t.skip_ms
         if not self.poor:
             self.poor = True
             self.poor_since_ns = s.t_ns
@@ -348,25 +355,31 @@ class RateController:
         """A cut measured that the link carries `link_fits` kbit/s of video: under the preset's
         threshold, a step down is due.  It waits `down_settle` (the cut's bit rate applies at once, in
         place): the throughput measured in the first moments of a drop still holds bytes of the faster
-        past, then dips while TCP recovers, and each step costs an IDR on the congested link; so the
-        link's measure at the end of that time picks the preset (at least one down), once."""
+        past, and each step costs an IDR on the congested link; so the lowest measure of the link over
+        that time picks the preset (at least one down), once.  (The lowest, not the last: a reading can
+        come out a little over the link's rate, and on a 300 kbit/s link that was the difference between
+        360p and 480p; the dips of TCP's loss recovery, which once made the lowest overshoot, are rare
+        since the socket holds at most a round trip plus `abr_in_flight_ms`.)"""
         ladder = self.ladder
         assert ladder is not None
         if ladder.pending is not None:
-            since, _, lowest = ladder.pending
-            ladder.pending = (since, link_fits, min(lowest, cut_fits))
+            since, fits, lowest = ladder.pending
+            ladder.pending = (since, min(fits, link_fits), min(lowest, cut_fits))
         elif ladder.fit(link_fits) > ladder.index:
             ladder.pending = (s.t_ns, link_fits, cut_fits)
 
     def _settle_down(self, d: Decision, s: Sample) -> None:
         ladder = self.ladder
         assert ladder is not None
-        if ladder.pending is None or s.t_ns - ladder.pending[0] < self.t.down_settle_ns:
+        if ladder.pending is None:
             return
-        _, link_fits, lowest = ladder.pending
+        since, link_fits, lowest = ladder.pending
+        if s.t_ns - self.acks[0][0] >= self.t.window_ns // 2:  # the link's rate now: the lowest reading counts
+            link_fits = min(link_fits, int(self.t.headroom * self.link_kbps - s.other_kbps))
+            ladder.pending = (since, link_fits, lowest)
+        if s.t_ns - since < self.t.down_settle_ns:
+            return
         ladder.pending = None
-        if s.t_ns - self.acks[0][0] >= self.t.window_ns // 2:  # the link's rate now
-            link_fits = int(self.t.headroom * self.link_kbps - s.other_kbps)
         index = min(len(ladder.presets) - 1, max(ladder.index + 1, ladder.fit(link_fits)))
         if ladder.last_up_ns is not None and s.t_ns - ladder.last_up_ns < self.t.up_backoff_ns:
             ladder.backoff_ns = max(self.t.up_backoff_ns, 2 * ladder.backoff_ns)  # the step up did not hold
@@ -424,7 +437,12 @@ class RateController:
         assert self.probe_start_ns is not None
         if s.t_ns - self.probe_start_ns >= self.t.probe_ns:
             acked, sent = s.acked_bytes - self.probe_bytes[0], s.sent_bytes - self.probe_bytes[1]
-            if acked < self.t.probe_carried * sent:  # the link did not carry it all: queueing began
+            # the link did not carry it all: queueing began.  Unless what is missing is no more than the
+            # last frame's bytes (its filler included), which may simply not be acknowledged yet: at
+            # the frame rate floor (8 fps) that frame is an eighth of a second of the probe, and a
+            # delayed ACK alone kept it out, failing probes on a link with room to spare
+            last_frame = self.probe_level * 125 / (self.min_fps if self.fps_lowered else self.fps)
+            if acked < self.t.probe_carried * sent and sent - acked > last_frame:
                 self._end_probe(s, failed=True)
                 return
             carried_kbps = acked * 8 / ((s.t_ns - self.probe_start_ns) / NS) / 1000

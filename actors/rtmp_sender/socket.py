@@ -94,6 +94,33 @@ def socket_stats(fd: int, inode: int) -> tuple[int, int] | None:
     return outq, acked
 
 
+def limit_in_flight(fd: int, inode: int, bytes_per_s: float, slack_s: float, floor: int) -> int | None:
+    """Let FFmpeg's socket hold at most one round trip plus `slack_s` of `bytes_per_s`, sent or not
+    (SO_SNDBUF bounds both), but never less than `floor` bytes: beyond that its writes wait, and the
+    queue stays in the sender's backlog, where a cut can still drop stale video.  Without a bound TCP
+    keeps 100 KB or more in flight, which a bottleneck's queue holds (or drops) and no decision can
+    take back.  The round trip is TCP's smoothed one now (TCP_INFO), not its minimum: a queue that
+    other traffic keeps standing at the bottleneck is part of every round trip, and a bound without
+    it would throttle the stream under the rate it plans.  Returns the bound set, None if the socket
+    is gone."""
+    if not _same_socket(fd, inode):
+        return None
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        rtt_us = struct.unpack_from("<I", info, 68)[0] if len(info) >= 72 else 0  # tcpi_rtt
+        nbytes = max(floor, int(bytes_per_s * (rtt_us / 1e6 + slack_s)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)  # the kernel doubles it for its overhead
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+    return nbytes
+
+
 def shutdown_socket(fd: int, inode: int) -> bool:
     """Shut FFmpeg's socket down (not close it: the fd stays FFmpeg's), so a blocked send fails now."""
     if not _same_socket(fd, inode):

@@ -22,6 +22,8 @@ class FakeLink:
     queued_ms: float = 0.0
     video_kbps: float = 2000.0
     filler_kbps: float = 0.0
+    plan_kbps: float = 0.0  # set by the controller: what the socket may hold is bounded from it
+    skips: int = 0
     log: list[Any] = field(default_factory=list)
 
     def advance(self, dt_s: float, offered_kbps: float) -> None:
@@ -29,6 +31,11 @@ class FakeLink:
         carried = min(self.sent - self.acked, self.rate_kbps * 125 * dt_s)
         self.acked += carried
         self.queued_ms = (self.sent - self.acked) / (offered_kbps * 125) * 1000 if offered_kbps else 0.0
+
+    def drop_stale_video(self) -> int:
+        """A cut with a long queue drops the queued video: here nothing is queued apart from the bytes."""
+        self.skips += 1
+        return 0
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": "connected", "bitrate_kbps": {"video": self.video_kbps, "audio": 64.0},

@@ -190,3 +190,15 @@ def test_a_raise_keyframe_burst_is_not_congestion() -> None:
     seen = next(j for j in range(i, len(tr.t)) if tr.queued_ms[j] > 300)
     cut = next(j for j in range(i, len(tr.t)) if tr.target[j] + AUDIO < 800)
     assert tr.t[cut] - tr.t[seen] <= 0.25 and tr.t[cut] - drop <= 1.0, (tr.t[seen] - drop, tr.t[cut] - drop)
+
+
+def test_a_cut_with_a_long_queue_skips_the_queued_video() -> None:
+    """A cut with more than skip_ms queued also asks the sender to drop the queued video and the encoder
+    for a keyframe (`skip_video`); with a higher skip_ms the same cut does not; probes never do."""
+    for skip_ms, expect in ((300.0, True), (5000.0, False)):
+        c = RateController(ROW, tuning=Tuning(skip_ms=skip_ms))
+        tr = simulate(c, [(0, 4000), (10, 1000)], 20, audio_kbps=AUDIO)
+        skips = [(t, q) for t, q, k in zip(tr.t, tr.queued_ms, tr.skips, strict=True) if k]
+        assert bool(skips) == expect, skips
+        cuts = [e[0] for e in tr.events if e[1] == "bitrate_changed" and e[2]["reason"] == "congestion"]
+        assert all(t in cuts and q > skip_ms for t, q in skips), (skips, cuts)

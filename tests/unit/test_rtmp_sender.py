@@ -29,7 +29,13 @@ from mediaengine.actors.rtmp_sender import (
 )
 from mediaengine.actors.rtmp_sender.connection import FlvConnection
 from mediaengine.actors.rtmp_sender.queue import Backlog, Item, RateWindow, StartGate
-from mediaengine.actors.rtmp_sender.socket import find_socket, probe_rtmp, shutdown_socket, socket_stats
+from mediaengine.actors.rtmp_sender.socket import (
+    find_socket,
+    limit_in_flight,
+    probe_rtmp,
+    shutdown_socket,
+    socket_stats,
+)
 from mediaengine.actors.video_encoder import VideoEncoder
 from mediaengine.sdk.actor import Actions, Context, Emit, Event, Reply
 from mediaengine.sdk.errors import ConnectError, FieldError, OptionError
@@ -181,6 +187,37 @@ def test_backlog_drops_the_oldest_beyond_its_limit_with_the_frames_that_depend_o
     assert b.bytes == sum(len(it.packet.data) for it in b.items)
 
 
+def test_video_drop_counts_the_queued_video_not_the_audio_ahead_of_it() -> None:
+    """After a cut dropped the queued video, 1.5 s of audio still waits; fresh video behind it is not
+    dropped (dropping it would not shorten that queue, and each picture would wait for the next keyframe);
+    once the video itself spans more than video_drop_ms, non-keyframe video goes as before."""
+    b = Backlog(limit_ns=3000 * 1_000_000, video_drop_ns=1000 * 1_000_000)
+    for ms in range(0, 1500, 20):
+        assert b.push(aitem(ms)) == []
+    assert b.push(vitem(1500, key=True)) == []
+    for ms in range(1533, 2400, 33):
+        assert b.push(vitem(ms)) == [], ms
+    assert b.span_ns() > 2000 * 1_000_000 and not b.need_key
+    dropped = [it for ms in range(2400, 2700, 33) for it in b.push(vitem(ms))]
+    assert dropped and all(it.kind == "video" and not it.key for it in dropped)
+
+
+def test_backlog_drop_video_keeps_audio_and_keyframes_and_waits_for_the_next_keyframe() -> None:
+    """After a cut the rate controller drops what the old link queued: every non-keyframe video packet
+    (audio and keyframes stay, so what is left decodes), then incoming video until a keyframe."""
+    b = Backlog(limit_ns=3000 * 1_000_000, video_drop_ns=0)
+    for ms in range(0, 800, 100):
+        b.push(vitem(ms, key=ms == 300))
+        b.push(aitem(ms + 5))
+    dropped = b.drop_video()
+    assert [it.dts_ns // 1_000_000 for it in dropped] == [0, 100, 200, 400, 500, 600, 700]
+    assert [(it.kind, it.dts_ns // 1_000_000) for it in b.items if it.kind == "video"] == [("video", 300)]
+    assert sum(1 for it in b.items if it.kind == "audio") == 8
+    assert b.bytes == sum(len(it.packet.data) for it in b.items)
+    assert b.push(vitem(800)) != [] and b.push(aitem(805)) == []  # video waits for a keyframe, audio does not
+    assert b.push(vitem(900, key=True)) == [] and not b.need_key
+
+
 # ---- the start gate ---------------------------------------------------------------------------------------
 
 MS = 1_000_000
@@ -261,6 +298,7 @@ class FakeConn:
         self.new_headers: list[int] = []  # dts of the packets a new sequence header went before
         self.closed = False
         self.aborted = threading.Event()
+        self.in_flight_limits: list[tuple[float, float, int]] = []
 
     def start(self) -> None:
         with self.net.lock:
@@ -294,6 +332,10 @@ class FakeConn:
     def abort(self) -> bool:
         self.aborted.set()
         return True
+
+    def limit_in_flight(self, bytes_per_s: float, slack_s: float, floor: int) -> int | None:
+        self.in_flight_limits.append((bytes_per_s, slack_s, floor))
+        return max(floor, int(bytes_per_s * slack_s))
 
 
 class Harness:
@@ -543,6 +585,58 @@ def test_socket_found_measured_and_shut_down() -> None:
         cli.close()
         peer.close()
         srv.close()
+
+
+def test_the_socket_holds_at_most_a_round_trip_plus_the_slack_of_the_plan() -> None:
+    """`limit_in_flight` sets SO_SNDBUF (which the kernel doubles for its overhead) to the plan's bytes over
+    one round trip (loopback: well under 5 ms) plus the slack, never under the floor; a socket that is
+    gone is left alone."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port))
+    peer, _ = srv.accept()
+    try:
+        found = find_socket(port, {"127.0.0.1"})
+        assert found is not None
+        cli.sendall(b"x" * 1000)  # a round trip measured
+        wait_for(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
+        bound = limit_in_flight(*found, 1_000_000, 0.075, 8192)  # 8 Mbit/s: 75 ms + the round trip
+        assert bound is not None and 75_000 <= bound < 80_000, bound
+        assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * bound
+        assert limit_in_flight(*found, 10_000, 0.075, 8192) == 8192  # 80 kbit/s: the floor
+        assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 8192
+        assert limit_in_flight(found[0], found[1] + 1, 1_000_000, 0.075, 8192) is None
+    finally:
+        cli.close()
+        peer.close()
+        srv.close()
+
+
+@pytest.mark.parametrize(("abr", "in_flight_ms", "bounded"),
+                         [("custom", 75, True), ("custom", 0, False), ("obs", 75, False), ("off", 75, False)])
+def test_the_rate_controller_bounds_the_socket_from_its_plan(make: Callable[..., Harness], abr: str,
+                                                              in_flight_ms: int, bounded: bool) -> None:
+    """With a mode of this engine's controller the socket is bounded from its plan (video target + audio +
+    probe) with `abr_in_flight_ms` of slack; `abr_in_flight_ms: 0`, the OBS reference and no abr leave
+    the kernel's own bound."""
+    abr_options = {} if abr == "off" else {"abr": abr, "abr_encoder": "venc", "abr_target_kbps": 1000,
+                                             "abr_min_kbps": 200, "abr_initial_kbps": 600}
+    h = make(abr_in_flight_ms=in_flight_ms, **abr_options)
+    h.feed(5)
+    h.wait_event("connected")
+    h.net.stats = (0, 0)
+    if bounded:
+        wait_for(lambda: (h.tick(), bool(h.net.conns[-1].in_flight_limits))[1], 3, "the socket bounded")
+        bytes_per_s, slack_s, floor = h.net.conns[-1].in_flight_limits[0]
+        assert 600 * 125 <= bytes_per_s <= 700 * 125 and slack_s == 0.075 and floor > 0  # 600 kbit/s + audio
+    else:
+        deadline = time.monotonic() + 0.6  # the watchdog runs every 50 ms, the controller every 250 ms
+        while time.monotonic() < deadline:
+            h.tick()
+            time.sleep(0.05)
+        assert h.net.conns[-1].in_flight_limits == []
 
 
 def test_probe_needs_an_rtmp_answer_in_time() -> None:

@@ -48,6 +48,7 @@ class Trace:
     probe: list[int] = field(default_factory=list)
     events: list[tuple[float, str, dict[str, object]]] = field(default_factory=list)
     fps: list[float] = field(default_factory=list)
+    skips: list[bool] = field(default_factory=list)  # the decision dropped the queued video
 
 
 def simulate(controller: Controller, profile: Profile, duration_s: float, *, audio_kbps: float = 64.0,
@@ -84,6 +85,10 @@ def simulate(controller: Controller, profile: Profile, duration_s: float, *, aud
         queued_ms = queue_kbit / max(rate, 1.0) * 1000
         d = controller.step(Sample(round(t * NS), round(acked), queued_ms, audio_kbps, round(sent), video_kbps))
         probe = d.probe_kbps
+        if d.skip_video:  # the sender drops the queued video: the audio's share of the queue stays
+            kept = queue_kbit * audio_kbps / max(rate, 1.0)
+            sent -= (queue_kbit - kept) * 1000 / 8
+            queue_kbit = kept
         if d.max_fps is not None:
             cur_fps = d.max_fps or fps
         tr.events += [(t, name, data) for name, data in d.events]
@@ -94,6 +99,7 @@ def simulate(controller: Controller, profile: Profile, duration_s: float, *, aud
         tr.queued_ms.append(queued_ms)
         tr.probe.append(probe)
         tr.fps.append(cur_fps)
+        tr.skips.append(d.skip_video)
         if on_step is not None:
             on_step(t)
     return tr

@@ -99,7 +99,7 @@ class Adaptive:
         # the audio the link has to carry: what the encoder hands over, not what got out lately (under
         # congestion audio waits in the backlog, and its sent rate dips by a third: the room left for
         # video would read that much too large)
-        audio_kbps = snap.get("input_kbps", {}).get("audio", rates["audio"])
+        audio_kbps = snap["input_kbps"]["audio"]
         sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], audio_kbps, snap["bytes_sent"], video_kbps)
         if self.obs is not None:
             d = self.obs.step(sample)

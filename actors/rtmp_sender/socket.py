@@ -5,6 +5,7 @@ connects (part of the rtmp_sender kind).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -12,6 +13,7 @@ import ssl
 import struct
 import termios
 import time
+from collections.abc import Iterator
 
 from mediaengine.sdk.errors import TlsError
 
@@ -76,20 +78,35 @@ def _same_socket(fd: int, inode: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _borrowed(fd: int, inode: int) -> Iterator[socket.socket | None]:
+    """FFmpeg's socket as a Python socket object for one call, or None when the fd is no longer that
+    socket (or not a socket).  The object is detached afterwards: the fd stays FFmpeg's."""
+    if not _same_socket(fd, inode):
+        yield None
+        return
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        yield None
+        return
+    try:
+        yield sock
+    finally:
+        sock.detach()
+
+
 def socket_stats(fd: int, inode: int) -> tuple[int, int] | None:
     """(unsent bytes (SIOCOUTQ: not yet acknowledged), bytes acknowledged by the peer) or None."""
-    if not _same_socket(fd, inode):
-        return None
-    try:
-        buf = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4)  # TIOCOUTQ == SIOCOUTQ on sockets
-        outq = struct.unpack("i", buf)[0]
-        sock = socket.socket(fileno=fd)
+    with _borrowed(fd, inode) as sock:
+        if sock is None:
+            return None
         try:
+            buf = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4)  # TIOCOUTQ == SIOCOUTQ on sockets
             info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-        finally:
-            sock.detach()  # the fd stays FFmpeg's
-    except OSError:
-        return None
+        except OSError:
+            return None
+    outq = struct.unpack("i", buf)[0]
     acked = struct.unpack_from("<Q", info, 120)[0] if len(info) >= 128 else 0  # tcpi_bytes_acked
     return outq, acked
 
@@ -103,38 +120,28 @@ def limit_in_flight(fd: int, inode: int, bytes_per_s: float, slack_s: float, flo
     other traffic keeps standing at the bottleneck is part of every round trip, and a bound without
     it would throttle the stream under the rate it plans.  Returns the bound set, None if the socket
     is gone."""
-    if not _same_socket(fd, inode):
-        return None
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-        rtt_us = struct.unpack_from("<I", info, 68)[0] if len(info) >= 72 else 0  # tcpi_rtt
-        nbytes = max(floor, int(bytes_per_s * (rtt_us / 1e6 + slack_s)))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)  # the kernel doubles it for its overhead
-    except OSError:
-        return None
-    finally:
-        sock.detach()
+    with _borrowed(fd, inode) as sock:
+        if sock is None:
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+            rtt_us = struct.unpack_from("<I", info, 68)[0] if len(info) >= 72 else 0  # tcpi_rtt
+            nbytes = max(floor, int(bytes_per_s * (rtt_us / 1e6 + slack_s)))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)  # the kernel doubles it for its overhead
+        except OSError:
+            return None
     return nbytes
 
 
 def shutdown_socket(fd: int, inode: int) -> bool:
     """Shut FFmpeg's socket down (not close it: the fd stays FFmpeg's), so a blocked send fails now."""
-    if not _same_socket(fd, inode):
-        return False
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return False
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        return False
-    finally:
-        sock.detach()
+    with _borrowed(fd, inode) as sock:
+        if sock is None:
+            return False
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return False
     return True
 
 

@@ -39,6 +39,7 @@ class FakeLink:
 
     def snapshot(self) -> dict[str, Any]:
         return {"state": "connected", "bitrate_kbps": {"video": self.video_kbps, "audio": 64.0},
+                "input_kbps": {"video": self.video_kbps, "audio": 64.0},
                 "acked_bytes": int(self.acked), "queued_ms": self.queued_ms, "bytes_sent": int(self.sent)}
 
 

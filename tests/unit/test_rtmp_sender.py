@@ -564,7 +564,9 @@ def test_metrics_shape(make: Callable[..., Harness]) -> None:
 
 # ---- the socket helpers on a real loopback connection --------------------------------------------------------
 
-def test_socket_found_measured_and_shut_down() -> None:
+@pytest.fixture
+def loopback() -> Iterator[tuple[socket.socket, int]]:
+    """A connected TCP client socket on loopback and the server's port (the server side accepted)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -572,46 +574,42 @@ def test_socket_found_measured_and_shut_down() -> None:
     cli = socket.create_connection(("127.0.0.1", port))
     peer, _ = srv.accept()
     try:
-        found = find_socket(port, {"127.0.0.1"})
-        assert found is not None and found[0] == cli.fileno()
-        assert find_socket(port, {"10.9.9.9"}) is None
-        cli.sendall(b"x" * 1000)
-        wait_for(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
-        assert shutdown_socket(*found)
-        with pytest.raises(OSError):
-            cli.sendall(b"y")
-        assert socket_stats(found[0], found[1] + 1) is None  # another inode: not touched
+        yield cli, port
     finally:
         cli.close()
         peer.close()
         srv.close()
 
 
-def test_the_socket_holds_at_most_a_round_trip_plus_the_slack_of_the_plan() -> None:
+def test_socket_found_measured_and_shut_down(loopback: tuple[socket.socket, int]) -> None:
+    cli, port = loopback
+    found = find_socket(port, {"127.0.0.1"})
+    assert found is not None and found[0] == cli.fileno()
+    assert find_socket(port, {"10.9.9.9"}) is None
+    cli.sendall(b"x" * 1000)
+    wait_for(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
+    assert shutdown_socket(*found)
+    with pytest.raises(OSError):
+        cli.sendall(b"y")
+    assert socket_stats(found[0], found[1] + 1) is None  # another inode: not touched
+
+
+def test_the_socket_holds_at_most_a_round_trip_plus_the_slack_of_the_plan(
+        loopback: tuple[socket.socket, int]) -> None:
     """`limit_in_flight` sets SO_SNDBUF (which the kernel doubles for its overhead) to the plan's bytes over
     one round trip (loopback: well under 5 ms) plus the slack, never under the floor; a socket that is
     gone is left alone."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-    cli = socket.create_connection(("127.0.0.1", port))
-    peer, _ = srv.accept()
-    try:
-        found = find_socket(port, {"127.0.0.1"})
-        assert found is not None
-        cli.sendall(b"x" * 1000)  # a round trip measured
-        wait_for(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
-        bound = limit_in_flight(*found, 1_000_000, 0.075, 8192)  # 8 Mbit/s: 75 ms + the round trip
-        assert bound is not None and 75_000 <= bound < 80_000, bound
-        assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * bound
-        assert limit_in_flight(*found, 10_000, 0.075, 8192) == 8192  # 80 kbit/s: the floor
-        assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 8192
-        assert limit_in_flight(found[0], found[1] + 1, 1_000_000, 0.075, 8192) is None
-    finally:
-        cli.close()
-        peer.close()
-        srv.close()
+    cli, port = loopback
+    found = find_socket(port, {"127.0.0.1"})
+    assert found is not None
+    cli.sendall(b"x" * 1000)  # a round trip measured
+    wait_for(lambda: (socket_stats(*found) or (1, 0))[1] >= 1000, 2, "1000 bytes acknowledged")
+    bound = limit_in_flight(*found, 1_000_000, 0.075, 8192)  # 8 Mbit/s: 75 ms + the round trip
+    assert bound is not None and 75_000 <= bound < 80_000, bound
+    assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * bound
+    assert limit_in_flight(*found, 10_000, 0.075, 8192) == 8192  # 80 kbit/s: the floor
+    assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 8192
+    assert limit_in_flight(found[0], found[1] + 1, 1_000_000, 0.075, 8192) is None
 
 
 @pytest.mark.parametrize(("abr", "in_flight_ms", "bounded"),

@@ -11,11 +11,20 @@
   one preallocated buffer that PyAV wraps without copying (`VideoFrame.from_numpy_buffer`); libx264
   copies the picture in during `encode`, so the buffer is reused for the next frame.
 - Rate control: average bit rate with VBV (`maxrate` = `bufsize`/`vbv_buffer_s` = the bit rate at
-  open), which is what lets `bitrate_kbps` change live: lowering it (or raising it back up to the rate
-  the encoder was opened with) retargets x264 in place; raising it above that cap reopens the encoder
-  (the next frame is an IDR, new params go out with it).  A reopened x264 starts with its VBV buffer
-  30% full (`REOPEN_VBV_INIT`), not x264's 90%: else its first frames spend almost a whole buffer at
-  once, a burst the sender's rate controller reads as congestion.
+  open), which is what lets `bitrate_kbps` change live.  Lowering it retargets x264 in place at once;
+  the VBV buffer keeps the size it was opened with, though, so at a third of that rate it holds three
+  seconds, and after a stretch of easy pictures x264 spends it in one burst (measured: 1.3-1.5 Mbit/s
+  for a second at a 516-717 kbit/s target).  So the encoder reopens at its target at the next
+  keyframe it makes anyway (x264's GOP, `keyframe`, `keyframe_request`), whenever the target is more
+  than `RESYNC_SHARE` under the rate it opened with: a fresh rate control and a buffer of
+  `vbv_buffer_s` of the new rate, at no extra IDR (bursts then stayed within 1.25x the target).
+  x264 cannot raise its VBV cap in place, so a raise above the rate it opened with waits for that
+  keyframe too (at most `gop_s`); before, it reopened at once, one more IDR burst per raise.  A raise
+  to more than `RAISE_AT_ONCE` (1.5x) that rate still reopens at once: a rate controller recovering
+  after the link came back doubles the bit rate at each probe, on a link that just proved the room.  A
+  reopened x264 starts with its VBV buffer 30% full (`REOPEN_VBV_INIT`), not x264's 90%: else its
+  first frames spend almost a whole buffer at once, a burst the sender's rate controller reads as
+  congestion.  Hardware encoders cannot retarget at all: they reopen at once.
 - Timestamps: packets are in a 1/90000 time base on the engine timeline (`Frame.pts_ns` rounded), so
   audio and video packets from different processes line up.  Output pts strictly increase: a frame
   whose pts is not after the last encoded one is dropped (counted in `dropped_frames`), e.g. a
@@ -34,9 +43,19 @@
   then libx264 (event `encoder_fallback` naming what failed); a named hardware codec that cannot open
   is a HardwareEncoderError (1350) unless `fallback: true` (`mediaengine.sdk.h264`).  Only libx264
   retargets its bit rate in place; a hardware encoder reopens at the new rate.
+- Frame rate: FFmpeg opens x264 for a constant frame rate, where each frame gets bit rate / fps, so
+  an input that delivers fewer frames than it declared (a camera slowing down in the dark, a busy
+  machine) got proportionally fewer bits (measured: 512 and 349 kbit/s at a 700 kbit/s target for 22
+  and 15 fps of a declared 30).  The encoder measures the rate the input's timestamps really have
+  (the last 2 s) and, at a keyframe, reopens x264 at it when it is more than `FPS_RESYNC_SHARE` away
+  from the rate x264 was opened with.  (x264's variable frame rate mode spends by timestamps, but
+  holds every frame back until the next one comes: one frame more of latency.)
 - `max_fps` (live): encode at most this many frames per second by skipping input frames (the rate
-  controller lowers it at its bit rate floor in `fluency_first`); event `fps_changed`.  The keyframe
-  interval stays `gop_s` in time meanwhile (x264 counts it in frames of the input rate).
+  controller lowers it at its bit rate floor in `fluency_first`: fewer, better pictures); event
+  `fps_changed`.  It applies at the next keyframe, where x264 reopens at that frame rate, so that it
+  spends the bit rate on the frames it gets (before, at 8 of 30 fps the encoder sent 27% of its
+  target), and restoring it never hands 30 frames a second to an x264 that spends bit rate / 8 on
+  each.  The keyframe interval stays `gop_s` in time meanwhile.
 
 - A change of frame size or rate mid-stream arrives as `on_format_changed` before the first frame of
   the new format: the encoder drains and closes x264, then opens it again at the new size (the next
@@ -53,6 +72,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -82,6 +102,17 @@ from mediaengine.sdk.h264 import CODECS, PIX_FMTS, REOPEN_VBV_INIT, RETARGETS_IN
 from mediaengine.sdk.resolution import RESOLUTION_NAMES, SOURCE, scaled_size
 
 TIME_BASE = Fraction(1, 90_000)
+#: x264 reopens at its target at the next keyframe when the target is above the rate it opened with, or
+#: further under it than this share (see "Rate control" above)
+RESYNC_SHARE = 0.1
+#: ... or when the input's frame rate (`max_fps` applied) is further than this share from the frame rate
+#: x264 opened with: x264 spends bit rate / fps on each frame (see "Frame rate" above)
+FPS_RESYNC_SHARE = 0.15
+#: a raise to more than this x the rate x264 opened with reopens it at once (an IDR) instead of at the
+#: next keyframe: the rate controller recovering after the link came back (each probe doubles the
+#: bit rate; waiting for keyframes put up to 2 s on each step)
+RAISE_AT_ONCE = 1.5
+ARRIVALS_NS = 2 * NS  # the input's frame rate is measured over this much of its timestamps
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")
 TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency")
@@ -195,6 +226,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         self._last_src_ns = 0
         self._src_ns: dict[int, int] = {}  # pts -> source pts_ns, until the packet comes out
         self._force_key = False
+        self._since_key = 0  # frames encoded since the last keyframe (x264 makes one every `_gop` frames)
         # keepalive bookkeeping, on the tick clock
         self._now_ns: int | None = None
         self._arrived_ns: int | None = None  # tick time of the last real frame
@@ -214,6 +246,10 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         """Size, rate and conversion buffer for input frames of `fmt`."""
         self.fmt = fmt
         self.fps = fmt.fps if fmt.fps > 0 else 30.0
+        self._max_fps = self.options.max_fps  # the max_fps applied (a live change applies at a keyframe)
+        # the frame rate x264 opens with: the input's as delivered, at most max_fps
+        self._enc_fps = min(self.fps, self._max_fps) if self._max_fps > 0 else self.fps
+        self._arrivals: deque[int] = deque()  # pts of the input frames (ticks), the last ARRIVALS_NS
         self.interval = max(1, round(TIME_BASE.denominator / (self.fps * TIME_BASE.numerator)))
         self.tick_interval_ns = round(NS / self.fps) if self.options.keepalive_ms > 0 else None
         self._set_size()
@@ -235,14 +271,15 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         `encoder_started` event for the hook to return, after `encoder_fallback` when the codec asked
         for could not open.  A reopen uses the codec the first open chose (no new hardware probe)."""
         o = self.options
-        gop = max(1, round(o.gop_s * self.fps))
-        settings = EncoderSettings(self.width, self.height, self.fps, TIME_BASE, gop, o.bframes,
+        gop = max(1, round(o.gop_s * self._enc_fps))
+        settings = EncoderSettings(self.width, self.height, self._enc_fps, TIME_BASE, gop, o.bframes,
                                    bitrate_kbps, o.vbv_buffer_s, o.threads, o.preset, o.tune, o.profile,
                                    COLORSPACE_SMPTE170M, COLOR_RANGE_MPEG,
                                    vbv_init=REOPEN_VBV_INIT if self.reopens else 0.0)
         codec = self.codec or o.codec
         ctx, self.codec, failures = open_h264(codec, o.fallback, settings, where=self.node_id or None)
         self._ctx = ctx
+        self._gop = gop
         self._vbv_cap_kbps = bitrate_kbps
         actions: list[Action] = []
         if failures:
@@ -250,9 +287,19 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
                 "requested": codec, "codec": self.codec,
                 "failed": [{"codec": f.codec, "error": f.error} for f in failures]}))
         return [*actions, Event("encoder_started", {
-            "codec": self.codec, "width": self.width, "height": self.height, "fps": self.fps,
+            "codec": self.codec, "width": self.width, "height": self.height, "fps": round(self._enc_fps, 3),
             "bitrate_kbps": bitrate_kbps, "gop": gop, "preset": o.preset, "tune": o.tune,
             "bframes": o.bframes, "reopen": self.reopens})]
+
+    def _reopen(self, bitrate_kbps: int) -> list[Action]:
+        """Drain and close x264, then open it again at `bitrate_kbps` and at the frame rate it should
+        have now (`max_fps` applies here); the next frame is an IDR."""
+        actions = self._flush()
+        self.reopens += 1
+        self._enc_fps = self._wanted_fps()
+        self._max_fps = self.options.max_fps
+        actions.extend(self._open(bitrate_kbps))
+        return actions
 
     def _flush(self) -> list[Action]:
         """Drain and close the encoder; the next frame opens a new one."""
@@ -274,9 +321,15 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         frame.time_base = TIME_BASE
         frame.colorspace = COLORSPACE_SMPTE170M
         frame.color_range = COLOR_RANGE_MPEG
-        if self._force_key or self._gop_elapsed(pts):
+        key = self._force_key or self._gop_elapsed(pts)
+        if (key or self._since_key >= self._gop - 1) and self._resync_due():
+            # a keyframe comes now anyway: reopen at the target bit rate and frame rate (the new encoder's
+            # first frame is the IDR)
+            actions.extend(self._reopen(self.options.bitrate_kbps))
+            key = False
+        if key:
             frame.pict_type = PictureType.I
-            self._force_key = False
+        self._force_key = False
         self._last_pts = pts
         self._src_ns[pts] = src_ns
         self.frames_encoded += 1
@@ -290,6 +343,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         actions: list[Action] = []
         for pkt in out:
             params = video_params(ctx, self.fps) if pkt.is_keyframe else None
+            self._since_key = 0 if pkt.is_keyframe else self._since_key + 1
             if pkt.is_keyframe and pkt.pts is not None:
                 self._last_key_pts = pkt.pts
             src = self._src_ns.pop(pkt.pts, None) if pkt.pts is not None else None
@@ -315,6 +369,9 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         if self._last_pts is not None and pts <= self._last_pts:
             self.dropped_frames += 1
             return None
+        self._arrivals.append(pts)
+        while self._arrivals[0] < pts - ARRIVALS_NS * TIME_BASE.denominator // NS:
+            self._arrivals.popleft()
         if self.fmt.pix_fmt == "yuv420p":
             if self.scaled:
                 scale_i420(data, self._yuv)
@@ -345,19 +402,42 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         return [Event("source_changed", {"source": source, "pts_ns": media.pts_ns, "frames_in": self.frames_in})]
 
     def _gop_elapsed(self, pts: int) -> bool:
-        """While `max_fps` skips frames, x264's keyframe interval (counted in frames, set at open from the
-        input rate) would stretch (2 s at 30 fps is 7.5 s at 8 fps): a keyframe is then forced once
-        `gop_s` has passed since the last one, so a viewer joining, or a sender waiting for a keyframe
-        after dropping video, waits no longer than at the full rate."""
-        cap = self.options.max_fps
-        if cap <= 0 or cap >= self.fps or self._last_key_pts is None:
+        """x264 counts its keyframe interval in frames of the rate it opened with; when fewer come (the
+        input slowed down, `max_fps` skips frames before the encoder reopens at that rate) it would
+        stretch (2 s at 30 fps is 7.5 s at 8 fps): a keyframe is then forced once `gop_s` has passed
+        since the last one, so a viewer joining, or a sender waiting for a keyframe after dropping
+        video, waits no longer than at the full rate (at the full rate this is x264's own keyframe)."""
+        if self._last_key_pts is None:
             return False
         return pts - self._last_key_pts >= self.options.gop_s * TIME_BASE.denominator - self.interval / 2
+
+    def _resync_due(self) -> bool:
+        """Whether the encoder should reopen at this keyframe: the target bit rate is above the rate
+        x264 opened with (a raise waits for the keyframe) or more than `RESYNC_SHARE` under it (a cut
+        retargeted in place keeps the old VBV buffer), or the frame rate it gets moved more than
+        `FPS_RESYNC_SHARE` from the one it opened with."""
+        if self._ctx is None:
+            return False
+        opened, target = self._vbv_cap_kbps, self.options.bitrate_kbps
+        if self.codec in RETARGETS_IN_PLACE and (target > opened or opened - target > RESYNC_SHARE * opened):
+            return True
+        return abs(self._wanted_fps() - self._enc_fps) > FPS_RESYNC_SHARE * self._enc_fps
+
+    def _wanted_fps(self) -> float:
+        """The frame rate to open the encoder with: what the input delivers (its timestamps over the last
+        2 s; its declared rate until a second is known), at most `max_fps`."""
+        rate = self.fps
+        if len(self._arrivals) > 1:
+            span = self._arrivals[-1] - self._arrivals[0]
+            if span >= TIME_BASE.denominator:  # a second of input
+                rate = (len(self._arrivals) - 1) * TIME_BASE.denominator / span
+        cap = self.options.max_fps
+        return min(rate, cap) if cap > 0 else rate
 
     def _skip_for_fps(self, pts: int) -> bool:
         """`max_fps` below the input rate: skip a frame that comes less than one output interval
         (minus half an input interval, for jitter) after the last encoded one."""
-        cap = self.options.max_fps
+        cap = self._max_fps
         if cap <= 0 or cap >= self.fps or self._last_pts is None:
             return False
         return pts - self._last_pts < TIME_BASE.denominator / cap - self.interval / 2
@@ -401,7 +481,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
             self._force_key = True
             return None
         if name == "max_fps":
-            return [Event("fps_changed", {"max_fps": float(value), "input_fps": self.fps})]
+            return [Event("fps_changed", {"max_fps": float(value), "input_fps": self.fps, "at_keyframe": True})]
         if name == "resolution":
             return self._resize("set")
         if name != "bitrate_kbps":
@@ -409,16 +489,14 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         kbps = int(value)
         reopened = False
         actions: list[Action] = []
-        if kbps <= self._vbv_cap_kbps and self._ctx is not None and self.codec in RETARGETS_IN_PLACE:
-            self._ctx.bit_rate = kbps * 1000
-        elif self._ctx is not None:
-            # x264 cannot raise its VBV cap in place (hardware encoders cannot retarget at all):
-            # reopen (the next frame is an IDR).
-            actions.extend(self._flush())
-            self.reopens += 1
-            actions.extend(self._open(kbps))
+        if self._ctx is not None and self.codec in RETARGETS_IN_PLACE and kbps <= RAISE_AT_ONCE * self._vbv_cap_kbps:
+            # down: in place now; up to the VBV cap: in place; above it: at the next keyframe (_resync_due)
+            self._ctx.bit_rate = min(kbps, self._vbv_cap_kbps) * 1000
+        elif self._ctx is not None:  # a big raise, or a hardware encoder (no retarget): reopen, an IDR now
+            actions.extend(self._reopen(kbps))
             reopened = True
-        actions.append(Event("bitrate_changed", {"bitrate_kbps": kbps, "reopened": reopened}))
+        actions.append(Event("bitrate_changed", {"bitrate_kbps": kbps, "reopened": reopened,
+                                                 "at_keyframe": not reopened and kbps > self._vbv_cap_kbps}))
         return actions
 
     def on_format_changed(self, pad: str, fmt: Format) -> Actions:
@@ -446,8 +524,7 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         actions = self._flush()  # packets of the old size go out first
         self._set_size()
         self._have_picture = False  # the kept picture has the old size: the next frame is the first
-        self.reopens += 1
-        actions.extend(self._open(self.options.bitrate_kbps))
+        actions.extend(self._reopen(self.options.bitrate_kbps))
         actions.append(self._resolution_event(before, reason))
         return actions
 

@@ -122,21 +122,24 @@ def test_nvenc_with_fallback_uses_libx264_and_says_why(record_property: Callable
     assert fb["requested"] == "h264_nvenc" and fb["codec"] == SOFTWARE
     assert [f["codec"] for f in fb["failed"]] == ["h264_nvenc"]
     assert enc.events("encoder_started")[0].data["codec"] == SOFTWARE
-    # a bit rate change reopens the chosen encoder, without probing the GPU again
+    # a bit rate raise reopens the chosen encoder at the next keyframe, without probing the GPU again
     enc.set(bitrate_kbps=2000)
+    enc.control("keyframe")
+    assert len(decode_video(encode_some(enc))) == 10
     assert len(enc.events("encoder_fallback")) == 1
     assert [e.data["codec"] for e in enc.events("encoder_started")] == [SOFTWARE, SOFTWARE]
-    assert len(decode_video(encode_some(enc))) == 10
 
 
 def test_max_fps_skips_frames_live() -> None:
     enc = encoder(keepalive_ms=0)
     pkts = encode_some(enc, 30)
     enc.set(max_fps=10.0)
-    assert enc.events("fps_changed")[-1].data == {"max_fps": 10.0, "input_fps": 30.0}
+    assert enc.events("fps_changed")[-1].data == {"max_fps": 10.0, "input_fps": 30.0, "at_keyframe": True}
     later: list[Any] = []
-    for i in range(30, 60):
+    for i in range(30, 90):
         later += packets(enc.frame("in", Frame(gradient(i, 320, 240), i * NS // 30)))
-    assert len(pkts) == 30 and len(later) == 10  # every third frame, one second of input
+    # it applies at the next keyframe (gop_s 2: frame 60), where x264 reopens at 10 fps
+    assert len(pkts) == 30 and len(later) == 30 + 10  # then every third frame, one second of input
     assert enc.actor.skipped_frames == 20
-    assert np.all(np.diff([p.pts for p in later]) == 9000)
+    assert later[30].keyframe and np.all(np.diff([p.pts for p in later[30:]]) == 9000)
+    assert [e.data["fps"] for e in enc.events("encoder_started")] == [30.0, 10.0]

@@ -100,7 +100,8 @@ class Adaptive:
         # congestion audio waits in the backlog, and its sent rate dips by a third: the room left for
         # video would read that much too large)
         audio_kbps = snap["input_kbps"]["audio"]
-        sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], audio_kbps, snap["bytes_sent"], video_kbps)
+        sample = Sample(now_ns, snap["acked_bytes"], snap["queued_ms"], audio_kbps, snap["bytes_sent"], video_kbps,
+                        snap["backlog_ms"])
         if self.obs is not None:
             d = self.obs.step(sample)
             if d.bitrate_kbps is not None:
@@ -115,7 +116,7 @@ class Adaptive:
         if d.skip_video:
             actions += self._skip(link, sample)
         if self.o.abr_trace:
-            actions.append(Event("abr_sample", self._trace(sample, d)))
+            actions.append(Event("abr_sample", self._trace(sample, d, snap)))
         return actions
 
     def _skip(self, link: Link, s: Sample) -> list[Action]:
@@ -125,10 +126,12 @@ class Adaptive:
         return [Configure(self.encoder, {"keyframe_request": self.keyframes_asked}),
                 Event("video_skipped", {"packets": dropped, "queued_ms": round(s.queued_ms, 1)})]
 
-    def _trace(self, s: Sample, d: Decision) -> dict[str, Any]:
+    def _trace(self, s: Sample, d: Decision, snap: dict[str, Any]) -> dict[str, Any]:
         """What one sample measured and what the controller made of it (`abr_trace`)."""
         c = self.controller
-        return {"queued_ms": round(s.queued_ms, 1), "in_flight_bytes": s.sent_bytes - s.acked_bytes,
+        return {"queued_ms": round(s.queued_ms, 1), "backlog_ms": snap["backlog_ms"],
+                "backlog_bytes": snap["backlog_bytes"], "unsent_bytes": snap["unsent_bytes"],
+                "in_flight_bytes": s.sent_bytes - s.acked_bytes, "input_video_kbps": snap["input_kbps"]["video"],
                 "link_kbps": round(c.link_kbps, 1), "video_kbps": round(s.video_kbps, 1),
                 "audio_kbps": round(s.other_kbps, 1), "probe_kbps": d.probe_kbps,
                 "bitrate_kbps": self.obs.bitrate_kbps if self.obs is not None else c.bitrate_kbps,
@@ -139,11 +142,11 @@ class Adaptive:
         out: list[Action] = []
         if preset is not None:  # first: the bit rate that follows is the new size's
             out.append(Configure(self.encoder, {"resolution": self._encoder_resolution(preset)}))
+        if max_fps is not None:  # before the bit rate: a raise that reopens the encoder opens it at this rate
+            out.append(Configure(self.encoder, {"max_fps": max_fps}))
         if bitrate is not None:
             self.last_configure_ns = self.next_ns - PERIOD_NS
             out.append(Configure(self.encoder, {"bitrate_kbps": bitrate}))
-        if max_fps is not None:
-            out.append(Configure(self.encoder, {"max_fps": max_fps}))
         for name, data in events:
             if name == "resolution_changed":  # the size the encoder will push, for the app
                 width, height = scaled_size(self.width, self.height, self._encoder_resolution(str(data["resolution"])))

@@ -7,7 +7,10 @@ media waiting to go out (backlog + unsent socket bytes, in ms) and the bit rate 
 (audio).  `RateController.step(sample)` returns a `Decision`.
 
 - **Cut at once to what the link carries.**  More than `cut_ms` queued while the link carries less
-  than what is sent (a keyframe queues for a moment on a link with room): the video bit rate becomes
+  than what is sent (a keyframe queues for a moment on a link with room) and less than the plan (an
+  encoder over its target for a second of hard pictures fills a link that carries the target; the
+  queue drains when the encoder is back on it), or more than `overflow_ms` queued and growing
+  whatever the link carries: the video bit rate becomes
   `headroom` x the throughput acknowledged over the last `window` minus the audio, at once (one
   sample period), not in fixed steps.  While that queue drains no second cut, unless the measured
   link fell again.
@@ -52,6 +55,7 @@ and initial bit rate, and whether the floor lowers the frame rate.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,7 +130,10 @@ class Tuning:
     recent_ns: int = 500 * MS  # the short window a cut also looks at (the link's rate now)
     cut_ms: float = 300.0  # queued beyond this = congestion: cut ...
     carried_less: float = 0.95  # ... if the link also carries less than this share of what is sent (a
-    # keyframe queues for a moment on a link that has room; a link that fell carries less)
+    # keyframe queues for a moment on a link that has room; a link that fell carries less) and of what
+    # the controller planned (an encoder running over its target for a second fills a link that carries
+    # the target: the queue drains when it is back on it)
+    overflow_ms: float = 600.0  # queued beyond this and growing: cut, whatever the link carries
     clear_ms: float = 100.0  # queued under this = the link keeps up
     headroom: float = 0.85  # a cut goes to this share of the measured link (the queue drains)
     probe_ns: int = 500 * MS  # a probe lasts this long
@@ -134,7 +141,7 @@ class Tuning:
     min_probe_factor: float = 1.1
     probe_abort_ms: float = 150.0  # queued during a probe: the probe ends (failed), no cut
     probe_carried: float = 0.9  # a probe succeeds if the link acknowledged this share of what was sent
-    headroom_up: float = 0.9  # a successful probe raises to at most this share of what the link carried
+    headroom_up: float = 0.85  # a successful probe raises to at most this share of what the link carried
     drain_s: float = 2.0  # a cut also takes off the queue's bits spread over this long
     skip_ms: float = 400.0  # a cut with more than this queued also drops the queued video (0 = never)
     probe_every_ns: int = 1500 * MS  # wait after a failed probe
@@ -159,6 +166,7 @@ class Sample:
     other_kbps: float = 0.0  # the streams the controller does not drive (audio)
     sent_bytes: int = 0  # handed to the socket since the start (all streams, filler included)
     video_kbps: float = -1.0  # video actually sent lately (the encoder may stay under its target); <0: unknown
+    backlog_ms: float = 0.0  # the part of queued_ms waiting in the sender, behind the socket (media time)
 
 
 @dataclass
@@ -272,21 +280,21 @@ class RateController:
             self.clear_since_ns = s.t_ns if self.clear_since_ns is None else self.clear_since_ns
         else:
             self.clear_since_ns = None
-        # rising: bytes in flight (sent, not acknowledged) grew; ms of media would also "grow" when the
-        # filler stops (the same bytes at a lower rate)
+        # rising: bytes in flight (sent, not acknowledged) grew, or the media waiting did (the socket holds
+        # at most a round trip and `abr_in_flight_ms` of the plan: the rest of a queue waits in the sender)
         self.now_ns = s.t_ns
         in_flight = s.sent_bytes - s.acked_bytes
-        rising = in_flight > self.last_in_flight + 1500 if s.sent_bytes else s.queued_ms > self.last_queued_ms
+        sent_more = bool(s.sent_bytes) and in_flight > self.last_in_flight + 1500
+        rising = sent_more or s.queued_ms > self.last_queued_ms
         was_over = self.last_queued_ms > self.t.cut_ms
         self.last_in_flight = in_flight
         self.last_queued_ms = s.queued_ms
         if clear:
             self.grace = False
-        if self.probe_start_ns is not None and self._probe_queued(s, in_flight) > self.t.probe_abort_ms:
+        if self.probe_start_ns is not None and self._probe_queued(s, in_flight, thr) > self.t.probe_abort_ms:
             self._end_probe(s, failed=True)  # the filler queued: it stops now, the bit rate stays
             self.grace = True
-        elif s.queued_ms > self.t.cut_ms and thr is not None and thr < self.t.carried_less * self._sending(s) and (
-                self._persists(s, rising, was_over)):
+        elif thr is not None and self._congested_now(s, thr, rising, was_over):
             self._end_probe(s, failed=True)
             self._congested(d, s, thr)
         elif self.probe_start_ns is not None:
@@ -304,6 +312,18 @@ class RateController:
             d.probe_kbps = max(0, round(self.probe_level - video))
         return d
 
+    def _congested_now(self, s: Sample, thr: float, rising: bool, was_over: bool) -> bool:
+        """More than `cut_ms` queued while the link carries less than what is sent and less than the
+        media plan (and it is no burst the link drains by itself: `_persists`); or more than
+        `overflow_ms` queued and growing, whatever the link carries.  (A probe whose filler queues while
+        the link carries the plan is no cut: the probe ends, `_probe_queued`.)"""
+        if s.queued_ms <= self.t.cut_ms:
+            return False
+        if s.queued_ms > self.t.overflow_ms and rising:
+            return True
+        short = thr < self.t.carried_less * min(self._sending(s), self._plan(s))
+        return short and self._persists(s, rising, was_over)
+
     def _persists(self, s: Sample, rising: bool, was_over: bool) -> bool:
         """Whether queued media over `cut_ms` is congestion, not a burst the link drains by itself:
         always over twice `cut_ms`; in the `raise_grace` after a raise (the reopened encoder's IDR) only
@@ -315,13 +335,29 @@ class RateController:
             return was_over and rising
         return not self.grace or rising
 
-    def _probe_queued(self, s: Sample, in_flight: int) -> float:
-        """ms of the probe's rate that queued since it started: bytes sent and not acknowledged grew
-        (without byte counts, the queue in ms of media)."""
+    def _probe_queued(self, s: Sample, in_flight: int, thr: float | None) -> float:
+        """ms that queued since the probe started: bytes sent and not acknowledged grew (in ms of the
+        probe's rate: in the link's, the bytes a faster probe legitimately keeps in flight, its rate
+        times the round trip, failed probes on a 4 Mbit/s link with room), or the media waiting in the
+        sender grew (the socket holds at most a
+        round trip and `abr_in_flight_ms` of the plan, so what the link does not carry waits behind it,
+        where only the backlog's media time shows it; not `queued_ms`, whose unsent socket bytes are
+        counted in ms of the media rate: during a probe mostly filler); without byte counts, the queue
+        in ms.  Also the probe ends when its queue passes `cut_ms` while the link carries the media
+        plan: the filler is what does not fit, not the media."""
         if not s.sent_bytes:
             return s.queued_ms
+        waiting = s.backlog_ms - self.probe_base_ms
         grown = in_flight - (self.probe_bytes[1] - self.probe_bytes[0])
-        return grown * 8 / max(1.0, self.probe_level + s.other_kbps)
+        if s.queued_ms > self.t.cut_ms and thr is not None and thr >= self.t.carried_less * self._plan(s):
+            return math.inf
+        return max(waiting, grown * 8 / max(1.0, self.probe_level + s.other_kbps))
+
+    def _plan(self, s: Sample) -> float:
+        """The media the controller plans to send, kbit/s: its video bit rate and the other streams (a
+        probe's filler is not part of it: a link that carries the plan but not the filler only ends the
+        probe)."""
+        return self.bitrate_kbps + s.other_kbps
 
     def _sending(self, s: Sample) -> float:
         """What goes out now, kbit/s: the video actually sent (or its target) and the other streams."""
@@ -428,7 +464,7 @@ class RateController:
         if self.clear_since_ns is None or s.t_ns - self.clear_since_ns < self.t.clear_hold_ns:
             return
         self.probe_start_ns = s.t_ns
-        self.probe_base_ms = s.queued_ms
+        self.probe_base_ms = s.backlog_ms
         self.probe_bytes = (s.acked_bytes, s.sent_bytes)
         self.probe_level = min(self.row.target_kbps, max(self.bitrate_kbps + 50,
                                                          round(self.bitrate_kbps * self.probe_factor)))

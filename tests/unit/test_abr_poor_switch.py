@@ -40,7 +40,8 @@ class FakeLink:
     def snapshot(self) -> dict[str, Any]:
         return {"state": "connected", "bitrate_kbps": {"video": self.video_kbps, "audio": 64.0},
                 "input_kbps": {"video": self.video_kbps, "audio": 64.0},
-                "acked_bytes": int(self.acked), "queued_ms": self.queued_ms, "bytes_sent": int(self.sent)}
+                "acked_bytes": int(self.acked), "queued_ms": self.queued_ms, "bytes_sent": int(self.sent),
+                "backlog_ms": self.queued_ms, "backlog_bytes": 0, "unsent_bytes": 0}
 
 
 def test_network_poor_and_recovered_set_and_clear_the_switchers_picture() -> None:

@@ -19,7 +19,7 @@ from mediaengine.actors.rtmp_sender.rate import (
     preset_for,
 )
 
-from tools.bench.abr_sim import direction_changes, simulate
+from tools.bench.abr_sim import busy_content, direction_changes, simulate
 
 ROW = ModeRow(target_kbps=2500, min_kbps=150, initial_kbps=2000, fps_at_floor=True)
 AUDIO = 64.0
@@ -87,6 +87,37 @@ def test_steady_link_changes_direction_at_most_once_a_minute() -> None:
         # and it uses the link: the average over the last 4 minutes is at least 75% of it
         tail = tr.target[first_at_or_after(tr.t, 60):]
         assert sum(tail) / len(tail) + AUDIO >= 0.75 * link, (link, sum(tail) / len(tail))
+
+
+class SentOnly(RateController):
+    """The controller with the old congestion rule: the link judged against what is sent, not the plan."""
+
+    def _plan(self, s: Sample) -> float:
+        return float("inf")
+
+
+def test_an_encoder_over_its_target_for_a_moment_is_no_turn_around() -> None:
+    """On a real steady link the encoder's output moves with the picture: under its target for easy
+    pictures, over it for a second or so of hard ones (`busy_content`).  Such a burst fills a link that
+    carries the target: the queue drains when the encoder is back on it, so that queue is no cut (it
+    turned the bit rate around 6-13 times a minute on the shaped 1 Mbit/s link); a link that carries less
+    than the plan still is one.  The same controller judging the link against what was sent alone
+    turns around several times a minute (the check that this test can fail)."""
+
+    for link in (600.0, 1000.0, 1800.0):
+        tr = simulate(RateController(ROW), [(0, link)], 300, audio_kbps=AUDIO, content=busy_content)
+        settled = first_at_or_after(tr.t, 30)
+        turns = direction_changes(tr.target[settled:])
+        assert turns <= 270 / 60, (link, turns, [e for e in tr.events if e[1] == "bitrate_changed"][-6:])
+        assert max(tr.queued_ms[settled:]) < 1000, (link, max(tr.queued_ms[settled:]))
+        tail = tr.target[first_at_or_after(tr.t, 60):]
+        assert sum(tail) / len(tail) + AUDIO >= 0.7 * link, (link, sum(tail) / len(tail))
+        old = simulate(SentOnly(ROW), [(0, link)], 300, audio_kbps=AUDIO, content=busy_content)
+        assert direction_changes(old.target[settled:]) > 270 / 60, link  # the old rule fails this check
+    # a link that falls under the plan is still cut at once
+    tr = simulate(RateController(ROW), [(0, 4000), (60, 800)], 70, audio_kbps=AUDIO, content=busy_content)
+    cut = next(t for t, name, e in tr.events if name == "bitrate_changed" and e["reason"] == "congestion")
+    assert 60 <= cut <= 61.5, cut
 
 
 def test_probe_filler_never_moves_the_bit_rate_down() -> None:
@@ -170,8 +201,8 @@ def test_a_raise_keyframe_burst_is_not_congestion() -> None:
         assert raises and max(tr.queued_ms[j + 1] for j in raises) > 300, "the burst queued"
         assert not [e for e in tr.events if e[1] == "network_poor"], (burst, tr.events)
         assert not [e for e in tr.events if e[1] == "bitrate_changed" and e[2]["reason"] == "congestion"]
-        # the same without the grace after a raise: the burst is taken for congestion
-        c = RateController(ROW, tuning=Tuning(headroom_up=1.0, raise_grace_ns=0))
+        # the same without the grace after a raise (nor the plan: the link carries the plan) is congestion
+        c = SentOnly(ROW, tuning=Tuning(headroom_up=1.0, raise_grace_ns=0))
         tr = simulate(c, [(0, 4000)], 30, audio_kbps=AUDIO, raise_burst_s=burst)
         assert [e for e in tr.events if e[1] == "network_poor"], burst
     # a drop in the second after a raise: cut within 0.75 s of the first sample that shows it

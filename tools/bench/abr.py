@@ -76,7 +76,7 @@ class Run:
 
     controller: str
     changes: list[tuple[float, int]]  # link rate changes
-    bitrate: list[tuple[float, int]] = field(default_factory=list)  # the encoder's target over time
+    bitrate: list[tuple[float, int]] = field(default_factory=list)  # the bit rate the encoder applied, over time
     events: list[dict[str, Any]] = field(default_factory=list)  # push/venc events, t relative
     stall_s: float = math.nan
     longest_stall_s: float = 0.0
@@ -126,8 +126,9 @@ class Run:
         ok = [t for t in times if self.target_at(t) >= goal]
         return ok[0] - t0 if ok else math.nan
 
-    def direction_changes(self) -> int:
-        return direction_changes([float(k) for _, k in self.bitrate])
+    def direction_changes(self, since_s: float = -math.inf) -> int:
+        """How often the applied bit rate turned from rising to falling or back (from `since_s` on)."""
+        return direction_changes([float(k) for t, k in self.bitrate if t >= since_s])
 
     def events_named(self, name: str, node: str = "push") -> list[dict[str, Any]]:
         return [e for e in self.events if e["name"] == name and e["node"] == node]
@@ -227,9 +228,15 @@ def run_profile(controller: str, profile: tuple[tuple[float, int], ...], duratio
     started = [e for e in run.events if e["node"] == "venc" and e["name"] == "encoder_started"]
     if started:
         run.bitrate.append((min(0.0, started[0]["t"]), int(started[0]["data"]["bitrate_kbps"])))
-    for e in run.events:
-        if e["node"] == "venc" and e["name"] == "bitrate_changed":
-            run.bitrate.append((e["t"], int(e["data"]["bitrate_kbps"])))
+    for e in run.events:  # when the encoder applied each bit rate: in place at once, or reopened at a keyframe
+        if e["node"] != "venc":
+            continue
+        data = e["data"]
+        in_place = e["name"] == "bitrate_changed" and not data.get("at_keyframe")
+        reopened = e["name"] == "encoder_started" and data.get("reopen") and (
+            not run.bitrate or run.bitrate[-1][1] != int(data["bitrate_kbps"]))
+        if in_place or reopened:
+            run.bitrate.append((e["t"], int(data["bitrate_kbps"])))
     # stalls on the engine's clock (the player's clock starts a little later: its start-up is not
     # counted, so these times are early by that much); the stall when the push ends is not one
     stalls = [e for e in played if e.get("type") == "stall"

@@ -47,9 +47,10 @@
   an input that delivers fewer frames than it declared (a camera slowing down in the dark, a busy
   machine) got proportionally fewer bits (measured: 512 and 349 kbit/s at a 700 kbit/s target for 22
   and 15 fps of a declared 30).  The encoder measures the rate the input's timestamps really have
-  (the last 2 s) and, at a keyframe, reopens x264 at it when it is more than `FPS_RESYNC_SHARE` away
-  from the rate x264 was opened with.  (x264's variable frame rate mode spends by timestamps, but
-  holds every frame back until the next one comes: one frame more of latency.)
+  (their median interval over the last 2 s: a pause of the source is no lower rate) and, at a
+  keyframe, reopens x264 at it when it is more than `FPS_RESYNC_SHARE` away from the rate x264 was
+  opened with.  (x264's variable frame rate mode spends by timestamps, but holds every frame back
+  until the next one comes: one frame more of latency.)
 - `max_fps` (live): encode at most this many frames per second by skipping input frames (the rate
   controller lowers it at its bit rate floor in `fluency_first`: fewer, better pictures); event
   `fps_changed`.  It applies at the next keyframe, where x264 reopens at that frame rate, so that it
@@ -72,6 +73,8 @@
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -424,13 +427,13 @@ class VideoEncoder(Actor[VideoEncoderOptions]):
         return abs(self._wanted_fps() - self._enc_fps) > FPS_RESYNC_SHARE * self._enc_fps
 
     def _wanted_fps(self) -> float:
-        """The frame rate to open the encoder with: what the input delivers (its timestamps over the last
-        2 s; its declared rate until a second is known), at most `max_fps`."""
+        """The frame rate to open the encoder with: what the input delivers (the median interval of its
+        timestamps over the last 2 s, so that a pause of the source, an upstream restart, is one long
+        interval and not a lower rate; the declared rate until a second is known), at most `max_fps`."""
         rate = self.fps
-        if len(self._arrivals) > 1:
-            span = self._arrivals[-1] - self._arrivals[0]
-            if span >= TIME_BASE.denominator:  # a second of input
-                rate = (len(self._arrivals) - 1) * TIME_BASE.denominator / span
+        if len(self._arrivals) > 2 and self._arrivals[-1] - self._arrivals[0] >= TIME_BASE.denominator:
+            gaps = [b - a for a, b in itertools.pairwise(self._arrivals)]
+            rate = TIME_BASE.denominator / statistics.median(gaps)
         cap = self.options.max_fps
         return min(rate, cap) if cap > 0 else rate
 

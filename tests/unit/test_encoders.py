@@ -295,6 +295,16 @@ def test_the_bit_rate_is_per_second_whatever_the_frame_rate(case: str) -> None:
     assert all(600 < k < 800 for k in kbits[3:]), kbits
 
 
+def test_a_pause_of_the_source_is_no_lower_frame_rate() -> None:
+    """An upstream restart leaves a gap in the input's timestamps: one long interval, not a slower
+    source.  The encoder keeps the frame rate it opened with (reopening at 15 fps would spend twice the
+    bit rate per frame once 30 frames a second came again)."""
+    enc = video_encoder(320, 240, 30.0, bitrate_kbps=700, gop_s=1, keepalive_ms=0)
+    for i in [*range(45), *range(75, 180)]:  # a second missing at 1.5 s
+        enc.frame("in", Frame(gradient(i, 320, 240), START_NS + i * NS // 30))
+    assert [e.data["fps"] for e in enc.events("encoder_started")] == [30.0]
+
+
 def test_resolution_presets_keep_the_aspect_ratio_even_and_never_enlarge() -> None:
     sizes = [scaled_size(1920, 1080, name) for name in ("1080p", "720p", "540p", "480p", "360p", "240p", "180p")]
     assert sizes == [(1920, 1080), (1280, 720), (960, 540), (854, 480), (640, 360), (426, 240), (320, 180)]

@@ -20,8 +20,9 @@
   `vbv_buffer_s` of the new rate, at no extra IDR (bursts then stayed within 1.25x the target).
   x264 cannot raise its VBV cap in place, so a raise above the rate it opened with waits for that
   keyframe too (at most `gop_s`); before, it reopened at once, one more IDR burst per raise.  A raise
-  to more than `RAISE_AT_ONCE` (1.5x) that rate still reopens at once: a rate controller recovering
-  after the link came back doubles the bit rate at each probe, on a link that just proved the room.  A
+  to more than `RAISE_AT_ONCE` (1.2x) that rate still reopens at once: a rate controller recovering
+  after the link came back raises the bit rate by 1.1-2x at each probe, on a link that just proved
+  the room; the small raises that wait are those near a steady link's rate.  A
   reopened x264 starts with its VBV buffer 30% full (`REOPEN_VBV_INIT`), not x264's 90%: else its
   first frames spend almost a whole buffer at once, a burst the sender's rate controller reads as
   congestion.  Hardware encoders cannot retarget at all: they reopen at once.
@@ -112,9 +113,9 @@ RESYNC_SHARE = 0.1
 #: x264 opened with: x264 spends bit rate / fps on each frame (see "Frame rate" above)
 FPS_RESYNC_SHARE = 0.15
 #: a raise to more than this x the rate x264 opened with reopens it at once (an IDR) instead of at the
-#: next keyframe: the rate controller recovering after the link came back (each probe doubles the
-#: bit rate; waiting for keyframes put up to 2 s on each step)
-RAISE_AT_ONCE = 1.5
+#: next keyframe: the rate controller recovering after the link came back (each probe raises the bit
+#: rate 1.1-2x; waiting for keyframes put up to 2 s on each step)
+RAISE_AT_ONCE = 1.2
 ARRIVALS_NS = 2 * NS  # the input's frame rate is measured over this much of its timestamps
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")

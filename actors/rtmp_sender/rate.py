@@ -9,8 +9,9 @@ media waiting to go out (backlog + unsent socket bytes, in ms) and the bit rate 
 - **Cut at once to what the link carries.**  More than `cut_ms` queued while the link carries less
   than what is sent (a keyframe queues for a moment on a link with room) and less than the plan (an
   encoder over its target for a second of hard pictures fills a link that carries the target; the
-  queue drains when the encoder is back on it), or more than `overflow_ms` queued and growing
-  whatever the link carries: the video bit rate becomes
+  queue drains when the encoder is back on it), once media waited at the sample before too (the
+  throughput of a period when nothing waited is the sender's rate, not the link's), or more than
+  `overflow_ms` queued and growing whatever the link carries: the video bit rate becomes
   `headroom` x the throughput acknowledged over the last `window` minus the audio, at once (one
   sample period), not in fixed steps.  While that queue drains no second cut, unless the measured
   link fell again.
@@ -233,6 +234,7 @@ class RateController:
         self.probe_base_ms = 0.0
         self.grace = False  # an aborted probe's filler drains: congestion only if the queue grows
         self.last_queued_ms = 0.0
+        self.busy_since_ns: int | None = None  # media has waited at every sample since (the link was busy)
         self.last_in_flight = 0
         self.probe_bytes = (0, 0)  # (acked, sent) when the probe started
         self.probe_factor = self.t.probe_factor
@@ -287,6 +289,10 @@ class RateController:
         sent_more = bool(s.sent_bytes) and in_flight > self.last_in_flight + 1500
         rising = sent_more or s.queued_ms > self.last_queued_ms
         was_over = self.last_queued_ms > self.t.cut_ms
+        if s.queued_ms <= 0:
+            self.busy_since_ns = None
+        elif self.busy_since_ns is None:
+            self.busy_since_ns = s.t_ns
         self.last_in_flight = in_flight
         self.last_queued_ms = s.queued_ms
         if clear:
@@ -322,7 +328,16 @@ class RateController:
         if s.queued_ms > self.t.overflow_ms and rising:
             return True
         short = thr < self.t.carried_less * min(self._sending(s), self._plan(s))
-        return short and self._persists(s, rising, was_over)
+        return short and self._link_was_busy(s) and self._persists(s, rising, was_over)
+
+    def _link_was_busy(self, s: Sample) -> bool:
+        """Whether the throughput measured is the link's: media waited at the sample before too.  A
+        queue that appears from nothing in one sample (hard pictures after easy ones, a probe's filler)
+        meets a throughput measured while the sender had less to send than the link carries: low, but
+        the link's room, not its limit (on the steady 1 Mbit/s link, 690-760 kbit/s read with 250 ms
+        queued, every 10 s, as the test pattern turned hard).  A real drop builds its queue over
+        samples: it is cut one sample later at most."""
+        return self.busy_since_ns is not None and s.t_ns - self.busy_since_ns >= self.t.period_ns * 0.8
 
     def _persists(self, s: Sample, rising: bool, was_over: bool) -> bool:
         """Whether queued media over `cut_ms` is congestion, not a burst the link drains by itself:

@@ -90,10 +90,14 @@ def test_steady_link_changes_direction_at_most_once_a_minute() -> None:
 
 
 class SentOnly(RateController):
-    """The controller with the old congestion rule: the link judged against what is sent, not the plan."""
+    """The controller with the old congestion rule: the link judged against what is sent, not the plan,
+    as soon as a queue shows (not only once the link was busy for a sample)."""
 
     def _plan(self, s: Sample) -> float:
         return float("inf")
+
+    def _link_was_busy(self, s: Sample) -> bool:
+        return True
 
 
 def test_an_encoder_over_its_target_for_a_moment_is_no_turn_around() -> None:
@@ -118,6 +122,26 @@ def test_an_encoder_over_its_target_for_a_moment_is_no_turn_around() -> None:
     tr = simulate(RateController(ROW), [(0, 4000), (60, 800)], 70, audio_kbps=AUDIO, content=busy_content)
     cut = next(t for t, name, e in tr.events if name == "bitrate_changed" and e["reason"] == "congestion")
     assert 60 <= cut <= 61.5, cut
+
+
+def test_a_queue_out_of_nothing_waits_a_sample_before_the_link_counts_short() -> None:
+    """Throughput measured while nothing waited is the sender's rate, not the link's: a queue that
+    appears from nothing in one sample (hard pictures after easy ones) is no cut at that sample; if it
+    is still there at the next, the link did not carry it: cut."""
+    def run(c: RateController) -> list[int]:
+        cut_at: list[int] = []
+        acked = sent = 0
+        for i in range(16):
+            queued = 0.0 if i < 10 else 350.0 + 20 * (i - 10)
+            acked += 700 * 250 // 8  # 700 kbit/s acknowledged all along
+            sent += 700 * 250 // 8 + (4000 if i >= 10 else 0)
+            d = c.step(Sample(i * 250_000_000, acked, queued, AUDIO, sent, video_kbps=800.0))
+            if d.bitrate_kbps is not None and any(e[0] == "network_poor" for e in d.events):
+                cut_at.append(i)
+        return cut_at
+
+    assert run(RateController(ROW)) == [11]  # the second sample with a queue
+    assert run(SentOnly(ROW)) == [10]  # the old rule: the first
 
 
 def test_probe_filler_never_moves_the_bit_rate_down() -> None:

@@ -354,12 +354,12 @@ class RateController:
         """ms that queued since the probe started: bytes sent and not acknowledged grew (in ms of the
         probe's rate: in the link's, the bytes a faster probe legitimately keeps in flight, its rate
         times the round trip, failed probes on a 4 Mbit/s link with room), or the media waiting in the
-        sender grew (the socket holds at most a
-        round trip and `abr_in_flight_ms` of the plan, so what the link does not carry waits behind it,
-        where only the backlog's media time shows it; not `queued_ms`, whose unsent socket bytes are
-        counted in ms of the media rate: during a probe mostly filler); without byte counts, the queue
-        in ms.  Also the probe ends when its queue passes `cut_ms` while the link carries the media
-        plan: the filler is what does not fit, not the media."""
+        sender grew (the socket holds at most a round trip and `abr_in_flight_ms` of the plan, so what
+        the link does not carry waits behind it, where only the backlog's media time shows it; not
+        `queued_ms`, whose unsent socket bytes are counted in ms of the media rate: during a probe
+        mostly filler); without byte counts, the queue in ms.  Also the probe ends when its queue
+        passes `cut_ms` while the link carries the media plan: the filler is what does not fit, not
+        the media."""
         if not s.sent_bytes:
             return s.queued_ms
         waiting = s.backlog_ms - self.probe_base_ms

@@ -12,19 +12,23 @@ enlarging on MediaPipe face-mesh landmarks, in real time.
 - `level` 0..5 (live) sets them all from the presets table `presets.yaml` beside this module (data anyone
   can edit); an effect given on its own overrides its level's value (`set eye=null` hands it back).
   Level 0 with no overrides is a bit-exact pass-through.
-- `max_faces` (1..4) faces are found and followed (`landmarks.py`: tracking, re-detection when a face
-  is lost, steadied so still faces do not shimmer, held `hold_frames` when a frame misses the face,
-  faded out over `fade_frames` once it is gone).  Frames without a face pass through unchanged.
+- `max_faces` (1..4) faces are found and followed (`landmarks.py`: MediaPipe's face detector and
+  face-mesh model, tracking, re-detection when a face is lost, steadied so still faces do not shimmer,
+  held `hold_frames` when a frame misses the face, faded out over `fade_frames` once it is gone).  Frames
+  without a face pass through unchanged.
 - rgb24 in, rgb24 out, any size; the result is written straight into the output ring slot.
 - Events: `beauty_faces` {faces, was} when the number of faces found changes; `beauty_applied` {pts_ns,
   after_pts_ns, enabled, strengths} on the first frame a live change applies to (its `pts_ns`), with the
   last frame before it (`after_pts_ns`): a change applies to the next frame that arrives.
 - Commands: `status` (enabled, level, effective strengths, faces), `presets` (the table).
 
-The media work is pure functions beside this actor: `regions.py` (landmark index sets, masks),
-`effects.py` (colour and smoothing), `warp.py` (reshaping as one remap), `pipeline.py` (a frame).
-Needs `mediaengine[beauty]` (mediapipe 0.10.21, Python 3.9-3.12); without it the node fails with 1345
-`FaceModelError`.  Costs per 720p frame are in BENCHMARKS.md (`python -m tools.bench beauty`).
+The media work is pure functions beside this actor: `roi.py` (where the landmark model looks),
+`regions.py` (landmark index sets, masks), `effects.py` (colour and smoothing), `warp.py` (reshaping as
+one remap), `pipeline.py` (a frame).  Needs `mediaengine[beauty]` (mediapipe 0.10.21, Python 3.9-3.12,
+and LiteRT to run its landmark model; without LiteRT OpenCV runs it, slower); without mediapipe the node
+fails with 1345 `FaceModelError`.  Metrics: `landmark_runtime` (litert or opencv), `face_detections`
+(frames the face detector ran on).  Costs per 720p frame are in BENCHMARKS.md (`python -m tools.bench
+beauty`).
 """
 
 from __future__ import annotations
@@ -184,4 +188,5 @@ class Beauty(Actor[BeautyOptions]):
         ms = sorted(self._ms)
         return {"frames": self._frames, "frames_with_face": self._with_face, "faces": self._faces,
                 "enabled": self.options.enabled, "level": self.options.level,
-                "ms_median": round(ms[len(ms) // 2], 2) if ms else None, "setup_ms": round(self._setup_ms, 1)}
+                "ms_median": round(ms[len(ms) // 2], 2) if ms else None, "setup_ms": round(self._setup_ms, 1),
+                "landmark_runtime": self._mesh.runtime, "face_detections": self._mesh.detections}

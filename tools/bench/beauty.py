@@ -6,7 +6,8 @@ to a plain `np.copyto` of the frame into a preallocated slot in the same run, on
 (`tests/facekit.py`: the astronaut portrait moving, scaled and turned per frame, with camera noise and
 an H.264 round trip), played forwards then backwards so the motion never jumps:
 
-- `landmarks`: `FaceMesh.detect` (MediaPipe face mesh, tracking mode) alone;
+- `landmarks`: `FaceMesh.detect` (MediaPipe's face detector and landmark model, tracking mode) alone, and
+  the same landmarks from MediaPipe's own face-mesh graph (`GraphFaceMesh.detect`), for reference;
 - each effect alone at strength 60 (`beautify` with the landmarks the actor's tracker produced for that
   frame, computed beforehand: the effect's own cost, warp tables rebuilt whenever the landmarks moved);
 - `all effects`: every effect at 60, landmarks precomputed;
@@ -57,6 +58,7 @@ TARGET_MS = 8.0  # landmarks + all effects, median per 720p frame on one core, m
 TARGET_CORES = 1.0  # the whole 720p30 beauty push
 COPY = "copy (baseline)"
 LANDMARKS = "landmarks (FaceMesh.detect)"
+LANDMARKS_GRAPH = "landmarks by MediaPipe's graph (GraphFaceMesh.detect, reference)"
 ALL_EFFECTS = f"all effects at {STRENGTH} (landmarks precomputed)"
 EVERYTHING = f"landmarks + all effects at {STRENGTH} (FaceTracks + beautify)"
 TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "beauty_push.yaml"
@@ -67,7 +69,8 @@ def effect_case(effect: str) -> str:
     return f"{effect} {STRENGTH}"
 
 
-CASES: tuple[str, ...] = (COPY, LANDMARKS, *(effect_case(e) for e in EFFECT_NAMES), ALL_EFFECTS, EVERYTHING)
+CASES: tuple[str, ...] = (COPY, LANDMARKS, LANDMARKS_GRAPH, *(effect_case(e) for e in EFFECT_NAMES), ALL_EFFECTS,
+                          EVERYTHING)
 FACES = ("moving", "still")
 
 
@@ -155,7 +158,7 @@ def case_steps(frames: Sequence[Any], tracked: Sequence[Any], slots: Sequence[An
     """Every case's per-frame step `step(k)` on `frames[k]` (into slot k % 4), and the FaceMeshes they use
     (to close).  `tracked[k]` are the actor's faces for frame k (for the cases without landmarks)."""
     import numpy as np
-    from mediaengine.actors.beauty.landmarks import FaceMesh, FaceTracks
+    from mediaengine.actors.beauty.landmarks import FaceMesh, FaceTracks, GraphFaceMesh
     from mediaengine.actors.beauty.pipeline import BeautyScratch, beautify
 
     all60 = dict.fromkeys(EFFECT_NAMES, STRENGTH)
@@ -170,6 +173,12 @@ def case_steps(frames: Sequence[Any], tracked: Sequence[Any], slots: Sequence[An
     def landmarks_step(k: int) -> None:
         lm_mesh.detect(frames[k])
     steps[LANDMARKS] = landmarks_step
+
+    graph_mesh = GraphFaceMesh()
+
+    def graph_step(k: int) -> None:
+        graph_mesh.detect(frames[k])
+    steps[LANDMARKS_GRAPH] = graph_step
 
     def effects_step(strengths: dict[str, int]) -> Callable[[int], None]:
         scratch = BeautyScratch()
@@ -188,7 +197,7 @@ def case_steps(frames: Sequence[Any], tracked: Sequence[Any], slots: Sequence[An
         beautify(frames[k], slots[k % len(slots)], full_tracks.update(full_mesh.detect(frames[k])), all60,
                  full_scratch)
     steps[EVERYTHING] = everything_step
-    return steps, [lm_mesh, full_mesh]
+    return steps, [lm_mesh, graph_mesh, full_mesh]
 
 
 def frames_worker(n_frames: int, reps: int, size: tuple[int, int] = (W, H)) -> dict[str, Any]:

@@ -92,7 +92,7 @@ class Beauty(Actor[BeautyOptions]):
     outputs = {"out": OutPort("video", default=True)}
     Options = BeautyOptions
     # imported once by the engine's fork server: ~0.5 s a restarted node would spend with its input stalled
-    preload = ("mediapipe.python.solutions.face_mesh",)
+    preload = ("mediapipe.python.solutions.face_detection", "ai_edge_litert.interpreter")
 
     @classmethod
     def validate(cls, options: Any, input_formats: Mapping[str, Format]) -> None:

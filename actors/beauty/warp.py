@@ -47,6 +47,16 @@ MIN_DET = 0.25
 
 #: weight of each jaw point in thinning (ear .. chin), per side: the cheeks move most
 _JAW_WEIGHTS = np.array([0.45, 0.8, 1.0, 1.0, 0.85, 0.6], np.float32)
+#: the points each reshaping effect moves, and the weight of each along the face's axis (the sign makes
+#: both sides move inwards: `across` points to the image's right)
+_THIN_POINTS = [*JAW_R, *JAW_L]
+_THIN_SIDES = np.concatenate([_JAW_WEIGHTS, -_JAW_WEIGHTS])
+_CHIN_SLIM_POINTS = [*CHIN_SLIM_R, *CHIN_SLIM_L]
+_CHIN_SLIM_SIDES = np.array([0.4, 0.8, 1.0, 0.7, -0.4, -0.8, -1.0, -0.7], np.float32)
+_CHIN_SHORT_POINTS = [CHIN, *CHIN_SIDES]
+_CHIN_SHORT_WEIGHTS = np.array([1.0] + [0.7] * len(CHIN_SIDES), np.float32)
+#: both eye contours (eye enlarging: a bulge around each centre, as wide as the eye)
+_EYES = [EYE_R, EYE_L]
 
 
 @dataclass(frozen=True)
@@ -90,37 +100,27 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
     dx = np.zeros((ny, nx), np.float32)
     dy = np.zeros((ny, nx), np.float32)
     ff = face_frame(lms)
-    # thinning and chin: translations of landmark points, averaged where they overlap
-    points: list[NDArray[np.float32]] = []
-    moves: list[NDArray[np.float32]] = []
-    radii: list[float] = []
+    # thinning and chin: translations of landmark points, averaged where they overlap.  Each group of points
+    # moves along one of the face's axes: its moves are (weights x strength) times that axis, one step each
+    groups: list[tuple[list[int], NDArray[np.float32], NDArray[np.float32], float]] = []
     if amounts.thin > 0:
-        shift = 0.17 * ff.width * amounts.thin
-        for idx, inward in ((JAW_R, ff.across), (JAW_L, -ff.across)):
-            for k, i in enumerate(idx):
-                points.append(lms[i])
-                moves.append(inward * shift * _JAW_WEIGHTS[k])
-                radii.append(0.22 * ff.width)
+        groups.append((_THIN_POINTS, _THIN_SIDES * np.float32(0.17 * ff.width * amounts.thin), ff.across,
+                       0.22 * ff.width))
     if amounts.chin_slim > 0:
         # the chin's sides, where the jaw line still runs downwards (at the tip it runs across, and moving
         # it across changes nothing): a V-shaped chin
-        shift = 0.17 * ff.width * amounts.chin_slim
-        for idx, inward in ((CHIN_SLIM_R, ff.across), (CHIN_SLIM_L, -ff.across)):
-            for i, weight in zip(idx, (0.4, 0.8, 1.0, 0.7), strict=True):
-                points.append(lms[i])
-                moves.append(inward * shift * weight)
-                radii.append(0.22 * ff.width)
+        groups.append((_CHIN_SLIM_POINTS, _CHIN_SLIM_SIDES * np.float32(0.17 * ff.width * amounts.chin_slim),
+                       ff.across, 0.22 * ff.width))
     if amounts.chin_short > 0:
-        shift = 0.06 * ff.height * amounts.chin_short
-        for i in (CHIN, *CHIN_SIDES):
-            points.append(lms[i])
-            moves.append(-ff.down * shift * (1.0 if i == CHIN else 0.7))
-            radii.append(0.2 * ff.width)
-    if points:
+        groups.append((_CHIN_SHORT_POINTS, _CHIN_SHORT_WEIGHTS * np.float32(-0.06 * ff.height * amounts.chin_short),
+                       ff.down, 0.2 * ff.width))
+    if groups:
+        idx = [i for g in groups for i in g[0]]
+        q = lms[idx]
+        t = np.concatenate([g[1][:, None] * g[2][None, :] for g in groups])
+        radii = np.concatenate([np.full(len(g[0]), g[3], np.float32) for g in groups])
         # all points at once, shape (K, ny, nx); inverse translation evaluated around where each lands (q + t)
-        q = np.array(points, np.float32)
-        t = np.array(moves, np.float32)
-        inv_r2 = (1.0 / np.array(radii, np.float32) ** 2)[:, None, None]
+        inv_r2 = (1.0 / radii ** 2)[:, None, None]
         land = q + t
         ex = gx[None] - land[:, 0, None, None]
         ey = gy[None] - land[:, 1, None, None]
@@ -137,18 +137,17 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
         t_over = t / norm
         dx -= np.sum(t_over[:, 0, None, None] * phi, axis=0)
         dy -= np.sum(t_over[:, 1, None, None] * phi, axis=0)
-    if amounts.eye > 0:
-        a = 0.42 * amounts.eye
-        for idx in (EYE_R, EYE_L):
-            pts = lms[idx]
-            c = pts.mean(axis=0)
-            r = 1.1 * float(np.hypot(*(pts[0] - pts[8])))  # corner to corner
-            ex = gx - c[0]
-            ey = gy - c[1]
-            u = np.minimum((ex * ex + ey * ey) * np.float32(1.0 / (r * r)), np.float32(1.0))
-            wgt = (1.0 - u) * (1.0 - u) * np.float32(a)
-            dx -= ex * wgt
-            dy -= ey * wgt
+    if amounts.eye > 0:  # both eyes at once, shape (2, ny, nx)
+        eyes = lms[_EYES]
+        c = eyes.sum(axis=1) * np.float32(1.0 / len(EYE_R))
+        corners = eyes[:, 0] - eyes[:, 8]  # corner to corner
+        r2 = (corners * corners).sum(axis=1) * np.float32(1.1 ** 2)
+        ex = gx[None] - c[:, 0, None, None]
+        ey = gy[None] - c[:, 1, None, None]
+        u = np.minimum((ex * ex + ey * ey) * (1.0 / r2)[:, None, None], np.float32(1.0))
+        wgt = (1.0 - u) * (1.0 - u) * np.float32(0.42 * amounts.eye)
+        dx -= (ex * wgt).sum(axis=0)
+        dy -= (ey * wgt).sum(axis=0)
     return dx, dy
 
 
@@ -178,10 +177,10 @@ def _taper(box: Box, frame_shape: tuple[int, ...], ny: int, nx: int, step: int) 
 
 def fold_margin(dx: NDArray[np.float32], dy: NDArray[np.float32], step: int = GRID) -> float:
     """The smallest Jacobian determinant of p -> p + D(p) over the grid (1 = identity, <= 0 = folded)."""
-    gxx = np.gradient(dx, step, axis=1)
-    gxy = np.gradient(dx, step, axis=0)
-    gyx = np.gradient(dy, step, axis=1)
-    gyy = np.gradient(dy, step, axis=0)
+    if min(dx.shape) < 2:
+        return 1.0
+    gxy, gxx = np.gradient(dx, step)  # d/d(row), d/d(column): one call gives both
+    gyy, gyx = np.gradient(dy, step)
     det = (1 + gxx) * (1 + gyy) - gxy * gyx
     return float(det.min()) if det.size else 1.0
 

@@ -77,6 +77,13 @@ class ToneScratch:
 
     bufs: dict[str, NDArray[np.float32]] = field(default_factory=dict)
     mask: NDArray[np.uint8] | None = None
+    luts: tuple[NDArray[np.uint8], NDArray[np.float32]] | None = None  # the last tone curve, and as float32
+
+    def float_lut(self, lut: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """`lut` as float32 (for `cv2.LUT` straight to float32), kept while the curve stays the same."""
+        if self.luts is None or self.luts[0] is not lut:
+            self.luts = (lut, lut.astype(np.float32))
+        return self.luts[1]
 
     def get(self, name: str, shape: tuple[int, ...]) -> NDArray[np.float32]:
         b = self.bufs.get(name)
@@ -96,55 +103,73 @@ def apply_tone(box_rgb: NDArray[np.uint8], lms: Landmarks, box: Box, amounts: To
     `dst` (same shape; may not alias `box_rgb`).  `lms` are frame coordinates.
 
     With L = LUT(I) the tone-mapped box, M the local mean and A the guided filter's edge weight (on luma,
-    shared by the channels), s the smoothing strength and m the skin mask:
-        X   = (1 - s(1-A)) L + s(1-A) M           smoothed and toned skin (blend 1)
-        out = (1 - m) I + m X                     only on skin (blend 2)
-    both done by `cv2.blendLinear` with weight planes computed small and scaled up; the blush then
-    multiplies the cheek patches by a per-channel gain.
+    shared by the channels), w = s(1 - A) the smoothing weight (s the strength), m the skin mask and G
+    the blush's per-channel gain (1 + its cheek weights x gain; 1 off the cheeks):
+        X   = (1 - w) L + w M                   smoothed and toned skin
+        out = ((1 - m) I + m X) G               only on skin, the blush on top
+            = P I + Q L + R                     P = (1 - m) G, Q = m (1 - w) G, R = m w M G
+    P, Q and R are computed at the small scale, scaled up and applied in float32: a handful of OpenCV's
+    vectorised passes over the box (an earlier form with two `cv2.blendLinear`, which are not
+    vectorised, and the blush's own passes took about twice as long: BENCHMARKS.md, beauty).
     """
     h, w = box_rgb.shape[:2]
     ff = face_frame(lms)
     k = max(1, round(ff.width / SMALL_FACE))  # an integer factor: INTER_AREA's fast path
-    sc = 1.0 / k
     sw, sh = max(8, w // k), max(8, h // k)
-    small_mask = skin_mask(lms, box, min(sw / w, sh / h), scratch.mask)
+    scale = min(sw / w, sh / h)
+    small_mask = skin_mask(lms, box, scale, scratch.mask)
     scratch.mask = small_mask
     if small_mask.shape != (sh, sw):
         small_mask = cv2.resize(small_mask, (sw, sh), interpolation=cv2.INTER_LINEAR)
     m = scratch.get("m", (sh, sw))
     np.multiply(small_mask, np.float32(1.0 / 255.0), out=m)
-    tone = cv2.LUT(box_rgb, lut) if lut is not None else box_rgb
-
-    big_a = scratch.get("big_a", (h, w))
-    big_b = scratch.get("big_b", (h, w))
-    mixed = tone
+    p = scratch.get("p", (sh, sw, 3))
+    q = scratch.get("q", (sh, sw, 3))
+    r: NDArray[np.float32] | None = None
     if amounts.smooth > 0:
-        small = cv2.resize(tone, (sw, sh), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(box_rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+        if lut is not None:
+            small = cv2.LUT(small, lut)
         grey = scratch.get("grey", (sh, sw))
         np.multiply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), np.float32(1.0 / 255.0), out=grey)
-        r = max(1, round(0.045 * ff.width * sc))
+        radius = max(1, round(0.045 * ff.width / k))
         eps = np.float32((0.03 + 0.1 * amounts.smooth) ** 2)
-        mean_i = _box_filter(grey, r)
-        var = _box_filter(grey * grey, r) - mean_i * mean_i
-        a = _box_filter(var / (var + eps), r)  # ~0 on flat skin, ~1 on edges
-        mean_rgb = cv2.boxFilter(small, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
-        wm = np.float32(min(1.0, 1.25 * amounts.smooth)) * (1.0 - a)
-        cv2.resize(1.0 - wm, (w, h), dst=big_a, interpolation=cv2.INTER_LINEAR)
-        cv2.resize(wm, (w, h), dst=big_b, interpolation=cv2.INTER_LINEAR)
-        mean_big = cv2.resize(mean_rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-        mixed = cv2.blendLinear(tone, mean_big, big_a, big_b)
-    cv2.resize(1.0 - m, (w, h), dst=big_a, interpolation=cv2.INTER_LINEAR)
-    cv2.resize(m, (w, h), dst=big_b, interpolation=cv2.INTER_LINEAR)
-    cv2.blendLinear(box_rgb, mixed, big_a, big_b, dst=dst)
+        mean_i = _box_filter(grey, radius)
+        var = _box_filter(grey * grey, radius) - mean_i * mean_i
+        a = _box_filter(var / (var + eps), radius)  # ~0 on flat skin, ~1 on edges
+        mw = m * (np.float32(min(1.0, 1.25 * amounts.smooth)) * (1.0 - a))  # m w
+        r = scratch.get("r", (sh, sw, 3))
+        cv2.boxFilter(small, cv2.CV_32F, (2 * radius + 1, 2 * radius + 1), dst=r, borderType=cv2.BORDER_REFLECT)
+        cv2.multiply(r, cv2.merge([mw, mw, mw]), dst=r)  # m w M
+        cv2.merge([m - mw] * 3, dst=q)  # m (1 - w)
+    else:
+        cv2.merge([m, m, m], dst=q)
+    cv2.merge([1.0 - m] * 3, dst=p)
     if amounts.blush > 0:
-        _blush(dst, lms, box, amounts.blush)
-
-
-def _blush(dst: NDArray[np.uint8], lms: Landmarks, box: Box, strength: float) -> None:
-    """Multiply the cheek patches of `dst` (the box) by the blush gain, weighted by the patch."""
-    gain = _BLUSH_GAIN * np.float32(strength)
-    for x0, y0, wgt in cheek_patches(lms, box):
-        h, w = wgt.shape
-        patch = dst[y0:y0 + h, x0:x0 + w]
-        g = cv2.merge([cv2.addWeighted(wgt, float(gc), wgt, 0.0, 1.0) for gc in gain])  # 1 + wgt * gain
-        cv2.multiply(patch, g, dst=patch, dtype=cv2.CV_8U)  # rounded and saturated, in place
+        gain = scratch.get("gain", (sh, sw, 3))
+        gain.fill(1.0)
+        blush = _BLUSH_GAIN * np.float32(amounts.blush)
+        for x0, y0, wgt in cheek_patches(lms, box, scale, (sh, sw)):
+            ph, pw = wgt.shape
+            gain[y0:y0 + ph, x0:x0 + pw] += wgt[..., None] * blush
+        for plane in (p, q, r):
+            if plane is not None:
+                cv2.multiply(plane, gain, dst=plane)
+    if lut is None:  # L = I: P I + Q L = (P + Q) I
+        cv2.add(p, q, dst=p)
+    out = scratch.get("out", (h, w, 3))
+    big = scratch.get("big", (h, w, 3))
+    np.copyto(out, box_rgb)  # I, as float32
+    cv2.resize(p, (w, h), dst=big, interpolation=cv2.INTER_LINEAR)
+    cv2.multiply(out, big, dst=out)  # P I
+    if lut is not None:
+        lut_f = scratch.float_lut(lut)
+        toned = scratch.get("toned", (h, w, 3))
+        cv2.LUT(box_rgb, lut_f, dst=toned)  # L, as float32
+        cv2.resize(q, (w, h), dst=big, interpolation=cv2.INTER_LINEAR)
+        cv2.multiply(toned, big, dst=toned)
+        cv2.add(out, toned, dst=out)  # + Q L
+    if r is not None:
+        cv2.resize(r, (w, h), dst=big, interpolation=cv2.INTER_LINEAR)
+        cv2.add(out, big, dst=out)  # + R
+    cv2.convertScaleAbs(out, dst=dst)  # rounded to the nearest level, saturated (out >= 0)

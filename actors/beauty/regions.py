@@ -154,16 +154,19 @@ def skin_mask(lms: Landmarks, box: Box, scale: float = 1.0, out: NDArray[np.uint
     return mask
 
 
-def cheek_patches(lms: Landmarks, box: Box) -> list[tuple[int, int, NDArray[np.float32]]]:
-    """The blush weights of the two cheeks as (x, y, weights) patches in box coordinates: soft ellipses
-    centred on the cheeks, wider than tall along the face's axes, (1 - d^2)^3 inside and exactly 0
-    outside, so blush touches nothing else.  A patch is clipped to the box (an empty one is left out)."""
-    x, y, w, h = box
+def cheek_patches(lms: Landmarks, box: Box, scale: float = 1.0, size: tuple[int, int] | None = None
+                  ) -> list[tuple[int, int, NDArray[np.float32]]]:
+    """The blush weights of the two cheeks as (x, y, weights) patches in box coordinates at `scale` x the
+    box's size (`size` (h, w): that grid's size, default the box's scaled): soft ellipses centred on the
+    cheeks, wider than tall along the face's axes, (1 - d^2)^3 inside and exactly 0 outside, so blush
+    touches nothing else.  A patch is clipped to the grid (an empty one is left out)."""
+    x, y, bw, bh = box
+    h, w = size if size is not None else (max(1, round(bh * scale)), max(1, round(bw * scale)))
     ff = face_frame(lms)
-    r = ff.width * 0.15
+    r = ff.width * 0.15 * scale
     patches = []
     for idx in (CHEEK_R, CHEEK_L):
-        c = lms[idx].mean(axis=0) - np.array([x, y], np.float32)
+        c = (lms[idx].mean(axis=0) - np.array([x, y], np.float32)) * np.float32(scale)
         x0, x1 = max(0, int(c[0] - 1.7 * r)), min(w, int(c[0] + 1.7 * r) + 1)
         y0, y1 = max(0, int(c[1] - 1.7 * r)), min(h, int(c[1] + 1.7 * r) + 1)
         if x1 <= x0 or y1 <= y0:

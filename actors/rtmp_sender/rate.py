@@ -56,7 +56,6 @@ and initial bit rate, and whether the floor lowers the frame rate.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -297,7 +296,8 @@ class RateController:
         self.last_queued_ms = s.queued_ms
         if clear:
             self.grace = False
-        if self.probe_start_ns is not None and self._probe_queued(s, in_flight, thr) > self.t.probe_abort_ms:
+        if self.probe_start_ns is not None and (self._filler_does_not_fit(s, thr)
+                                                or self._probe_queued(s, in_flight) > self.t.probe_abort_ms):
             self._end_probe(s, failed=True)  # the filler queued: it stops now, the bit rate stays
             self.grace = True
         elif thr is not None and self._congested_now(s, thr, rising, was_over):
@@ -322,7 +322,7 @@ class RateController:
         """More than `cut_ms` queued while the link carries less than what is sent and less than the
         media plan (and it is no burst the link drains by itself: `_persists`); or more than
         `overflow_ms` queued and growing, whatever the link carries.  (A probe whose filler queues while
-        the link carries the plan is no cut: the probe ends, `_probe_queued`.)"""
+        the link carries the plan is no cut: the probe ends, `_filler_does_not_fit`.)"""
         if s.queued_ms <= self.t.cut_ms:
             return False
         if s.queued_ms > self.t.overflow_ms and rising:
@@ -350,22 +350,24 @@ class RateController:
             return was_over and rising
         return not self.grace or rising
 
-    def _probe_queued(self, s: Sample, in_flight: int, thr: float | None) -> float:
+    def _filler_does_not_fit(self, s: Sample, thr: float | None) -> bool:
+        """Whether a probe's queue passed `cut_ms` while the link carries the media plan: the filler is
+        what does not fit, not the media, so the probe ends and nothing is cut (needs byte counts)."""
+        return (bool(s.sent_bytes) and s.queued_ms > self.t.cut_ms and thr is not None
+                and thr >= self.t.carried_less * self._plan(s))
+
+    def _probe_queued(self, s: Sample, in_flight: int) -> float:
         """ms that queued since the probe started: bytes sent and not acknowledged grew (in ms of the
         probe's rate: in the link's, the bytes a faster probe legitimately keeps in flight, its rate
         times the round trip, failed probes on a 4 Mbit/s link with room), or the media waiting in the
         sender grew (the socket holds at most a round trip and `abr_in_flight_ms` of the plan, so what
         the link does not carry waits behind it, where only the backlog's media time shows it; not
         `queued_ms`, whose unsent socket bytes are counted in ms of the media rate: during a probe
-        mostly filler); without byte counts, the queue in ms.  Also the probe ends when its queue
-        passes `cut_ms` while the link carries the media plan: the filler is what does not fit, not
-        the media."""
+        mostly filler); without byte counts, the queue in ms."""
         if not s.sent_bytes:
             return s.queued_ms
         waiting = s.backlog_ms - self.probe_base_ms
         grown = in_flight - (self.probe_bytes[1] - self.probe_bytes[0])
-        if s.queued_ms > self.t.cut_ms and thr is not None and thr >= self.t.carried_less * self._plan(s):
-            return math.inf
         return max(waiting, grown * 8 / max(1.0, self.probe_level + s.other_kbps))
 
     def _plan(self, s: Sample) -> float:

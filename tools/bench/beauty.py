@@ -405,7 +405,7 @@ def threads_notes(data: dict[str, Any]) -> list[str]:
     u = data["unpinned"]
     n = data["frames"]
     by = {k: 1e3 * v / n for k, v in u["by_thread_s"].items()}
-    notes = [f"MediaPipe unpinned (may use CPUs {u['affinity']}): the process had {u['threads_before']} threads, "
+    notes = [f"FaceMesh unpinned (may use CPUs {u['affinity']}): the process had {u['threads_before']} threads, "
              f"{u['threads_after_facemesh']} with a FaceMesh running; FaceMesh.detect used "
              f"{cores(u['cpu_s'], u['wall_s']):.2f} cores (CPU time / wall time over {n} moving frames; per "
              f"frame {by['main']:.2f} ms in the calling thread, {by['mediapipe']:.2f} ms in MediaPipe's threads, "

@@ -27,8 +27,10 @@ from .regions import Box, Landmarks, cheek_patches, face_frame, skin_mask
 
 __all__ = ["SMALL_FACE", "ToneAmounts", "ToneScratch", "apply_tone", "tone_lut"]
 
-#: face width in pixels at which the smoothing statistics are computed
-SMALL_FACE = 150
+#: face width in pixels at which the skin mask, the smoothing statistics and the blush are computed (150
+#: until 2026-12-02: 75 costs 0.8 ms less per 720p frame, every effect measures the same in the tests, and
+#: the mask's edges around the eyes and brows come out softer, not blockier)
+SMALL_FACE = 75
 #: the blush colour's per-channel gain at full strength (R, G, B): redder, less green and blue
 _BLUSH_GAIN = np.array([0.05, -0.13, -0.07], np.float32)
 

@@ -438,9 +438,9 @@ class AudioBackendError(ResourceError):
 
 
 class FaceModelError(ResourceError):
-    """The face-landmark library behind `beauty` (mediapipe 0.10.21, `pip install 'mediaengine[beauty]'`,
-    Python 3.9-3.12) is not installed, does not load, or its face mesh does not start; a restart cannot
-    cure it."""
+    """The face-landmark library behind `beauty` (mediapipe 0.10.21 with its face models, `pip install
+    'mediaengine[beauty]'`, Python 3.9-3.12) is not installed, does not load, its model file is missing, or
+    its face detector does not start; a restart cannot cure it."""
 
     code = 1345
     restartable = False

@@ -52,6 +52,9 @@ class LandmarkModel:
         self.path = path or model_file()
         self._input = np.empty((1, INPUT, INPUT, 3), np.float32)
         self._run: Any
+        if runtime not in ("auto", "litert", "opencv"):
+            raise ValueError(f"unknown runtime {runtime!r}: litert, opencv or auto")
+        failed: FaceModelError | None = None
         if runtime in ("auto", "litert"):
             try:
                 from ai_edge_litert.interpreter import Interpreter
@@ -59,13 +62,19 @@ class LandmarkModel:
                 if runtime == "litert":
                     raise
             else:
-                self.runtime = "litert"
-                self._run = self._litert(Interpreter)
-                return
-        if runtime not in ("auto", "opencv"):
-            raise ValueError(f"unknown runtime {runtime!r}: litert, opencv or auto")
+                try:
+                    self._run = self._litert(Interpreter)
+                    self.runtime = "litert"
+                    return
+                except FaceModelError as exc:  # "auto": OpenCV may still read the file
+                    if runtime == "litert":
+                        raise
+                    failed = exc
         self.runtime = "opencv"
-        self._run = self._opencv()
+        try:
+            self._run = self._opencv()
+        except FaceModelError as exc:
+            raise FaceModelError(f"{exc}; and {failed}" if failed else str(exc)) from exc
 
     def _litert(self, interpreter: Any) -> Any:
         try:

@@ -71,8 +71,8 @@ def test_overlap_is_one_for_the_same_square_and_zero_for_squares_apart() -> None
 
 # ---- the model, run directly -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_missing_model_file_is_a_face_model_error_naming_it(runtime: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", [*RUNTIMES, "auto"])
+def test_a_broken_model_file_is_a_face_model_error_naming_it(runtime: str, tmp_path: Path) -> None:
     missing = tmp_path / "face_landmark.tflite"
     missing.write_bytes(b"not a model")
     with pytest.raises(FaceModelError, match=r"face_landmark\.tflite"):
@@ -152,3 +152,8 @@ def test_a_face_cut_by_the_frame_edge_is_followed() -> None:
         mesh.close()
     assert [len(f) for f in faces] == [1, 1, 1]
     assert faces[-1][0][:, 0].min() < 0  # the part of the face outside the frame is there, off the frame
+
+
+def test_an_unknown_runtime_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown runtime 'tflite'"):
+        LandmarkModel(runtime="tflite")

@@ -129,7 +129,10 @@ def apply_tone(box_rgb: NDArray[np.uint8], lms: Landmarks, box: Box, amounts: To
     q = scratch.get("q", (sh, sw, 3))
     r: NDArray[np.float32] | None = None
     if amounts.smooth > 0:
-        small = cv2.resize(box_rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+        # the box cut to whole k x k blocks: INTER_AREA's integer fast path (a box whose side is not a
+        # multiple of k took the general path: 0.49 ms against 0.14; the rows and columns left out are
+        # at the box's rim, off the skin)
+        small = cv2.resize(box_rgb[:sh * k, :sw * k], (sw, sh), interpolation=cv2.INTER_AREA)
         if lut is not None:
             small = cv2.LUT(small, lut)
         grey = scratch.get("grey", (sh, sw))

@@ -124,19 +124,22 @@ def displacement(lms: Landmarks, box: Box, amounts: WarpAmounts, step: int = GRI
         land = q + t
         ex = gx[None] - land[:, 0, None, None]
         ey = gy[None] - land[:, 1, None, None]
-        u = np.minimum((ex * ex + ey * ey) * inv_r2, np.float32(1.0))
-        phi = (1.0 - u) * (1.0 - u)
+        phi = ex * ex + ey * ey  # in place from here: phi = (1 - min(1, r^2 / R^2))^2
+        phi *= inv_r2
+        np.minimum(phi, np.float32(1.0), out=phi)
+        np.subtract(np.float32(1.0), phi, out=phi)
+        np.multiply(phi, phi, out=phi)
         # one constant for the whole field (so it stays as smooth as phi): the largest overlap of the
         # points' weights at a landing point, so the jaw moves by about t where the points crowd
         dl = land[:, None, :] - land[None, :, :]
         at_points = (1.0 - np.minimum(np.sum(dl * dl, axis=2) * inv_r2[:, :, 0], 1.0)) ** 2
         norm = np.float32(max(1.0, float(at_points.sum(axis=0).max())))
-        # a weighted sum over the points, written out: np.tensordot would call BLAS (gemv), and OpenBLAS then
-        # wakes its thread pool, whose threads spin for a while after each call: at 30 fps that burnt most of
-        # a second core (BENCHMARKS.md, beauty)
-        t_over = t / norm
-        dx -= np.sum(t_over[:, 0, None, None] * phi, axis=0)
-        dy -= np.sum(t_over[:, 1, None, None] * phi, axis=0)
+        # a weighted sum over the points by einsum's own loops (optimize=False, its default): np.tensordot
+        # would call BLAS (gemv), and OpenBLAS then wakes its thread pool, whose threads spin for a while
+        # after each call: at 30 fps that burnt most of a second core (BENCHMARKS.md, beauty)
+        moved = np.einsum("kc,kij->cij", t / norm, phi, optimize=False)
+        dx -= moved[0]
+        dy -= moved[1]
     if amounts.eye > 0:  # both eyes at once, shape (2, ny, nx)
         eyes = lms[_EYES]
         c = eyes.sum(axis=1) * np.float32(1.0 / len(EYE_R))
@@ -179,10 +182,25 @@ def fold_margin(dx: NDArray[np.float32], dy: NDArray[np.float32], step: int = GR
     """The smallest Jacobian determinant of p -> p + D(p) over the grid (1 = identity, <= 0 = folded)."""
     if min(dx.shape) < 2:
         return 1.0
-    gxy, gxx = np.gradient(dx, step)  # d/d(row), d/d(column): one call gives both
-    gyy, gyx = np.gradient(dy, step)
+    gxy, gxx = _gradient(dx, step)  # d/d(row), d/d(column)
+    gyy, gyx = _gradient(dy, step)
     det = (1 + gxx) * (1 + gyy) - gxy * gyx
     return float(det.min()) if det.size else 1.0
+
+
+def _gradient(f: NDArray[np.float32], step: float) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """`np.gradient(f, step)` of a 2-D grid with at least 2 nodes each way (central differences inside,
+    one-sided at the edges), written out: np.gradient's own bookkeeping cost more than the arithmetic."""
+    rows = np.empty_like(f)
+    cols = np.empty_like(f)
+    half, whole = np.float32(0.5 / step), np.float32(1.0 / step)
+    np.multiply(f[2:] - f[:-2], half, out=rows[1:-1])
+    np.multiply(f[1] - f[0], whole, out=rows[0])
+    np.multiply(f[-1] - f[-2], whole, out=rows[-1])
+    np.multiply(f[:, 2:] - f[:, :-2], half, out=cols[:, 1:-1])
+    np.multiply(f[:, 1] - f[:, 0], whole, out=cols[:, 0])
+    np.multiply(f[:, -1] - f[:, -2], whole, out=cols[:, -1])
+    return rows, cols
 
 
 def warp_maps(lms: Landmarks, box: Box, frame_shape: tuple[int, ...], amounts: WarpAmounts,

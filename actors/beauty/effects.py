@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .regions import Box, Landmarks, cheek_patches, face_frame, skin_mask
+from .regions import Box, Landmarks, cheek_weights, face_frame, skin_mask
 
 __all__ = ["SMALL_FACE", "ToneAmounts", "ToneScratch", "apply_tone", "tone_lut"]
 
@@ -152,11 +152,9 @@ def apply_tone(box_rgb: NDArray[np.uint8], lms: Landmarks, box: Box, amounts: To
     cv2.merge([1.0 - m] * 3, dst=p)
     if amounts.blush > 0:
         gain = scratch.get("gain", (sh, sw, 3))
-        gain.fill(1.0)
-        blush = _BLUSH_GAIN * np.float32(amounts.blush)
-        for x0, y0, wgt in cheek_patches(lms, box, scale, (sh, sw)):
-            ph, pw = wgt.shape
-            gain[y0:y0 + ph, x0:x0 + pw] += wgt[..., None] * blush
+        np.multiply(cheek_weights(lms, box, scale, (sh, sw))[..., None], _BLUSH_GAIN * np.float32(amounts.blush),
+                    out=gain)
+        gain += np.float32(1.0)
         for plane in (p, q, r):
             if plane is not None:
                 cv2.multiply(plane, gain, dst=plane)

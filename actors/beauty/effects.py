@@ -1,4 +1,5 @@
-"""Skin smoothing, whitening, brightness, rosy tone and blush of one face box, in one full-size pass.
+"""Skin smoothing, whitening, brightness, rosy tone and blush of one face box: planes computed small,
+applied at full size in one go.
 
 The colour effects are folded together so that a 720p face box costs a few full-resolution operations
 whatever is on (`python -m tools.bench beauty` has the figures):

@@ -27,7 +27,7 @@ import numpy as np
 from mediaengine.sdk.errors import FaceModelError
 from numpy.typing import NDArray
 
-from .model import INPUT, LandmarkModel
+from .model import INPUT, LandmarkModel, mediapipe_missing
 from .pipeline import Face
 from .regions import face_frame
 from .roi import Roi, crop_matrix, overlap, project, roi_from_box, roi_from_landmarks
@@ -45,9 +45,8 @@ def mediapipe_face_mesh() -> Any:
     """mediapipe's `solutions.face_mesh` module, or FaceModelError saying how to get it."""
     try:
         from mediapipe.python.solutions import face_mesh
-    except Exception as exc:  # ImportError, or a broken install (protobuf, numpy ABI): say what to do
-        raise FaceModelError(f"the beauty filter needs mediapipe 0.10.21 ({type(exc).__name__}: {exc}): "
-                             "pip install 'mediaengine[beauty]' (Python 3.9-3.12)") from exc
+    except Exception as exc:  # ImportError, or a broken install (protobuf, numpy ABI)
+        raise mediapipe_missing(exc) from exc
     return face_mesh
 
 
@@ -137,9 +136,8 @@ class FaceMesh:
 def _face_detector(min_detection: float) -> Any:
     try:
         from mediapipe.python.solutions import face_detection
-    except Exception as exc:  # ImportError, or a broken install (protobuf, numpy ABI): say what to do
-        raise FaceModelError(f"the beauty filter needs mediapipe 0.10.21 ({type(exc).__name__}: {exc}): "
-                             "pip install 'mediaengine[beauty]' (Python 3.9-3.12)") from exc
+    except Exception as exc:  # ImportError, or a broken install (protobuf, numpy ABI)
+        raise mediapipe_missing(exc) from exc
     try:  # model 0: the short-range detector, the one the face mesh uses
         return face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_detection)
     except Exception as exc:  # a model file missing from the wheel, a graph that does not start

@@ -22,7 +22,7 @@ import numpy as np
 from mediaengine.sdk.errors import FaceModelError
 from numpy.typing import NDArray
 
-__all__ = ["INPUT", "POINTS", "LandmarkModel", "model_file"]
+__all__ = ["INPUT", "POINTS", "LandmarkModel", "mediapipe_missing", "model_file"]
 
 #: the model's input side in pixels
 INPUT = 192
@@ -30,13 +30,19 @@ INPUT = 192
 POINTS = 468
 
 
+def mediapipe_missing(exc: BaseException) -> FaceModelError:
+    """The error for a mediapipe that does not import (not installed, or a broken install: protobuf, the
+    numpy ABI), saying what to do."""
+    return FaceModelError(f"the beauty filter needs mediapipe 0.10.21 ({type(exc).__name__}: {exc}): "
+                          "pip install 'mediaengine[beauty]' (Python 3.9-3.12)")
+
+
 def model_file(name: str = "face_landmark/face_landmark.tflite") -> Path:
     """The model file inside the installed mediapipe package, or FaceModelError saying how to get it."""
     try:
         import mediapipe
-    except Exception as exc:  # ImportError, or a broken install (protobuf, numpy ABI): say what to do
-        raise FaceModelError(f"the beauty filter needs mediapipe 0.10.21 ({type(exc).__name__}: {exc}): "
-                             "pip install 'mediaengine[beauty]' (Python 3.9-3.12)") from exc
+    except Exception as exc:
+        raise mediapipe_missing(exc) from exc
     path = Path(mediapipe.__file__).parent / "modules" / name
     if not path.is_file():
         raise FaceModelError(f"mediapipe's face model {path} is missing: the beauty filter needs mediapipe "

@@ -125,6 +125,10 @@ class FaceMesh:
                                      (eyes[0].x * w, eyes[0].y * h), (eyes[1].x * w, eyes[1].y * h)))
         return rois
 
+    def reset(self) -> None:
+        """Forget the faces followed: the next frame starts with the detector."""
+        self._rois = []
+
     def close(self) -> None:
         self._detector.close()
 
